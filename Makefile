@@ -1,0 +1,55 @@
+# clickstream: PGXS build of the extension, the local broker and the event
+# generator, and the entry points of tests and benchmarks.
+
+EXTENSION = clickstream
+EXTVERSION = 0.1.0
+
+MODULE_big = clickstream
+OBJS = \
+	src/clickstream.o \
+	src/guc.o \
+	src/status.o \
+	src/worker.o \
+	src/kafka.o \
+	src/bronze.o
+
+# The install script is assembled from one file per layer, in name order.
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
+
+REGRESS = bronze
+REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I ./test/perl
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = $(shell pkg-config --libs rdkafka 2>/dev/null || echo -lrdkafka)
+
+EXTRA_CLEAN = $(DATA_built) tools/broker tools/eventgen
+
+PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(DATA_built): $(INSTALL_LAYERS)
+	cat $^ > $@
+
+all: tools
+
+# Test and demo tools: librdkafka's mock cluster as a broker, the generator.
+TOOLS_CFLAGS = -O2 -g -Wall -Wextra -Werror -std=gnu11
+.PHONY: tools
+tools: tools/broker tools/eventgen
+
+tools/broker: tools/broker.c
+	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK)
+
+tools/eventgen: tools/eventgen.c
+	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
+
+.PHONY: bench
+bench: all
+	bash test/bench/ingest.sh

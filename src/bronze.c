@@ -1,0 +1,925 @@
+/*-------------------------------------------------------------------------
+ *
+ * bronze.c
+ *	  Batches of Kafka messages and their transaction: the bulk write into
+ *	  clickstream.bronze, the positions stored with it, and dead letters.
+ *
+ * A batch is kept as a stream of binary COPY tuples, built as messages
+ * arrive (librdkafka's buffers are released at once).  Writing it runs the
+ * COPY machinery (BeginCopyFrom/CopyFrom with a callback data source), so
+ * multi-insert buffering, indexes, constraints and triggers a user adds to
+ * bronze all behave as for COPY.  No row-by-row SPI on this path.
+ *
+ * One transaction per batch holds:
+ *	  1. the position rows of the batch's partitions, locked and compared
+ *	     with what this consumer expects (another consumer that took over a
+ *	     partition after a rebalance has moved it: those rows are not
+ *	     written, and the caller re-seeks);
+ *	  2. the COPY of the rows, inside a subtransaction.  If a row is refused
+ *	     (a data or constraint error), the range is split in halves and
+ *	     retried until the refused rows are isolated; they go to
+ *	     dead_letters and every other row is written.  Errors that are not
+ *	     about a row (disk full, ...) are re-thrown: the worker exits, and
+ *	     nothing of the batch is committed;
+ *	  3. dead letters (oversize messages, Kafka message errors);
+ *	  4. the new positions (ingest_positions, UNLOGGED like bronze) and, at
+ *	     a partition's first batch, its durable watermark.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "clickstream.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+/* One message of the batch. */
+typedef struct BronzeRow
+{
+	int32		partition;
+	int64		offset;
+	int64		timestamp_ms;
+	int			start;			/* of its COPY tuple in data */
+	int			len;
+	int			key_pos;		/* in data; -1 when NULL */
+	int			key_len;
+	int			payload_pos;	/* in data; -1 when NULL */
+	int			payload_len;
+} BronzeRow;
+
+/* A message that goes to dead_letters instead of bronze. */
+typedef struct BronzeDead
+{
+	int32		partition;
+	int64		offset;
+	int64		timestamp_ms;
+	bytea	   *key;
+	bytea	   *payload;
+	int64		payload_bytes;
+	bool		truncated;
+	const char *reason;
+	char	   *detail;
+} BronzeDead;
+
+/* A partition of the batch. */
+typedef struct BronzePart
+{
+	int32		partition;
+	int64		first_offset;
+	int64		next_offset;
+	int64		messages;
+	int64		bytes;
+	bool		stale;
+	int64		stored;
+} BronzePart;
+
+struct BronzeBatch
+{
+	MemoryContext cxt;			/* everything below, reset per batch */
+	StringInfoData data;		/* binary COPY tuples, back to back */
+	BronzeRow  *rows;
+	int			nrows;
+	int			rows_cap;
+	BronzeDead *dead;
+	int			ndead;
+	int			dead_cap;
+	BronzePart *parts;
+	int			nparts;
+	int			parts_cap;
+	Size		bytes;
+};
+
+/* Binary COPY file header: signature, flags, header extension length. */
+static const char copy_header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+#define COPY_HEADER_LEN 19
+static const char copy_trailer[] = "\377\377";
+#define COPY_TRAILER_LEN 2
+
+/* What the COPY data source is serving (it gets no argument of its own). */
+static struct
+{
+	BronzeBatch *batch;
+	int			row;			/* next row to serve */
+	int			end;			/* one past the last row */
+	int			pos;			/* bytes of the current piece already served */
+	int			phase;			/* 0 header, 1 rows, 2 trailer, 3 done */
+} source;
+
+/* Position this consumer expects to find stored, per partition. */
+static int64 *expected = NULL;
+static int	expected_cap = 0;
+#define EXPECT_NONE (-1)		/* no stored row */
+#define EXPECT_UNKNOWN (-2)		/* partition never assigned here */
+
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr position_plan = NULL;
+static SPIPlanPtr watermark_plan = NULL;
+static SPIPlanPtr dead_plan = NULL;
+static SPIPlanPtr load_plan = NULL;
+
+/* Create an empty batch in a context of its own under parent. */
+BronzeBatch *
+BronzeBatchCreate(MemoryContext parent)
+{
+	BronzeBatch *batch = MemoryContextAllocZero(parent, sizeof(BronzeBatch));
+
+	batch->cxt = AllocSetContextCreate(parent, "clickstream batch",
+									   ALLOCSET_DEFAULT_SIZES);
+	BronzeBatchReset(batch);
+	return batch;
+}
+
+/* Forget the batch's content and release its memory. */
+void
+BronzeBatchReset(BronzeBatch *batch)
+{
+	MemoryContext old;
+
+	MemoryContextReset(batch->cxt);
+	old = MemoryContextSwitchTo(batch->cxt);
+	initStringInfo(&batch->data);
+	batch->rows_cap = 1024;
+	batch->rows = palloc(sizeof(BronzeRow) * batch->rows_cap);
+	batch->nrows = 0;
+	batch->dead_cap = 16;
+	batch->dead = palloc(sizeof(BronzeDead) * batch->dead_cap);
+	batch->ndead = 0;
+	batch->parts_cap = 16;
+	batch->parts = palloc(sizeof(BronzePart) * batch->parts_cap);
+	batch->nparts = 0;
+	batch->bytes = 0;
+	MemoryContextSwitchTo(old);
+}
+
+/* Number of messages in the batch, dead letters included. */
+int
+BronzeBatchRows(BronzeBatch *batch)
+{
+	return batch->nrows + batch->ndead;
+}
+
+/* Payload bytes held by the batch. */
+Size
+BronzeBatchBytes(BronzeBatch *batch)
+{
+	return batch->bytes;
+}
+
+/* Does the batch hold no message at all? */
+bool
+BronzeBatchIsEmpty(BronzeBatch *batch)
+{
+	return batch->nparts == 0;
+}
+
+/* Account a message in its partition's entry. */
+static void
+BronzeBatchCountPart(BronzeBatch *batch, const KafkaMessage *msg)
+{
+	BronzePart *part = NULL;
+
+	for (int i = 0; i < batch->nparts; i++)
+		if (batch->parts[i].partition == msg->partition)
+			part = &batch->parts[i];
+	if (part == NULL)
+	{
+		if (batch->nparts == batch->parts_cap)
+		{
+			batch->parts_cap *= 2;
+			batch->parts = repalloc(batch->parts, sizeof(BronzePart) * batch->parts_cap);
+		}
+		part = &batch->parts[batch->nparts++];
+		memset(part, 0, sizeof(BronzePart));
+		part->partition = msg->partition;
+		part->first_offset = msg->offset;
+		part->next_offset = msg->offset + 1;
+	}
+	part->first_offset = Min(part->first_offset, msg->offset);
+	part->next_offset = Max(part->next_offset, msg->offset + 1);
+	part->messages++;
+	part->bytes += msg->payload_len;
+}
+
+/* Copy len bytes into a new bytea in the current memory context. */
+static bytea *
+BronzeBytea(const char *data, size_t len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return b;
+}
+
+/* Queue a message for dead_letters (in the batch's memory context). */
+static void
+BronzeBatchAddDead(BronzeBatch *batch, int32 partition, int64 offset,
+				   int64 timestamp_ms, const char *key, size_t key_len,
+				   const char *payload, size_t payload_len,
+				   const char *reason, char *detail)
+{
+	BronzeDead *d;
+	size_t		keep = Min(payload_len, (size_t) cs_max_message_bytes);
+
+	if (batch->ndead == batch->dead_cap)
+	{
+		batch->dead_cap *= 2;
+		batch->dead = repalloc(batch->dead, sizeof(BronzeDead) * batch->dead_cap);
+	}
+	d = &batch->dead[batch->ndead++];
+	d->partition = partition;
+	d->offset = offset;
+	d->timestamp_ms = timestamp_ms;
+	d->key = key ? BronzeBytea(key, key_len) : NULL;
+	d->payload = payload ? BronzeBytea(payload, keep) : NULL;
+	d->payload_bytes = payload ? payload_len : 0;
+	d->truncated = payload && keep < payload_len;
+	d->reason = reason;
+	d->detail = detail;
+}
+
+/* Append a binary COPY field: length, then bytes (NULL when data is NULL). */
+static inline void
+BronzeField(StringInfo s, const char *data, size_t len)
+{
+	if (data == NULL)
+	{
+		pq_sendint32(s, -1);
+		return;
+	}
+	pq_sendint32(s, (int32) len);
+	appendBinaryStringInfoNT(s, data, len);
+}
+
+/* Append a one-dimensional array field of text or bytea elements. */
+static void
+BronzeArrayField(StringInfo s, Oid elemtype, int n, const char **elems,
+				 const size_t *lens)
+{
+	int32		total = 20;
+	bool		hasnull = false;
+
+	for (int i = 0; i < n; i++)
+	{
+		total += 4 + (elems[i] ? (int32) lens[i] : 0);
+		hasnull |= (elems[i] == NULL);
+	}
+	pq_sendint32(s, total);
+	pq_sendint32(s, 1);			/* ndim */
+	pq_sendint32(s, hasnull ? 1 : 0);
+	pq_sendint32(s, elemtype);
+	pq_sendint32(s, n);			/* dimension */
+	pq_sendint32(s, 1);			/* lower bound */
+	for (int i = 0; i < n; i++)
+		BronzeField(s, elems[i], elems[i] ? lens[i] : 0);
+}
+
+/* Kafka milliseconds since 1970 to PostgreSQL microseconds since 2000. */
+static inline int64
+BronzeTimestamp(int64 ms)
+{
+	return ms * 1000 - ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+}
+
+/*
+ * Add one consumed message: a bronze row, or a dead letter when it is too
+ * large, reported as an error by Kafka, or carries a header name that is
+ * not valid in the database encoding.
+ */
+void
+BronzeBatchAdd(BronzeBatch *batch, const char *topic, const KafkaMessage *msg)
+{
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+	StringInfo	s = &batch->data;
+	BronzeRow  *row;
+
+	BronzeBatchCountPart(batch, msg);
+	batch->bytes += msg->payload_len;
+
+	if (msg->error != NULL)
+	{
+		BronzeBatchAddDead(batch, msg->partition, msg->offset, msg->timestamp_ms,
+						   msg->key, msg->key_len, msg->payload, msg->payload_len,
+						   "kafka_error", pstrdup(msg->error));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (msg->payload != NULL && msg->payload_len > (size_t) cs_max_message_bytes)
+	{
+		BronzeBatchAddDead(batch, msg->partition, msg->offset, msg->timestamp_ms,
+						   msg->key, msg->key_len, msg->payload, msg->payload_len,
+						   "message_too_large",
+						   psprintf("payload of %zu bytes exceeds clickstream.max_message_bytes (%d)",
+									msg->payload_len, cs_max_message_bytes));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	for (int i = 0; i < msg->nheaders; i++)
+	{
+		if (!pg_verify_mbstr(GetDatabaseEncoding(), msg->header_keys[i],
+							 strlen(msg->header_keys[i]), true))
+		{
+			BronzeBatchAddDead(batch, msg->partition, msg->offset, msg->timestamp_ms,
+							   msg->key, msg->key_len, msg->payload, msg->payload_len,
+							   "invalid_header",
+							   psprintf("header %d has a name that is not valid %s",
+										i + 1, GetDatabaseEncodingName()));
+			MemoryContextSwitchTo(old);
+			return;
+		}
+	}
+
+	if (batch->nrows == batch->rows_cap)
+	{
+		batch->rows_cap *= 2;
+		batch->rows = repalloc(batch->rows, sizeof(BronzeRow) * batch->rows_cap);
+	}
+	row = &batch->rows[batch->nrows++];
+	row->partition = msg->partition;
+	row->offset = msg->offset;
+	row->timestamp_ms = msg->timestamp_ms;
+	row->start = s->len;
+
+	/* the columns of bronze, ingested_at excepted (it defaults to now()) */
+	pq_sendint16(s, 8);
+	BronzeField(s, topic, strlen(topic));
+	pq_sendint32(s, 4);
+	pq_sendint32(s, msg->partition);
+	pq_sendint32(s, 8);
+	pq_sendint64(s, msg->offset);
+	if (msg->timestamp_ms >= 0)
+	{
+		pq_sendint32(s, 8);
+		pq_sendint64(s, BronzeTimestamp(msg->timestamp_ms));
+	}
+	else
+		pq_sendint32(s, -1);
+	row->key_pos = msg->key ? s->len + 4 : -1;
+	row->key_len = msg->key_len;
+	BronzeField(s, msg->key, msg->key_len);
+	if (msg->nheaders > 0)
+	{
+		size_t	   *lens = palloc(sizeof(size_t) * msg->nheaders);
+
+		for (int i = 0; i < msg->nheaders; i++)
+			lens[i] = strlen(msg->header_keys[i]);
+		BronzeArrayField(s, TEXTOID, msg->nheaders, msg->header_keys, lens);
+		BronzeArrayField(s, BYTEAOID, msg->nheaders, msg->header_values,
+						 msg->header_lens);
+		pfree(lens);
+	}
+	else
+	{
+		pq_sendint32(s, -1);
+		pq_sendint32(s, -1);
+	}
+	row->payload_pos = msg->payload ? s->len + 4 : -1;
+	row->payload_len = msg->payload_len;
+	BronzeField(s, msg->payload, msg->payload_len);
+	row->len = s->len - row->start;
+
+	MemoryContextSwitchTo(old);
+}
+
+/* Is the row's partition excluded from this write (stale)? */
+static bool
+BronzeRowSkipped(BronzeBatch *batch, const BronzeRow *row)
+{
+	for (int i = 0; i < batch->nparts; i++)
+		if (batch->parts[i].partition == row->partition)
+			return batch->parts[i].stale;
+	return false;
+}
+
+/* COPY data source: header, the rows of [row, end), trailer. */
+static int
+BronzeCopySource(void *outbuf, int minread, int maxread)
+{
+	char	   *out = outbuf;
+	int			n = 0;
+
+	while (n < maxread && source.phase < 3)
+	{
+		const char *piece;
+		int			len;
+		int			chunk;
+
+		if (source.phase == 0)
+		{
+			piece = copy_header;
+			len = COPY_HEADER_LEN;
+		}
+		else if (source.phase == 1)
+		{
+			BronzeRow  *row;
+
+			while (source.row < source.end &&
+				   BronzeRowSkipped(source.batch, &source.batch->rows[source.row]))
+				source.row++;
+			if (source.row >= source.end)
+			{
+				source.phase = 2;
+				source.pos = 0;
+				continue;
+			}
+			row = &source.batch->rows[source.row];
+			piece = source.batch->data.data + row->start;
+			len = row->len;
+		}
+		else
+		{
+			piece = copy_trailer;
+			len = COPY_TRAILER_LEN;
+		}
+
+		chunk = Min(len - source.pos, maxread - n);
+		memcpy(out + n, piece + source.pos, chunk);
+		n += chunk;
+		source.pos += chunk;
+		if (source.pos == len)
+		{
+			source.pos = 0;
+			if (source.phase == 1)
+				source.row++;
+			else
+				source.phase++;
+		}
+	}
+	return n;
+}
+
+/* COPY the rows [lo, hi) of the batch into bronze. */
+static void
+BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
+{
+	ParseState *pstate = make_parsestate(NULL);
+	CopyFromState cstate;
+	List	   *columns = NIL;
+	static const char *const names[] = {
+		"kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+		"kafka_key", "header_keys", "header_values", "payload"
+	};
+
+	for (int i = 0; i < lengthof(names); i++)
+		columns = lappend(columns, makeString(pstrdup(names[i])));
+
+	source.batch = batch;
+	source.row = lo;
+	source.end = hi;
+	source.pos = 0;
+	source.phase = 0;
+
+	addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, BronzeCopySource,
+						   columns,
+						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
+	(void) CopyFrom(cstate);
+	EndCopyFrom(cstate);
+	free_parsestate(pstate);
+}
+
+/* Is this error about the rows themselves (so that bisecting can isolate it)? */
+static bool
+BronzeIsRowError(int sqlerrcode)
+{
+	int			class = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return class == ERRCODE_DATA_EXCEPTION ||
+		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		class == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+		class == ERRCODE_RAISE_EXCEPTION;
+}
+
+/* Does [lo, hi) hold a row that is to be written? */
+static bool
+BronzeRangeHasRows(BronzeBatch *batch, int lo, int hi)
+{
+	for (int i = lo; i < hi; i++)
+		if (!BronzeRowSkipped(batch, &batch->rows[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Write the rows [lo, hi) in a subtransaction; when a row is refused,
+ * bisect until the refused rows are alone, and dead-letter them.
+ */
+static void
+BronzeWriteRange(Relation rel, BronzeBatch *batch, int lo, int hi)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (!BronzeRangeHasRows(batch, lo, hi))
+		return;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		BronzeCopy(rel, batch, lo, hi);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(batch->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+
+		if (!BronzeIsRowError(edata->sqlerrcode))
+			ReThrowError(edata);
+
+		if (hi - lo == 1)
+		{
+			BronzeRow  *row = &batch->rows[lo];
+			MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+
+			ereport(WARNING,
+					(errmsg("clickstream: bronze refused message at partition %d offset " INT64_FORMAT ": %s",
+							row->partition, row->offset, edata->message),
+					 errdetail("The message is kept in clickstream.dead_letters; the rest of the batch is written.")));
+			BronzeBatchAddDead(batch, row->partition, row->offset, row->timestamp_ms,
+							   row->key_pos >= 0 ? batch->data.data + row->key_pos : NULL,
+							   row->key_len,
+							   row->payload_pos >= 0 ? batch->data.data + row->payload_pos : NULL,
+							   row->payload_len,
+							   "rejected_by_bronze", pstrdup(edata->message));
+			MemoryContextSwitchTo(old);
+		}
+		else
+		{
+			int			mid = lo + (hi - lo) / 2;
+
+			BronzeWriteRange(rel, batch, lo, mid);
+			BronzeWriteRange(rel, batch, mid, hi);
+		}
+	}
+	PG_END_TRY();
+}
+
+/* Prepare and keep a plan, once per process. */
+static SPIPlanPtr
+BronzePlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/* Build an int4[] or int8[] datum from n values. */
+static Datum
+BronzeIntArray(const void *values, int n, Oid type)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = (type == INT4OID) ? Int32GetDatum(((const int32 *) values)[i])
+			: Int64GetDatum(((const int64 *) values)[i]);
+	if (type == INT4OID)
+		return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/* Grow the expected-position map so that partition fits, and return its slot. */
+static int64 *
+BronzeExpectedSlot(int32 partition)
+{
+	if (partition >= expected_cap)
+	{
+		int			cap = Max(partition + 1, Max(64, expected_cap * 2));
+
+		expected = expected ? repalloc(expected, sizeof(int64) * cap)
+			: MemoryContextAlloc(TopMemoryContext, sizeof(int64) * cap);
+		for (int i = expected_cap; i < cap; i++)
+			expected[i] = EXPECT_UNKNOWN;
+		expected_cap = cap;
+	}
+	return &expected[partition];
+}
+
+/* Record the position this consumer expects to find stored for partition. */
+void
+BronzeSetExpected(int32 partition, int64 next_offset)
+{
+	*BronzeExpectedSlot(partition) = next_offset;
+}
+
+/*
+ * Lock the batch's position rows and mark the partitions whose stored
+ * position is not the one this consumer expects as stale.
+ */
+static void
+BronzeFence(BronzeBatch *batch, const char *topic)
+{
+	Oid			types[2] = {TEXTOID, INT4ARRAYOID};
+	int32	   *parts = palloc(sizeof(int32) * batch->nparts);
+	Datum		args[2];
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < batch->nparts; i++)
+		parts[i] = batch->parts[i].partition;
+	plan = BronzePlan(&lock_plan,
+					  "SELECT partition, next_offset FROM clickstream.ingest_positions "
+					  "WHERE topic = $1 AND partition = ANY ($2) FOR UPDATE",
+					  2, types);
+	args[0] = CStringGetTextDatum(topic);
+	args[1] = BronzeIntArray(parts, batch->nparts, INT4OID);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock clickstream.ingest_positions");
+
+	for (int i = 0; i < batch->nparts; i++)
+	{
+		BronzePart *part = &batch->parts[i];
+		int64		stored = EXPECT_NONE;
+		int64		want = *BronzeExpectedSlot(part->partition);
+
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			int32		p = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1, &isnull));
+
+			if (p == part->partition)
+				stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		part->stored = stored;
+		part->stale = (want == EXPECT_UNKNOWN || stored != want);
+	}
+	pfree(parts);
+}
+
+/* Insert the batch's dead letters (one statement each: they are rare). */
+static void
+BronzeWriteDead(BronzeBatch *batch, const char *topic)
+{
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID,
+	TIMESTAMPTZOID, BYTEAOID, BYTEAOID, INT4OID, BOOLOID};
+	SPIPlanPtr	plan = BronzePlan(&dead_plan,
+								  "INSERT INTO clickstream.dead_letters "
+								  "(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset, "
+								  "kafka_timestamp, kafka_key, payload, payload_bytes, payload_truncated) "
+								  "VALUES ('ingest', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+								  "ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING",
+								  10, types);
+
+	for (int i = 0; i < batch->ndead; i++)
+	{
+		BronzeDead *d = &batch->dead[i];
+		Datum		args[10];
+		char		nulls[10];
+		bool		skip = false;
+
+		for (int j = 0; j < batch->nparts; j++)
+			if (batch->parts[j].partition == d->partition)
+				skip = batch->parts[j].stale;
+		if (skip)
+			continue;
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = CStringGetTextDatum(d->reason);
+		args[1] = CStringGetTextDatum(d->detail);
+		args[2] = CStringGetTextDatum(topic);
+		args[3] = Int32GetDatum(d->partition);
+		args[4] = Int64GetDatum(d->offset);
+		args[5] = TimestampTzGetDatum(BronzeTimestamp(d->timestamp_ms));
+		if (d->timestamp_ms < 0)
+			nulls[5] = 'n';
+		args[6] = PointerGetDatum(d->key);
+		if (d->key == NULL)
+			nulls[6] = 'n';
+		args[7] = PointerGetDatum(d->payload);
+		if (d->payload == NULL)
+			nulls[7] = 'n';
+		args[8] = Int32GetDatum((int32) Min(d->payload_bytes, PG_INT32_MAX));
+		args[9] = BoolGetDatum(d->truncated);
+		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into clickstream.dead_letters");
+	}
+}
+
+/* Store the new positions, and the first watermark of new partitions. */
+static void
+BronzeWritePositions(BronzeBatch *batch, const char *topic)
+{
+	Oid			types[3] = {TEXTOID, INT4ARRAYOID, INT8ARRAYOID};
+	int32	   *parts = palloc(sizeof(int32) * batch->nparts);
+	int64	   *next = palloc(sizeof(int64) * batch->nparts);
+	int64	   *first = palloc(sizeof(int64) * batch->nparts);
+	int			n = 0;
+	Datum		args[3];
+
+	for (int i = 0; i < batch->nparts; i++)
+	{
+		if (batch->parts[i].stale)
+			continue;
+		parts[n] = batch->parts[i].partition;
+		next[n] = batch->parts[i].next_offset;
+		first[n] = batch->parts[i].first_offset;
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	args[0] = CStringGetTextDatum(topic);
+	args[1] = BronzeIntArray(parts, n, INT4OID);
+	args[2] = BronzeIntArray(next, n, INT8OID);
+	if (SPI_execute_plan(BronzePlan(&position_plan,
+									"INSERT INTO clickstream.ingest_positions AS p (topic, partition, next_offset) "
+									"SELECT $1, u.partition, u.next_offset FROM unnest($2, $3) AS u(partition, next_offset) "
+									"ON CONFLICT (topic, partition) DO UPDATE "
+									"SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+									3, types),
+						 args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not store positions in clickstream.ingest_positions");
+
+	args[2] = BronzeIntArray(first, n, INT8OID);
+	if (SPI_execute_plan(BronzePlan(&watermark_plan,
+									"INSERT INTO clickstream.watermarks (topic, partition, durable_offset) "
+									"SELECT $1, u.partition, u.first_offset FROM unnest($2, $3) AS u(partition, first_offset) "
+									"ON CONFLICT (topic, partition) DO NOTHING",
+									3, types),
+						 args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not store watermarks in clickstream.watermarks");
+}
+
+/* Is the extension installed in this database (inside a transaction)? */
+static bool
+BronzeExtensionInstalled(void)
+{
+	return OidIsValid(get_extension_oid("clickstream", true));
+}
+
+/* Is the extension installed?  Runs its own short transaction. */
+bool
+BronzeExtensionExists(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = BronzeExtensionInstalled();
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
+ * Write the batch in one transaction.  Returns the number of partitions
+ * with *results describing each (valid until the batch is reset), or -1
+ * when the extension is gone (nothing written).
+ */
+int
+BronzeBatchWrite(BronzeBatch *batch, const char *topic,
+				 BronzePartitionResult **results)
+{
+	Relation	rel;
+	Oid			relid;
+	BronzePartitionResult *res;
+	int			nparts = batch->nparts;
+
+	if (nparts == 0)
+		return 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!BronzeExtensionInstalled())
+	{
+		AbortCurrentTransaction();
+		return -1;
+	}
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "clickstream: writing a batch to bronze");
+
+	BronzeFence(batch, topic);
+
+	relid = RangeVarGetRelid(makeRangeVar(CLICKSTREAM_SCHEMA, "bronze", -1),
+							 RowExclusiveLock, false);
+	rel = table_open(relid, NoLock);
+	BronzeWriteRange(rel, batch, 0, batch->nrows);
+	table_close(rel, NoLock);
+
+	BronzeWriteDead(batch, topic);
+	BronzeWritePositions(batch, topic);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	res = MemoryContextAlloc(batch->cxt, sizeof(BronzePartitionResult) * nparts);
+	for (int i = 0; i < nparts; i++)
+	{
+		BronzePart *part = &batch->parts[i];
+
+		res[i].partition = part->partition;
+		res[i].next_offset = part->next_offset;
+		res[i].messages = part->messages;
+		res[i].bytes = part->bytes;
+		res[i].stale = part->stale;
+		res[i].stored_offset = part->stored;
+		if (!part->stale)
+			BronzeSetExpected(part->partition, part->next_offset);
+	}
+	*results = res;
+	return nparts;
+}
+
+/*
+ * Look up where each partition resumes: the stored position, never below
+ * the durable watermark; -1 when neither exists.  Also resets what this
+ * consumer expects to find stored.  Runs its own transaction.
+ */
+void
+BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
+{
+	Oid			types[2] = {TEXTOID, INT4ARRAYOID};
+	int32	   *parts = palloc(sizeof(int32) * Max(n, 1));
+	Datum		args[2];
+
+	for (int i = 0; i < n; i++)
+	{
+		parts[i] = positions[i].partition;
+		positions[i].offset = -1;
+		BronzeSetExpected(parts[i], EXPECT_NONE);
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!BronzeExtensionInstalled())
+	{
+		CommitTransactionCommand();
+		return;
+	}
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	args[0] = CStringGetTextDatum(topic);
+	args[1] = BronzeIntArray(parts, n, INT4OID);
+	if (SPI_execute_plan(BronzePlan(&load_plan,
+									"SELECT q.partition, p.next_offset, w.durable_offset "
+									"FROM unnest($2) AS q(partition) "
+									"LEFT JOIN clickstream.ingest_positions p ON p.topic = $1 AND p.partition = q.partition "
+									"LEFT JOIN clickstream.watermarks w ON w.topic = $1 AND w.partition = q.partition",
+									2, types),
+						 args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read clickstream.ingest_positions");
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		null_part,
+					null_pos,
+					null_wm;
+		int32		p = DatumGetInt32(SPI_getbinval(tup, desc, 1, &null_part));
+		int64		pos = DatumGetInt64(SPI_getbinval(tup, desc, 2, &null_pos));
+		int64		wm = DatumGetInt64(SPI_getbinval(tup, desc, 3, &null_wm));
+
+		for (int i = 0; i < n; i++)
+		{
+			if (positions[i].partition != p)
+				continue;
+			if (!null_pos)
+				BronzeSetExpected(p, pos);
+			if (!null_pos || !null_wm)
+				positions[i].offset = Max(null_pos ? -1 : pos, null_wm ? -1 : wm);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pfree(parts);
+}

@@ -1,0 +1,174 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Every clickstream.* setting, in one place.
+ *
+ * Contexts follow meaning: the database and the number of workers are fixed
+ * at server start (POSTMASTER); everything the worker can apply on the fly
+ * (Kafka connection, batching, pause) is SIGHUP; nothing is settable per
+ * session, since the settings belong to the background workers.  The README
+ * has the same list as a table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "clickstream.h"
+
+#include "utils/guc.h"
+
+/* Connection to PostgreSQL and Kafka */
+char	   *cs_database = NULL;
+char	   *cs_brokers = NULL;
+char	   *cs_topic = NULL;
+char	   *cs_group_id = NULL;
+char	   *cs_kafka_options = NULL;
+int			cs_consumers = 1;
+int			cs_start_offset = START_OFFSET_EARLIEST;
+bool		cs_enabled = true;
+
+/* Batching and memory */
+int			cs_batch_size = 10000;
+int			cs_batch_timeout = 500;
+int			cs_batch_max_kb = 16384;
+int			cs_max_message_bytes = 1048576;
+int			cs_fetch_buffer_kb = 8192;
+int			cs_max_partitions = 1024;
+
+static const struct config_enum_entry start_offset_options[] = {
+	{"earliest", START_OFFSET_EARLIEST, false},
+	{"latest", START_OFFSET_LATEST, false},
+	{NULL, 0, false}
+};
+
+/* Define every clickstream.* setting; called once from _PG_init. */
+void
+GucInit(void)
+{
+	DefineCustomStringVariable("clickstream.database",
+							   "Database the ingestion workers connect to.",
+							   "CREATE EXTENSION clickstream must be run in this database.",
+							   &cs_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.consumers",
+							"Number of ingestion workers sharing the topic's partitions.",
+							"Each worker is one member of the consumer group; 0 starts none.",
+							&cs_consumers,
+							1, 0, CLICKSTREAM_MAX_CONSUMERS,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.max_partitions",
+							"Number of partitions the shared-memory status can track.",
+							NULL,
+							&cs_max_partitions,
+							1024, 16, 65536,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.brokers",
+							   "Kafka bootstrap servers (host:port,...).",
+							   NULL,
+							   &cs_brokers,
+							   "localhost:9092",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.topic",
+							   "Kafka topic to consume.",
+							   NULL,
+							   &cs_topic,
+							   "clickstream",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.group_id",
+							   "Kafka consumer group of the ingestion workers.",
+							   "Offsets are committed to this group after each PostgreSQL commit, for lag tools; the worker itself resumes from the database.",
+							   &cs_group_id,
+							   "clickstream",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.kafka_options",
+							   "Extra librdkafka settings as key=value,key=value.",
+							   "Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*, ...); they override the extension's own defaults.",
+							   &cs_kafka_options,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("clickstream.start_offset",
+							 "Where to start a partition that has no stored position.",
+							 "earliest reads the whole retained partition, latest only new messages.",
+							 &cs_start_offset,
+							 START_OFFSET_EARLIEST,
+							 start_offset_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("clickstream.enabled",
+							 "Consume from Kafka; off pauses ingestion and keeps the position.",
+							 NULL,
+							 &cs_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.batch_size",
+							"A batch is written once it holds this many messages.",
+							NULL,
+							&cs_batch_size,
+							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.batch_timeout",
+							"A batch is written at the latest this long after its first message.",
+							NULL,
+							&cs_batch_timeout,
+							500, 1, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.batch_max_size",
+							"A batch is written once its messages hold this much data.",
+							NULL,
+							&cs_batch_max_kb,
+							16384, 64, 524288,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.max_message_bytes",
+							"Messages larger than this go to clickstream.dead_letters instead of bronze.",
+							"Only the first max_message_bytes bytes of such a message are kept there.",
+							&cs_max_message_bytes,
+							1048576, 1, 256 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.fetch_buffer",
+							"Upper bound of librdkafka's prefetched messages per worker.",
+							"Sets queued.max.messages.kbytes; a fetch response is at most half of it.",
+							&cs_fetch_buffer_kb,
+							8192, 1024, 2097152,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("clickstream");
+}

@@ -1,0 +1,589 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka.c
+ *	  The Kafka consumer of an ingestion worker; the only file that includes
+ *	  librdkafka.
+ *
+ * librdkafka runs threads of its own, and no PostgreSQL function may ever be
+ * called from them.  So:
+ *	  - all signals are blocked while rd_kafka_new() creates those threads,
+ *	    which inherit the mask and so never run a PostgreSQL signal handler;
+ *	  - log.queue=true keeps log lines in a queue that is forwarded, with the
+ *	    main queue, to the consumer queue; they and every other callback
+ *	    (errors, rebalances, commit results) run inside KafkaPoll(), in the
+ *	    worker's own thread, where elog() is allowed;
+ *	  - callbacks never raise ERROR from inside librdkafka, except through the
+ *	    rebalance hooks, whose ERROR ends the process anyway.
+ *
+ * Positions come from the database, never from the group: on assignment the
+ * worker's hook looks them up and the partitions are assigned at exactly
+ * those offsets.  Auto-commit is off; KafkaCommit() is called only after the
+ * PostgreSQL commit, so that lag tools see real progress.
+ *
+ * Memory: librdkafka prefetches at most queued.max.messages.kbytes
+ * (clickstream.fetch_buffer) and one fetch response of at most half of that
+ * per broker connection.  A consumed message is released at the next poll:
+ * the batch keeps its own copy.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "clickstream.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+#define DOWN_WARNING_INTERVAL_MS 60000
+
+static rd_kafka_t *kafka = NULL;
+static rd_kafka_message_t *current = NULL;
+static int	my_consumer = 0;
+static char my_topic[CLICKSTREAM_TOPIC_LEN];
+static KafkaAssignHook assign_hook = NULL;
+static KafkaRevokeHook revoke_hook = NULL;
+static bool brokers_down = false;
+static TimestampTz last_down_warning = 0;
+
+/* Current assignment, kept for statistics. */
+static int32 *assigned = NULL;
+static int	nassigned = 0;
+
+/* Header arrays handed out with the current message. */
+static const char **hdr_keys = NULL;
+static const char **hdr_values = NULL;
+static size_t *hdr_lens = NULL;
+static int	hdr_capacity = 0;
+
+/* Map a syslog level from librdkafka to an elog level. */
+static int
+KafkaElevel(int level)
+{
+	if (level <= 4)
+		return WARNING;
+	if (level <= 6)
+		return LOG;
+	return DEBUG1;
+}
+
+/* Log callback: runs inside KafkaPoll() thanks to log.queue. */
+static void
+KafkaLogCallback(const rd_kafka_t *rk, int level, const char *fac,
+				 const char *buf)
+{
+	ereport(KafkaElevel(level),
+			(errmsg("clickstream consumer %d: librdkafka %s: %s",
+					my_consumer, fac, buf),
+			 errhidestmt(true)));
+}
+
+/* Error callback: broker trouble is retried forever, with a WARNING. */
+static void
+KafkaErrorCallback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	StatusWorkerError(my_consumer, -1, "%s: %s", rd_kafka_err2name(err), reason);
+
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+		err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+		err == RD_KAFKA_RESP_ERR__RESOLVE)
+	{
+		if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		{
+			brokers_down = true;
+			StatusWorkerSetState(my_consumer, WORKER_BROKER_DOWN);
+		}
+		if (last_down_warning == 0 ||
+			TimestampDifferenceExceeds(last_down_warning, now,
+									   DOWN_WARNING_INTERVAL_MS))
+		{
+			last_down_warning = now;
+			ereport(WARNING,
+					(errmsg("clickstream consumer %d cannot reach Kafka: %s",
+							my_consumer, reason),
+					 errdetail("librdkafka reconnects on its own; ingestion resumes from the stored position when a broker answers."),
+					 errhint("Check clickstream.brokers (\"%s\") and clickstream.kafka_options.",
+							 cs_brokers)));
+		}
+		return;
+	}
+
+	ereport(WARNING,
+			(errmsg("clickstream consumer %d: Kafka error %s: %s",
+					my_consumer, rd_kafka_err2name(err), reason)));
+}
+
+/* Commit callback: the group commit is informational only. */
+static void
+KafkaCommitCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+					rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		ereport(LOG,
+				(errmsg("clickstream consumer %d could not commit offsets to Kafka group \"%s\": %s",
+						my_consumer, cs_group_id, rd_kafka_err2str(err)),
+				 errdetail("Positions are stored in the database; only lag tools see the older group offsets.")));
+}
+
+/* Remember the partitions of the current assignment. */
+static void
+KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
+{
+	if (!add)
+	{
+		/* remove the listed partitions (all of them for an eager revoke) */
+		int			kept = 0;
+
+		for (int i = 0; i < nassigned; i++)
+		{
+			bool		revoked = (parts == NULL);
+
+			for (int j = 0; parts != NULL && j < parts->cnt; j++)
+				if (parts->elems[j].partition == assigned[i])
+					revoked = true;
+			if (!revoked)
+				assigned[kept++] = assigned[i];
+		}
+		nassigned = kept;
+		return;
+	}
+	assigned = realloc(assigned, sizeof(int32) * (nassigned + parts->cnt));
+	if (assigned == NULL)
+		elog(FATAL, "out of memory");
+	for (int i = 0; i < parts->cnt; i++)
+		assigned[nassigned++] = parts->elems[i].partition;
+}
+
+/*
+ * Rebalance callback: on assignment, start every partition at the position
+ * stored in the database; on revocation, write the pending batch first so
+ * that the next owner finds the position that matches bronze.
+ */
+static void
+KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+					   rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	bool		cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+	{
+		KafkaPosition *pos = palloc(sizeof(KafkaPosition) * Max(parts->cnt, 1));
+
+		for (int i = 0; i < parts->cnt; i++)
+		{
+			pos[i].partition = parts->elems[i].partition;
+			pos[i].offset = -1;
+		}
+		assign_hook(pos, parts->cnt);
+		for (int i = 0; i < parts->cnt; i++)
+		{
+			if (pos[i].offset >= 0)
+				parts->elems[i].offset = pos[i].offset;
+			else if (cs_start_offset == START_OFFSET_LATEST)
+				parts->elems[i].offset = RD_KAFKA_OFFSET_END;
+			else
+				parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+			StatusPartitionAssigned(my_consumer, my_topic, pos[i].partition,
+									pos[i].offset);
+			ereport(LOG,
+					(errmsg("clickstream consumer %d assigned %s[%d] at %s",
+							my_consumer, my_topic, pos[i].partition,
+							pos[i].offset >= 0 ? psprintf(INT64_FORMAT, pos[i].offset) :
+							(cs_start_offset == START_OFFSET_LATEST ? "latest" : "earliest"))));
+		}
+		pfree(pos);
+		if (cooperative)
+			error = rd_kafka_incremental_assign(rk, parts);
+		else
+			aerr = rd_kafka_assign(rk, parts);
+		KafkaSetAssignment(parts, true);
+	}
+	else
+	{
+		revoke_hook();
+		if (cooperative)
+			error = rd_kafka_incremental_unassign(rk, parts);
+		else
+			aerr = rd_kafka_assign(rk, NULL);
+		KafkaSetAssignment(cooperative ? parts : NULL, false);
+		ereport(LOG,
+				(errmsg("clickstream consumer %d: %d partitions revoked",
+						my_consumer, parts->cnt)));
+	}
+
+	if (error != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not change its assignment: %s",
+						my_consumer, rd_kafka_error_string(error))));
+		rd_kafka_error_destroy(error);
+	}
+	else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not change its assignment: %s",
+						my_consumer, rd_kafka_err2str(aerr))));
+}
+
+/* Set one librdkafka property, reporting a bad one as a WARNING. */
+static bool
+KafkaConfSet(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("clickstream consumer %d: invalid Kafka setting \"%s\": %s",
+						my_consumer, key, errstr),
+				 errhint("Fix clickstream.kafka_options (key=value,key=value) and reload the configuration.")));
+		return false;
+	}
+	return true;
+}
+
+/* Apply clickstream.kafka_options, a comma-separated key=value list. */
+static bool
+KafkaConfApplyOptions(rd_kafka_conf_t *conf, const char *options)
+{
+	char	   *copy = pstrdup(options);
+	char	   *saveptr = NULL;
+	bool		ok = true;
+
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL;
+		 item = strtok_r(NULL, ",", &saveptr))
+	{
+		char	   *eq = strchr(item, '=');
+		char	   *key = item;
+
+		while (*key == ' ')
+			key++;
+		if (*key == '\0')
+			continue;
+		if (eq == NULL)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("clickstream.kafka_options entry \"%s\" has no \"=\"", key),
+					 errhint("Write it as key=value,key=value.")));
+			ok = false;
+			continue;
+		}
+		*eq = '\0';
+		ok &= KafkaConfSet(conf, key, eq + 1);
+	}
+	pfree(copy);
+	return ok;
+}
+
+/*
+ * Create the consumer and subscribe to clickstream.topic.  Returns false
+ * (after a WARNING) when the configuration is unusable; the caller retries
+ * after the next reload.
+ */
+bool
+KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t err;
+	char		errstr[512];
+	char		num[32];
+	int			fetch_max = Max(cs_fetch_buffer_kb / 2, 512) * 1024;
+	bool		ok = true;
+	sigset_t	all,
+				old;
+
+	Assert(kafka == NULL);
+	my_consumer = consumer;
+	assign_hook = on_assign;
+	revoke_hook = on_revoke;
+	brokers_down = false;
+	nassigned = 0;
+	strlcpy(my_topic, cs_topic, sizeof(my_topic));
+
+	ok &= KafkaConfSet(conf, "bootstrap.servers", cs_brokers);
+	ok &= KafkaConfSet(conf, "group.id", cs_group_id);
+	snprintf(num, sizeof(num), "clickstream-%d", consumer);
+	ok &= KafkaConfSet(conf, "client.id", num);
+	ok &= KafkaConfSet(conf, "enable.auto.commit", "false");
+	ok &= KafkaConfSet(conf, "enable.auto.offset.store", "false");
+	ok &= KafkaConfSet(conf, "enable.partition.eof", "false");
+	ok &= KafkaConfSet(conf, "auto.offset.reset", "earliest");
+	ok &= KafkaConfSet(conf, "log.queue", "true");
+	ok &= KafkaConfSet(conf, "session.timeout.ms", "10000");
+	snprintf(num, sizeof(num), "%d", cs_fetch_buffer_kb);
+	ok &= KafkaConfSet(conf, "queued.max.messages.kbytes", num);
+	snprintf(num, sizeof(num), "%d", fetch_max);
+	ok &= KafkaConfSet(conf, "fetch.max.bytes", num);
+	snprintf(num, sizeof(num), "%d", Min(fetch_max, 1048576));
+	ok &= KafkaConfSet(conf, "max.partition.fetch.bytes", num);
+	snprintf(num, sizeof(num), "%d", Max(fetch_max + 512, 1000000));
+	ok &= KafkaConfSet(conf, "receive.message.max.bytes", num);
+	ok &= KafkaConfSet(conf, "queued.min.messages", "10000");
+	ok &= KafkaConfApplyOptions(conf, cs_kafka_options);
+	if (!ok)
+	{
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+
+	rd_kafka_conf_set_log_cb(conf, KafkaLogCallback);
+	rd_kafka_conf_set_error_cb(conf, KafkaErrorCallback);
+	rd_kafka_conf_set_rebalance_cb(conf, KafkaRebalanceCallback);
+	rd_kafka_conf_set_offset_commit_cb(conf, KafkaCommitCallback);
+
+	/* librdkafka's threads inherit a mask that blocks every signal */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	kafka = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	if (kafka == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not create a Kafka consumer: %s",
+						consumer, errstr),
+				 errhint("Check clickstream.brokers and clickstream.kafka_options, then reload the configuration.")));
+		return false;
+	}
+
+	/* logs and the main queue are served by the consumer poll */
+	rd_kafka_set_log_queue(kafka, NULL);
+	rd_kafka_poll_set_consumer(kafka);
+
+	topics = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(topics, cs_topic, RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(kafka, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not subscribe to topic \"%s\": %s",
+						consumer, cs_topic, rd_kafka_err2str(err))));
+		KafkaClose();
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("clickstream consumer %d subscribed to topic \"%s\" on %s as group \"%s\"",
+					consumer, cs_topic, cs_brokers, cs_group_id)));
+	return true;
+}
+
+/* Is a consumer open? */
+bool
+KafkaIsOpen(void)
+{
+	return kafka != NULL;
+}
+
+/* Were all brokers down at the last report, with no message since? */
+bool
+KafkaBrokersDown(void)
+{
+	return brokers_down;
+}
+
+/* The partitions currently assigned to this consumer. */
+int
+KafkaAssignment(const int32 **partitions)
+{
+	*partitions = assigned;
+	return nassigned;
+}
+
+/* Is this message error about the message itself (as opposed to the consumer)? */
+static bool
+KafkaIsMessageError(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR__BAD_MSG ||
+		err == RD_KAFKA_RESP_ERR__BAD_COMPRESSION ||
+		err == RD_KAFKA_RESP_ERR_INVALID_MSG ||
+		err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE;
+}
+
+/* Fill the header arrays of msg from a librdkafka message. */
+static void
+KafkaFillHeaders(rd_kafka_message_t *m, KafkaMessage *msg)
+{
+	rd_kafka_headers_t *hdrs;
+	size_t		n;
+
+	msg->nheaders = 0;
+	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	n = rd_kafka_header_cnt(hdrs);
+	if ((int) n > hdr_capacity)
+	{
+		hdr_capacity = Max((int) n, 16);
+		hdr_keys = realloc(hdr_keys, sizeof(char *) * hdr_capacity);
+		hdr_values = realloc(hdr_values, sizeof(char *) * hdr_capacity);
+		hdr_lens = realloc(hdr_lens, sizeof(size_t) * hdr_capacity);
+		if (!hdr_keys || !hdr_values || !hdr_lens)
+			elog(FATAL, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++)
+	{
+		const char *name;
+		const void *value;
+		size_t		size;
+
+		if (rd_kafka_header_get_all(hdrs, i, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		hdr_keys[i] = name;
+		hdr_values[i] = value;
+		hdr_lens[i] = size;
+		msg->nheaders++;
+	}
+	msg->header_keys = hdr_keys;
+	msg->header_values = hdr_values;
+	msg->header_lens = hdr_lens;
+}
+
+/*
+ * Wait up to timeout_ms for the next message.  Serves logs, errors and
+ * rebalances on the way.  Returns true with *msg filled (valid until the
+ * next call) when there is a message or a message-level error.
+ */
+bool
+KafkaPoll(int timeout_ms, KafkaMessage *msg)
+{
+	rd_kafka_message_t *m;
+	rd_kafka_timestamp_type_t tstype;
+
+	if (current != NULL)
+	{
+		rd_kafka_message_destroy(current);
+		current = NULL;
+	}
+
+	m = rd_kafka_consumer_poll(kafka, timeout_ms);
+	if (m == NULL)
+		return false;
+
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && !KafkaIsMessageError(m->err))
+	{
+		/* consumer-level event: log it, nothing to store */
+		if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+			ereport(WARNING,
+					(errmsg("clickstream consumer %d: %s[%d]: %s",
+							my_consumer, my_topic, m->partition,
+							rd_kafka_message_errstr(m)),
+					 errdetail("The stored position is no longer in Kafka (retention); consumption restarts at the earliest retained offset.")));
+		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			ereport(WARNING,
+					(errmsg("clickstream consumer %d: Kafka reported %s: %s",
+							my_consumer, rd_kafka_err2name(m->err),
+							rd_kafka_message_errstr(m))));
+		if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			StatusWorkerError(my_consumer, m->partition, "%s: %s",
+							  rd_kafka_err2name(m->err), rd_kafka_message_errstr(m));
+		rd_kafka_message_destroy(m);
+		return false;
+	}
+
+	current = m;
+	if (brokers_down)
+	{
+		brokers_down = false;
+		StatusWorkerSetState(my_consumer, WORKER_CONSUMING);
+	}
+
+	memset(msg, 0, sizeof(KafkaMessage));
+	msg->partition = m->partition;
+	msg->offset = m->offset;
+	msg->timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+	if (tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+		msg->timestamp_ms = -1;
+	msg->key = m->key;
+	msg->key_len = m->key_len;
+	msg->payload = m->payload;
+	msg->payload_len = m->len;
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		msg->error = rd_kafka_message_errstr(m);
+	else
+		KafkaFillHeaders(m, msg);
+	return true;
+}
+
+/* Commit next offsets to the group, asynchronously, after a PostgreSQL commit. */
+void
+KafkaCommit(const KafkaPosition *positions, int n)
+{
+	rd_kafka_topic_partition_list_t *list;
+
+	if (kafka == NULL || n == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(n);
+	for (int i = 0; i < n; i++)
+		rd_kafka_topic_partition_list_add(list, my_topic,
+										  positions[i].partition)->offset = positions[i].offset;
+	(void) rd_kafka_commit(kafka, list, 1);
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Restart a partition at offset (after another consumer moved it). */
+void
+KafkaSeek(int32 partition, int64 offset)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_error_t *error;
+
+	rd_kafka_topic_partition_list_add(list, my_topic, partition)->offset = offset;
+	error = rd_kafka_seek_partitions(kafka, list, 5000);
+	if (error != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not seek %s[%d] to " INT64_FORMAT ": %s",
+						my_consumer, my_topic, partition, offset,
+						rd_kafka_error_string(error))));
+		rd_kafka_error_destroy(error);
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* High watermark of a partition as last seen in a fetch, -1 if unknown. */
+int64
+KafkaHighWatermark(int32 partition)
+{
+	int64_t		low,
+				high;
+
+	if (kafka == NULL ||
+		rd_kafka_get_watermark_offsets(kafka, my_topic, partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	return high;
+}
+
+/*
+ * Leave the group and destroy the consumer.  The revoke hook runs from
+ * rd_kafka_consumer_close(); with every broker down there is no group to
+ * leave, so the close is skipped rather than waited for.
+ */
+void
+KafkaClose(void)
+{
+	if (kafka == NULL)
+		return;
+	if (current != NULL)
+	{
+		rd_kafka_message_destroy(current);
+		current = NULL;
+	}
+	if (brokers_down)
+		rd_kafka_destroy_flags(kafka, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	else
+	{
+		rd_kafka_consumer_close(kafka);
+		rd_kafka_destroy(kafka);
+	}
+	kafka = NULL;
+	nassigned = 0;
+}
