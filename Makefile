@@ -22,7 +22,6 @@ REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I ./test/perl
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
@@ -53,3 +52,8 @@ tools/eventgen: tools/eventgen.c
 .PHONY: bench
 bench: all
 	bash test/bench/ingest.sh
+
+# The TAP tests alone (installcheck runs pg_regress and then these).
+.PHONY: tapcheck
+tapcheck:
+	$(prove_installcheck)

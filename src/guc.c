@@ -138,7 +138,7 @@ GucInit(void)
 							"A batch is written at the latest this long after its first message.",
 							NULL,
 							&cs_batch_timeout,
-							500, 1, 600000,
+							500, 1, 3600000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

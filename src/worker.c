@@ -190,6 +190,14 @@ WorkerTick(void)
 		extension_gone = true;
 }
 
+/* Has the batch reached clickstream.batch_size or batch_max_size? */
+static bool
+WorkerBatchFull(void)
+{
+	return BronzeBatchRows(batch) >= cs_batch_size ||
+		BronzeBatchBytes(batch) >= (Size) cs_batch_max_kb * 1024;
+}
+
 /* Poll up to a pass worth of messages, writing batches as they fill up. */
 static void
 WorkerConsume(void)
@@ -203,7 +211,7 @@ WorkerConsume(void)
 
 		if (!BronzeBatchIsEmpty(batch))
 		{
-			if (now >= batch_deadline)
+			if (now >= batch_deadline || WorkerBatchFull())
 			{
 				WorkerFlush();
 				continue;
@@ -220,8 +228,7 @@ WorkerConsume(void)
 				batch_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															 cs_batch_timeout);
 			BronzeBatchAdd(batch, open_topic, &msg);
-			if (BronzeBatchRows(batch) >= cs_batch_size ||
-				BronzeBatchBytes(batch) >= (Size) cs_batch_max_kb * 1024)
+			if (WorkerBatchFull())
 				WorkerFlush();
 		}
 		else if (BronzeBatchIsEmpty(batch))

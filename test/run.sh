@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run every test of the project: pg_regress (SQL level) and the TAP tests of
+# the ingestion worker.  Installs what is missing first.  Ends with the plain
+# line "N passed, N failed" (pg_regress files and TAP subtests).
+#
+# initdb, pg_regress --temp-instance and TAP refuse to run as root, so as
+# root the suite runs as the postgres user in a copy of the tree it owns.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+if ! bash "$root/tools/setup.sh"; then
+	echo "setup failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+work=$(mktemp -d /tmp/clickstream-test.XXXXXX)
+tar -C "$root" --exclude=.git -cf - . | tar -C "$work" -xf -
+as_user() { bash -c "$1"; }
+if [ "$(id -u)" -eq 0 ]; then
+	chown -R postgres: "$work"
+	as_user() { su postgres -s /bin/bash -c "$1"; }
+fi
+export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+
+passed=0
+failed=0
+
+echo "== pg_regress"
+as_user "cd '$work' && make -s installcheck TAP_TESTS= PG_CONFIG=$PG_CONFIG" 2>&1 | tee "$work/regress.log"
+p=$(grep -cE '^(ok|test) .* \.\.\. +ok|^ok [0-9]+ ' "$work/regress.log")
+f=$(grep -cE '\.\.\. +FAILED|^not ok [0-9]+ ' "$work/regress.log")
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+[ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+
+echo "== TAP"
+as_user "cd '$work' && make -s tapcheck PG_CONFIG=$PG_CONFIG" 2>&1 | tee "$work/tap.log"
+p=$(grep -cE '^\s*ok [0-9]+' "$work/tmp_check/log/"regress_log_* 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
+f=$(grep -cE '^\s*not ok [0-9]+' "$work/tmp_check/log/"regress_log_* 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
+# a test file that died counts as one more failure
+d=$(grep -cE 'Dubious|Bailout|No subtests run|No plan found' "$work/tap.log")
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$f" -eq 0 ] && [ "$d" -gt 0 ]; then failed=$((failed + 1)); fi
+if [ "$p" -eq 0 ]; then failed=$((failed + 1)); fi
+
+if [ "$failed" -gt 0 ]; then
+	echo "logs kept in $work/tmp_check/log"
+	for l in "$work"/tmp_check/log/*.log; do
+		[ -f "$l" ] && { echo "--- tail of $l"; tail -n 30 "$l"; }
+	done
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
