@@ -394,9 +394,13 @@ ClickstreamWorkerMain(Datum main_arg)
 		}
 	}
 
-	/* SIGTERM: write what we hold, leave the group, exit */
+	/*
+	 * SIGTERM: write what we hold, leave the group, exit.  Exit code 1: a
+	 * worker terminated on its own (pg_terminate_backend) is started again;
+	 * clickstream.enabled = off is the way to pause ingestion.
+	 */
 	if (KafkaIsOpen())
 		WorkerCloseConsumer();
 	ereport(LOG, (errmsg("clickstream consumer %d stopped", my_consumer)));
-	proc_exit(0);
+	proc_exit(1);
 }
