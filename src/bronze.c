@@ -677,6 +677,27 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		}
 		part->stored = stored;
 		part->stale = (want == EXPECT_UNKNOWN || stored != want);
+
+		/*
+		 * Kafka did not deliver the offsets between the stored position and
+		 * the batch: deleted by retention before they were read, compacted
+		 * away, or transaction markers.  Leave a record of the range.
+		 */
+		if (!part->stale && stored >= 0 && part->first_offset > stored)
+		{
+			MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+
+			ereport(WARNING,
+					(errmsg("clickstream: %s[%d]: offsets " INT64_FORMAT " to " INT64_FORMAT " were not delivered by Kafka",
+							topic, part->partition, stored, part->first_offset - 1),
+					 errdetail("They were deleted by retention before being read, compacted away, or are transaction markers; the range is recorded in clickstream.dead_letters.")));
+			BronzeBatchAddDead(batch, part->partition, stored, -1, NULL, 0, NULL, 0,
+							   "offsets_skipped",
+							   psprintf("offsets " INT64_FORMAT " to " INT64_FORMAT " (" INT64_FORMAT " messages) were not delivered by Kafka",
+										stored, part->first_offset - 1,
+										part->first_offset - stored));
+			MemoryContextSwitchTo(old);
+		}
 	}
 	pfree(parts);
 }

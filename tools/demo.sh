@@ -44,6 +44,7 @@ listen_addresses = ''
 shared_preload_libraries = 'clickstream'
 clickstream.brokers = '$brokers'
 clickstream.database = 'postgres'
+clickstream.max_message_bytes = '64kB'
 CONF
 as_pg "$bin/pg_ctl -D '$work/data' -l '$work/postgres.log' -w start >/dev/null"
 psql_demo -qc "CREATE EXTENSION clickstream"
@@ -51,7 +52,7 @@ psql_demo -qc "CREATE EXTENSION clickstream"
 echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed, 2% late)"
 "$root/tools/eventgen" --brokers "$brokers" --topic clickstream --rate "$rate" \
 	--duration "$seconds" --users 50000 --products 2000 --seed 7 \
-	--dup-share 0.01 --bad-share 0.01 --late-share 0.02 \
+	--dup-share 0.01 --bad-share 0.01 --late-share 0.02 --oversize-bytes 100000 \
 	--manifest "$work/manifest" 2> "$work/eventgen.log" &
 gen_pid=$!
 
@@ -95,6 +96,6 @@ SELECT partition, committed_offset, high_watermark, lag, round(messages_per_sec)
 FROM clickstream.status ORDER BY partition LIMIT 16;
 
 SELECT convert_from(payload, 'UTF8') AS sample_event
-FROM clickstream.bronze WHERE kafka_partition = 0 AND kafka_offset = 0;
+FROM clickstream.bronze ORDER BY kafka_partition, kafka_offset LIMIT 1;
 SQL
 echo "(the cluster, broker and logs were in $work; both are stopped now)"
