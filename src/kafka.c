@@ -21,9 +21,12 @@
  * PostgreSQL commit, so that lag tools see real progress.
  *
  * Memory: librdkafka prefetches at most queued.max.messages.kbytes
- * (clickstream.fetch_buffer) and one fetch response of at most half of that
- * per broker connection.  A consumed message is released at the next poll:
- * the batch keeps its own copy.
+ * (clickstream.fetch_buffer) and asks for fetch responses of at most half of
+ * that per broker connection.  A broker may overshoot fetch.max.bytes to
+ * return whole record batches, so receive.message.max.bytes keeps its large
+ * default: it only caps one response, buffers follow the actual size.  A
+ * consumed message is released at the next poll: the batch keeps its own
+ * copy.
  *
  *-------------------------------------------------------------------------
  */
@@ -324,8 +327,6 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	ok &= KafkaConfSet(conf, "fetch.max.bytes", num);
 	snprintf(num, sizeof(num), "%d", Min(fetch_max, 1048576));
 	ok &= KafkaConfSet(conf, "max.partition.fetch.bytes", num);
-	snprintf(num, sizeof(num), "%d", Max(fetch_max + 512, 1000000));
-	ok &= KafkaConfSet(conf, "receive.message.max.bytes", num);
 	ok &= KafkaConfSet(conf, "queued.min.messages", "10000");
 	ok &= KafkaConfApplyOptions(conf, cs_kafka_options);
 	if (!ok)

@@ -141,6 +141,22 @@ write_pidfile(const char *path)
 	}
 }
 
+/* Remove the pid file unless another instance has rewritten it since. */
+static void
+remove_pidfile(const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	long		pid = -1;
+
+	if (f == NULL)
+		return;
+	if (fscanf(f, "%ld", &pid) != 1)
+		pid = -1;
+	fclose(f);
+	if (pid == (long) getpid())
+		unlink(path);
+}
+
 /* Start the cluster, serve until asked to stop, then tear it down. */
 int
 main(int argc, char **argv)
@@ -266,6 +282,6 @@ main(int argc, char **argv)
 	rd_kafka_mock_cluster_destroy(mc);
 	rd_kafka_destroy(rk);
 	if (pidfile != NULL)
-		unlink(pidfile);
+		remove_pidfile(pidfile);
 	return 0;
 }
