@@ -327,7 +327,6 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	ok &= KafkaConfSet(conf, "fetch.max.bytes", num);
 	snprintf(num, sizeof(num), "%d", Min(fetch_max, 1048576));
 	ok &= KafkaConfSet(conf, "max.partition.fetch.bytes", num);
-	ok &= KafkaConfSet(conf, "queued.min.messages", "10000");
 	ok &= KafkaConfApplyOptions(conf, cs_kafka_options);
 	if (!ok)
 	{

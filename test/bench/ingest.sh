@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-1000000}
-partitions=64            # the mock broker keeps ~5 MiB per partition
+partitions=128          # the mock broker keeps ~5 MiB per partition
 bin=/usr/lib/postgresql/15/bin
 
 bash "$root/tools/setup.sh" >/dev/null
@@ -58,62 +58,79 @@ bytes=$(stat -c %s "$work/events.copy")
 $gen --brokers "$brokers" --topic clickstream 2>/dev/null
 echo "topic pre-filled: $n messages in $partitions partitions"
 
-# 1. COPY (server side, from the file), twice; keep the better run
-copy_best=0
-for run in 1 2; do
-	q "TRUNCATE clickstream.bronze; CHECKPOINT"
+# Each method loads the same rows into an emptied bronze; two rounds, the
+# methods interleaved, and the better run of each is kept.
+reset_bronze() { q "TRUNCATE clickstream.bronze"; q "CHECKPOINT"; }
+
+run_copy() {
+	reset_bronze
+	local t0 t1
 	t0=$(now)
 	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/events.copy'"
 	t1=$(now)
-	r=$(echo "$n / ($t1 - $t0)" | bc)
-	echo "COPY run $run: $r rows/s"
-	[ "$r" -gt "$copy_best" ] && copy_best=$r
+	echo "$n / ($t1 - $t0)" | bc
+}
+
+# the worker drains the topic from the beginning (positions forgotten)
+run_worker() {
+	reset_bronze
+	q "TRUNCATE clickstream.ingest_positions, clickstream.watermarks"
+	q "ALTER SYSTEM SET clickstream.enabled = on"; q "SELECT pg_reload_conf()" >/dev/null
+	local t0 t1 pid=""
+	t0=$(now)
+	for _ in $(seq 100); do
+		pid=$(q "SELECT pid FROM clickstream.workers WHERE pid IS NOT NULL")
+		[ -n "$pid" ] && break
+		sleep 0.1
+	done
+	(
+		peak=0
+		while kill -0 "$pid" 2>/dev/null; do
+			a=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+			if [ "${a:-0}" -gt "$peak" ]; then peak=$a; echo "$peak" > "$work/peak_anon.$pid"; fi
+			sleep 0.05
+		done
+	) &
+	sampler=$!
+	while [ "$(q "SELECT count(*) FROM clickstream.bronze")" -lt "$n" ]; do sleep 0.1; done
+	t1=$(now)
+	awk '/^VmHWM/ {print $2}' /proc/$pid/status > "$work/hwm"
+	kill "$sampler" 2>/dev/null || true
+	sampler=""
+	cp "$work/peak_anon.$pid" "$work/peak_anon"
+	q "ALTER SYSTEM SET clickstream.enabled = off"; q "SELECT pg_reload_conf()" >/dev/null
+	[ "$(q "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM clickstream.bronze")" = "$n" ] ||
+		echo "worker: WRONG ROW SET" >&2
+	echo "$(echo "$n / ($t1 - $t0)" | bc) $(q "SELECT round(($n - (SELECT count(*) FROM clickstream.bronze WHERE ingested_at = (SELECT max(ingested_at) FROM clickstream.bronze)))
+	            / extract(epoch FROM max(ingested_at) - min(ingested_at))) FROM clickstream.bronze")"
+	sleep 3		# let the worker leave the group
+}
+
+run_loader() {
+	reset_bronze
+	local t0 t1
+	t0=$(now)
+	kcat -C -b "$brokers" -t clickstream -o beginning -e -q -f 'clickstream\t%p\t%o\t%k\t%s\n' |
+		psql -X -q -h "$work" -p "$port" -U postgres -d postgres \
+			-c "\\copy clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_key, payload) FROM STDIN"
+	t1=$(now)
+	[ "$(q "SELECT count(*) FROM clickstream.bronze")" = "$n" ] || echo "loader: wrong row count" >&2
+	echo "$n / ($t1 - $t0)" | bc
+}
+
+copy_best=0; steady=0; wall=0; loader=0
+max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
+for round in 1 2; do
+	c=$(run_copy)
+	read -r w s < <(run_worker)
+	l=$(run_loader)
+	echo "round $round: COPY $c rows/s; worker $s rows/s steady, $w wall; kcat|psql $l rows/s"
+	copy_best=$(max "$c" "$copy_best"); steady=$(max "$s" "$steady")
+	wall=$(max "$w" "$wall"); loader=$(max "$l" "$loader")
 done
 avg=$(q "SELECT round(avg(length(payload))) FROM clickstream.bronze")
-q "TRUNCATE clickstream.bronze; CHECKPOINT"
-
-# 2. the worker drains the topic
-q "ALTER SYSTEM SET clickstream.enabled = on; SELECT pg_reload_conf()" >/dev/null
-t0=$(now)
-for _ in $(seq 100); do
-	pid=$(q "SELECT pid FROM clickstream.workers WHERE pid IS NOT NULL")
-	[ -n "$pid" ] && break
-	sleep 0.1
-done
-# sample the worker's memory while it drains
-(
-	peak_anon=0
-	while kill -0 "$pid" 2>/dev/null; do
-		a=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-		[ "${a:-0}" -gt "$peak_anon" ] && peak_anon=$a && echo "$peak_anon" > "$work/peak_anon"
-		sleep 0.05
-	done
-) &
-sampler=$!
-while [ "$(q "SELECT count(*) FROM clickstream.bronze")" -lt "$n" ]; do sleep 0.1; done
-t1=$(now)
-hwm=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status)
-kill "$sampler" 2>/dev/null || true
-sampler=""
+hwm=$(cat "$work/hwm")
 peak_anon=$(cat "$work/peak_anon" 2>/dev/null || echo 0)
-# steady rate: from the first batch's commit to the last batch's start
-steady=$(q "SELECT round(($n - (SELECT count(*) FROM clickstream.bronze WHERE ingested_at = (SELECT max(ingested_at) FROM clickstream.bronze)))
-            / extract(epoch FROM max(ingested_at) - min(ingested_at))) FROM clickstream.bronze")
-wall=$(echo "$n / ($t1 - $t0)" | bc)
-exact=$(q "SELECT count(DISTINCT (kafka_partition, kafka_offset)) = $n FROM clickstream.bronze")
-q "ALTER SYSTEM SET clickstream.enabled = off; SELECT pg_reload_conf()" >/dev/null
-echo "worker: $steady rows/s steady (first to last batch), $wall rows/s wall (incl. group join), exact=$exact"
-
-# 3. hand-written loader: kcat | psql \copy
-q "TRUNCATE clickstream.bronze; CHECKPOINT"
-t0=$(now)
-kcat -C -b "$brokers" -t clickstream -o beginning -e -q -f 'clickstream\t%p\t%o\t%k\t%s\n' |
-	psql -X -q -h "$work" -p "$port" -U postgres -d postgres \
-		-c "\\copy clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_key, payload) FROM STDIN"
-t1=$(now)
-loader=$(echo "$n / ($t1 - $t0)" | bc)
-got=$(q "SELECT count(*) FROM clickstream.bronze")
-echo "kcat | psql \\copy: $loader rows/s ($got rows)"
 
 echo
 echo "| method | rows/s | vs COPY |"
