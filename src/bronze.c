@@ -803,6 +803,37 @@ BronzeExtensionInstalled(void)
 	return OidIsValid(get_extension_oid("clickstream", true));
 }
 
+/*
+ * Start a transaction with SPI and a snapshot for the worker's own work.
+ * Returns false, with no transaction left open, when the extension is gone.
+ */
+static bool
+BronzeBegin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!BronzeExtensionInstalled())
+	{
+		AbortCurrentTransaction();
+		return false;
+	}
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	return true;
+}
+
+/* Commit the transaction opened by BronzeBegin(). */
+static void
+BronzeEnd(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 /* Is the extension installed?  Runs its own short transaction. */
 bool
 BronzeExtensionExists(void)
@@ -833,16 +864,8 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 	if (nparts == 0)
 		return 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!BronzeExtensionInstalled())
-	{
-		AbortCurrentTransaction();
+	if (!BronzeBegin("clickstream: writing a batch to bronze"))
 		return -1;
-	}
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "clickstream: writing a batch to bronze");
 
 	BronzeFence(batch, topic);
 
@@ -855,11 +878,7 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 	BronzeWriteDead(batch, topic);
 	BronzeWritePositions(batch, topic);
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	BronzeEnd();
 
 	res = MemoryContextAlloc(batch->cxt, sizeof(BronzePartitionResult) * nparts);
 	for (int i = 0; i < nparts; i++)
@@ -898,15 +917,8 @@ BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
 		BronzeSetExpected(parts[i], EXPECT_NONE);
 	}
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!BronzeExtensionInstalled())
-	{
-		CommitTransactionCommand();
+	if (!BronzeBegin("clickstream: reading positions"))
 		return;
-	}
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	args[0] = CStringGetTextDatum(topic);
 	args[1] = BronzeIntArray(parts, n, INT4OID);
 	if (SPI_execute_plan(BronzePlan(&load_plan,
@@ -939,8 +951,6 @@ BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
 				positions[i].offset = Max(null_pos ? -1 : pos, null_wm ? -1 : wm);
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	BronzeEnd();
 	pfree(parts);
 }

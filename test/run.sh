@@ -36,8 +36,9 @@ if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 echo "== TAP"
 as_user "cd '$work' && make -s tapcheck PG_CONFIG=$PG_CONFIG" 2>&1 | tee "$work/tap.log"
-p=$(grep -cE '^\s*ok [0-9]+' "$work/tmp_check/log/"regress_log_* 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
-f=$(grep -cE '^\s*not ok [0-9]+' "$work/tmp_check/log/"regress_log_* 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
+# TAP lines in the per-test logs look like "[11:04:49.662](3.047s) ok 1 - name"
+p=$(cat "$work/tmp_check/log/"regress_log_* 2>/dev/null | grep -cE '(^|\) )ok [0-9]+')
+f=$(cat "$work/tmp_check/log/"regress_log_* 2>/dev/null | grep -cE '(^|\) )not ok [0-9]+')
 # a test file that died counts as one more failure
 d=$(grep -cE 'Dubious|Bailout|No subtests run|No plan found' "$work/tap.log")
 passed=$((passed + p)); failed=$((failed + f))

@@ -7,46 +7,26 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
 rate=${2:-20000}
-bin=/usr/lib/postgresql/15/bin
 
 bash "$root/tools/setup.sh"
 
-work=$(mktemp -d /tmp/clickstream-demo.XXXXXX)
-chmod 755 "$work"
-as_pg() { bash -c "$1"; }
-if [ "$(id -u)" -eq 0 ]; then
-	chown postgres: "$work"
-	as_pg() { su postgres -s /bin/bash -c "$1"; }
-fi
+source "$root/tools/cluster.sh"
+cs_workdir demo
 port=54329
-psql_demo() { psql -X -h "$work" -p "$port" -U postgres -d postgres "$@"; }
+psql_demo() { cs_psql "$@"; }
 
 cleanup() {
 	[ -n "${gen_pid:-}" ] && kill "$gen_pid" 2>/dev/null || true
-	as_pg "$bin/pg_ctl -D '$work/data' -m fast stop" >/dev/null 2>&1 || true
-	[ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null || true
+	cs_stop
 }
 trap cleanup EXIT
 
 echo "== local Kafka broker (librdkafka mock cluster), topic clickstream, 16 partitions"
-"$root/tools/broker" --partitions 16 > "$work/broker.addr" 2> "$work/broker.log" &
-broker_pid=$!
-for _ in $(seq 50); do [ -s "$work/broker.addr" ] && break; sleep 0.1; done
-brokers=$(head -n1 "$work/broker.addr")
+cs_start_broker 16
 echo "   bootstrap: $brokers"
 
 echo "== private PostgreSQL cluster in $work/data (port $port)"
-as_pg "$bin/initdb -D '$work/data' -A trust -U postgres >/dev/null"
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-unix_socket_directories = '$work'
-listen_addresses = ''
-shared_preload_libraries = 'clickstream'
-clickstream.brokers = '$brokers'
-clickstream.database = 'postgres'
-clickstream.max_message_bytes = '64kB'
-CONF
-as_pg "$bin/pg_ctl -D '$work/data' -l '$work/postgres.log' -w start >/dev/null"
+cs_start_cluster "$port" "clickstream.max_message_bytes = '64kB'"
 psql_demo -qc "CREATE EXTENSION clickstream"
 
 echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed, 2% late)"

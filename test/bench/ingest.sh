@@ -10,44 +10,24 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-1000000}
 partitions=128          # the mock broker keeps ~5 MiB per partition
-bin=/usr/lib/postgresql/15/bin
 
 bash "$root/tools/setup.sh" >/dev/null
 
-work=$(mktemp -d /tmp/clickstream-bench.XXXXXX)
-chmod 755 "$work"
-as_pg() { bash -c "$1"; }
-if [ "$(id -u)" -eq 0 ]; then
-	chown postgres: "$work"
-	as_pg() { su postgres -s /bin/bash -c "$1"; }
-fi
+source "$root/tools/cluster.sh"
+cs_workdir bench
 port=54339
-q() { psql -X -q -h "$work" -p "$port" -U postgres -d postgres -Atc "$1"; }
+q() { cs_psql -q -Atc "$1"; }
 now() { date +%s.%N; }
 
 cleanup() {
 	[ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null || true
-	as_pg "$bin/pg_ctl -D '$work/data' -m fast stop" >/dev/null 2>&1 || true
-	[ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null || true
+	cs_stop
 }
 trap cleanup EXIT
 
-"$root/tools/broker" --partitions $partitions > "$work/broker.addr" 2>/dev/null &
-broker_pid=$!
-for _ in $(seq 50); do [ -s "$work/broker.addr" ] && break; sleep 0.1; done
-brokers=$(head -n1 "$work/broker.addr")
-
-as_pg "$bin/initdb -D '$work/data' -A trust -U postgres >/dev/null"
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $port
-unix_socket_directories = '$work'
-listen_addresses = ''
-shared_preload_libraries = 'clickstream'
-clickstream.brokers = '$brokers'
-clickstream.enabled = off
-fsync = off
-CONF
-as_pg "$bin/pg_ctl -D '$work/data' -l '$work/postgres.log' -w start >/dev/null"
+cs_start_broker "$partitions"
+cs_start_cluster "$port" "clickstream.enabled = off
+fsync = off"
 q "CREATE EXTENSION clickstream"
 
 gen="$root/tools/eventgen --count $n --fast --seed 1 --start 2026-11-01T00:00:00Z --users 500000 --products 5000"
