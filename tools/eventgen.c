@@ -8,7 +8,7 @@
  * Usage:
  *	  tools/eventgen [--seed N] [--count N | --duration SECONDS] [--rate N]
  *		  [--fast] [--start TIME] [--users N] [--products N] [--concurrency K]
- *		  (--brokers ADDR [--topic NAME] [--header KEY=VALUE]...
+ *		  (--brokers ADDR [--topic NAME] [--header KEY=VALUE]... [--producer-option KEY=VALUE]...
  *		   | --output FILE|- [--format jsonl|copy] [--topic NAME]
  *			 [--partitions N])
  *		  [--dup-share F] [--bad-share F] [--late-share F]
@@ -248,6 +248,8 @@ static bool opt_fast, opt_copy;
 static const char *opt_brokers, *opt_output, *opt_manifest;
 static const char *opt_topic = "clickstream";
 static const char *header_kv[MAX_HEADERS];
+static const char *producer_opts[MAX_HEADERS];	/* --producer-option K=V */
+static int	nproducer_opts = 0;
 static int	nheaders;
 static int	bad_kinds[NUM_BAD_KINDS];
 static int	nbad_kinds;
@@ -1201,6 +1203,16 @@ kafka_open(void)
 	for (int i = 0; i < lengthof(settings); i++)
 		if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof(errstr)))
 			die("bad Kafka setting", errstr);
+	for (int i = 0; i < nproducer_opts; i++)
+	{
+		char	   *kv = strdup(producer_opts[i]);
+		char	   *eq = strchr(kv, '=');
+
+		*eq = '\0';
+		if (rd_kafka_conf_set(conf, kv, eq + 1, errstr, sizeof(errstr)))
+			die("bad --producer-option", errstr);
+		free(kv);
+	}
 	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 	if ((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) == NULL)
 		die("cannot create Kafka producer", errstr);
@@ -1317,7 +1329,7 @@ on_signal(int signo)
 static const char usage[] =
 "Usage: eventgen [--seed N] [--count N | --duration SECONDS] [--rate N] [--fast]\n"
 "         [--start ISO8601|EPOCH_MS] [--users N] [--products N] [--concurrency K]\n"
-"         (--brokers ADDR [--topic NAME] [--header KEY=VALUE]...\n"
+"         (--brokers ADDR [--topic NAME] [--header KEY=VALUE]... [--producer-option KEY=VALUE]...\n"
 "          | --output FILE|- [--format jsonl|copy] [--topic NAME] [--partitions N])\n"
 "         [--dup-share F] [--bad-share F] [--late-share F] [--bad-kinds K,...]\n"
 "         [--oversize-bytes N] [--manifest FILE]\n";
@@ -1330,7 +1342,7 @@ parse_options(int argc, char **argv)
 	{
 		O_COUNT, O_USERS, O_PRODUCTS, O_CONC, O_PARTITIONS, O_OVERSIZE,
 		O_DURATION, O_RATE, O_DUP, O_BAD, O_LATE, O_SEED, O_FAST, O_START,
-		O_BROKERS, O_TOPIC, O_HEADER, O_OUTPUT, O_FORMAT, O_KINDS, O_MANIFEST,
+		O_BROKERS, O_TOPIC, O_HEADER, O_PRODUCER_OPTION, O_OUTPUT, O_FORMAT, O_KINDS, O_MANIFEST,
 		O_HELP
 	};
 	static const struct option longopts[] = {
@@ -1342,7 +1354,7 @@ parse_options(int argc, char **argv)
 		{"late-share", 1, NULL, O_LATE}, {"seed", 1, NULL, O_SEED},
 		{"fast", 0, NULL, O_FAST}, {"start", 1, NULL, O_START},
 		{"brokers", 1, NULL, O_BROKERS}, {"topic", 1, NULL, O_TOPIC},
-		{"header", 1, NULL, O_HEADER}, {"output", 1, NULL, O_OUTPUT},
+		{"header", 1, NULL, O_HEADER}, {"producer-option", 1, NULL, O_PRODUCER_OPTION}, {"output", 1, NULL, O_OUTPUT},
 		{"format", 1, NULL, O_FORMAT}, {"bad-kinds", 1, NULL, O_KINDS},
 		{"manifest", 1, NULL, O_MANIFEST}, {"help", 0, NULL, O_HELP},
 		{NULL, 0, NULL, 0}
@@ -1387,6 +1399,8 @@ parse_options(int argc, char **argv)
 			opt_brokers = optarg;
 		else if (c == O_TOPIC)
 			opt_topic = optarg;
+		else if (c == O_PRODUCER_OPTION && nproducer_opts < MAX_HEADERS && strchr(optarg, '=') > optarg)
+			producer_opts[nproducer_opts++] = optarg;
 		else if (c == O_HEADER && nheaders < MAX_HEADERS && strchr(optarg, '=') > optarg)
 			header_kv[nheaders++] = optarg;
 		else if (c == O_OUTPUT)

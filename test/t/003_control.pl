@@ -61,6 +61,23 @@ wait_for($node, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronz
 	'after the broker is back, consumption resumes');
 is(worker_pid($node), $pid, 'the worker did not restart');
 
+# kafka_options reaches librdkafka: a bad entry is a WARNING with a hint and
+# the worker waits for the next reload instead of restarting in a loop
+$logpos = -s $node->logfile;
+$node->safe_psql('postgres', "ALTER SYSTEM SET clickstream.kafka_options = 'no.such.property=1'");
+$node->reload;
+$node->wait_for_log(qr/invalid Kafka setting "no.such.property"/, $logpos);
+ok($node->log_contains(qr/HINT:  Fix clickstream.kafka_options/, $logpos), 'a bad kafka_options entry gives a WARNING with a hint');
+produce($addr, 10, prefix => 'bad-options');
+sleep 2;
+is($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.bronze'), '167', 'nothing is consumed meanwhile');
+is(worker_pid($node), $pid, 'and the worker does not restart');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET clickstream.kafka_options = 'session.timeout.ms=6000,heartbeat.interval.ms=500'");
+$node->reload;
+wait_for($node, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronze', '177|177',
+	'fixed options: consumption resumes where it stopped');
+
 # DROP EXTENSION: back to waiting; CREATE EXTENSION: starts again from scratch
 $logpos = -s $node->logfile;
 $node->safe_psql('postgres', 'DROP EXTENSION clickstream');
@@ -70,7 +87,7 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'clickstream consumer' AND pid = $pid"),
 	'1', 'the same worker process waits');
 $node->safe_psql('postgres', 'CREATE EXTENSION clickstream');
-wait_for($node, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronze', '167|167',
+wait_for($node, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronze', '177|177',
 	'after CREATE EXTENSION the retained topic is consumed again, exactly once');
 unlike(slurp_file($node->logfile), qr/ERROR|FATAL|PANIC/, 'no error in the whole run');
 $node->stop;
