@@ -128,6 +128,7 @@ static int	expected_cap = 0;
 #define EXPECT_NONE (-1)		/* no stored row */
 #define EXPECT_UNKNOWN (-2)		/* partition never assigned here */
 
+static SPIPlanPtr advisory_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr position_plan = NULL;
 static SPIPlanPtr watermark_plan = NULL;
@@ -175,11 +176,11 @@ BronzeBatchRows(BronzeBatch *batch)
 	return batch->nrows + batch->ndead;
 }
 
-/* Payload bytes held by the batch. */
+/* Bytes held by the batch: its encoded rows, and what dead letters keep. */
 Size
 BronzeBatchBytes(BronzeBatch *batch)
 {
-	return batch->bytes;
+	return batch->bytes + batch->data.len;
 }
 
 /* Does the batch hold no message at all? */
@@ -250,6 +251,7 @@ BronzeBatchAddDead(BronzeBatch *batch, int32 partition, int64 offset,
 	d->key = key ? BronzeBytea(key, key_len) : NULL;
 	d->payload = payload ? BronzeBytea(payload, keep) : NULL;
 	d->payload_bytes = payload ? payload_len : 0;
+	batch->bytes += keep + key_len;
 	d->truncated = payload && keep < payload_len;
 	d->reason = reason;
 	d->detail = detail;
@@ -311,7 +313,6 @@ BronzeBatchAdd(BronzeBatch *batch, const char *topic, const KafkaMessage *msg)
 	BronzeRow  *row;
 
 	BronzeBatchCountPart(batch, msg);
-	batch->bytes += msg->payload_len;
 
 	if (msg->error != NULL)
 	{
@@ -504,7 +505,7 @@ BronzeIsRowError(int sqlerrcode)
 	return class == ERRCODE_DATA_EXCEPTION ||
 		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
 		class == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-		class == ERRCODE_RAISE_EXCEPTION;
+		class == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION);
 }
 
 /* Does [lo, hi) hold a row that is to be written? */
@@ -526,18 +527,23 @@ BronzeWriteRange(Relation rel, BronzeBatch *batch, int lo, int hi)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext attempt;
 
 	if (!BronzeRangeHasRows(batch, lo, hi))
 		return;
 
+	/* each attempt's COPY state lives in a context freed on either path */
+	attempt = AllocSetContextCreate(cxt, "clickstream copy attempt",
+									ALLOCSET_DEFAULT_SIZES);
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(attempt);
 	PG_TRY();
 	{
 		BronzeCopy(rel, batch, lo, hi);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		MemoryContextDelete(attempt);
 	}
 	PG_CATCH();
 	{
@@ -549,6 +555,7 @@ BronzeWriteRange(Relation rel, BronzeBatch *batch, int lo, int hi)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		MemoryContextDelete(attempt);
 
 		if (!BronzeIsRowError(edata->sqlerrcode))
 			ReThrowError(edata);
@@ -650,12 +657,26 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 
 	for (int i = 0; i < batch->nparts; i++)
 		parts[i] = batch->parts[i].partition;
+	args[0] = CStringGetTextDatum(topic);
+	args[1] = BronzeIntArray(parts, batch->nparts, INT4OID);
+
+	/*
+	 * Serialize writers of a partition even when it has no position row yet
+	 * (first batch, or after crash recovery): a transaction-level advisory
+	 * lock per (topic, partition), taken in partition order.  The next
+	 * statement takes a new snapshot and so sees what the previous holder
+	 * committed.
+	 */
+	if (SPI_execute_plan(BronzePlan(&advisory_plan,
+									"SELECT pg_advisory_xact_lock(hashtext($1), p) "
+									"FROM (SELECT DISTINCT unnest($2) AS p ORDER BY 1) s",
+									2, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the batch's partitions");
 	plan = BronzePlan(&lock_plan,
 					  "SELECT partition, next_offset FROM clickstream.ingest_positions "
 					  "WHERE topic = $1 AND partition = ANY ($2) FOR UPDATE",
 					  2, types);
-	args[0] = CStringGetTextDatum(topic);
-	args[1] = BronzeIntArray(parts, batch->nparts, INT4OID);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock clickstream.ingest_positions");
 
@@ -677,6 +698,21 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		}
 		part->stored = stored;
 		part->stale = (want == EXPECT_UNKNOWN || stored != want);
+
+		/*
+		 * Kafka served offsets below the stored position (the position was
+		 * out of range, e.g. the topic was recreated, and the consumer reset
+		 * to the earliest offset): writing them would duplicate rows.
+		 */
+		if (!part->stale && stored >= 0 && part->first_offset < stored)
+		{
+			ereport(WARNING,
+					(errmsg("clickstream: %s[%d]: Kafka served offset " INT64_FORMAT " below the stored position " INT64_FORMAT "; not writing it",
+							topic, part->partition, part->first_offset, stored),
+					 errdetail("The stored position may be beyond the end of the partition (topic recreated, unclean leader election)."),
+					 errhint("If the topic was recreated, delete its rows from clickstream.ingest_positions and clickstream.watermarks.")));
+			part->stale = true;
+		}
 
 		/*
 		 * Kafka did not deliver the offsets between the stored position and
@@ -820,6 +856,9 @@ BronzeBegin(const char *activity)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+	/* deferred constraints a user adds to bronze must fire per attempt */
+	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not make constraints immediate");
 	return true;
 }
 
@@ -918,7 +957,10 @@ BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
 	}
 
 	if (!BronzeBegin("clickstream: reading positions"))
+	{
+		pfree(parts);
 		return;
+	}
 	args[0] = CStringGetTextDatum(topic);
 	args[1] = BronzeIntArray(parts, n, INT4OID);
 	if (SPI_execute_plan(BronzePlan(&load_plan,

@@ -154,9 +154,14 @@ KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
 		nassigned = kept;
 		return;
 	}
-	assigned = realloc(assigned, sizeof(int32) * (nassigned + parts->cnt));
-	if (assigned == NULL)
-		elog(FATAL, "out of memory");
+	if (parts->cnt > 0)
+	{
+		int32	   *grown = realloc(assigned, sizeof(int32) * (nassigned + parts->cnt));
+
+		if (grown == NULL)
+			elog(FATAL, "out of memory");
+		assigned = grown;
+	}
 	for (int i = 0; i < parts->cnt; i++)
 		assigned[nassigned++] = parts->elems[i].partition;
 }
@@ -315,11 +320,7 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	ok &= KafkaConfSet(conf, "group.id", cs_group_id);
 	snprintf(num, sizeof(num), "clickstream-%d", consumer);
 	ok &= KafkaConfSet(conf, "client.id", num);
-	ok &= KafkaConfSet(conf, "enable.auto.commit", "false");
-	ok &= KafkaConfSet(conf, "enable.auto.offset.store", "false");
-	ok &= KafkaConfSet(conf, "enable.partition.eof", "false");
 	ok &= KafkaConfSet(conf, "auto.offset.reset", "earliest");
-	ok &= KafkaConfSet(conf, "log.queue", "true");
 	ok &= KafkaConfSet(conf, "session.timeout.ms", "10000");
 	snprintf(num, sizeof(num), "%d", cs_fetch_buffer_kb);
 	ok &= KafkaConfSet(conf, "queued.max.messages.kbytes", num);
@@ -328,6 +329,12 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	snprintf(num, sizeof(num), "%d", Min(fetch_max, 1048576));
 	ok &= KafkaConfSet(conf, "max.partition.fetch.bytes", num);
 	ok &= KafkaConfApplyOptions(conf, cs_kafka_options);
+
+	/* after the user's options: what correctness and thread safety rely on */
+	ok &= KafkaConfSet(conf, "enable.auto.commit", "false");
+	ok &= KafkaConfSet(conf, "enable.auto.offset.store", "false");
+	ok &= KafkaConfSet(conf, "enable.partition.eof", "false");
+	ok &= KafkaConfSet(conf, "log.queue", "true");
 	if (!ok)
 	{
 		rd_kafka_conf_destroy(conf);
@@ -403,10 +410,12 @@ KafkaAssignment(const int32 **partitions)
 static bool
 KafkaIsMessageError(rd_kafka_resp_err_t err)
 {
+	/*
+	 * Only errors librdkafka raises for a message it then skips; broker-side
+	 * fetch errors are retried at the same offset and are consumer errors.
+	 */
 	return err == RD_KAFKA_RESP_ERR__BAD_MSG ||
-		err == RD_KAFKA_RESP_ERR__BAD_COMPRESSION ||
-		err == RD_KAFKA_RESP_ERR_INVALID_MSG ||
-		err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE;
+		err == RD_KAFKA_RESP_ERR__BAD_COMPRESSION;
 }
 
 /* Fill the header arrays of msg from a librdkafka message. */
@@ -489,6 +498,15 @@ KafkaPoll(int timeout_ms, KafkaMessage *msg)
 		return false;
 	}
 
+	if (m->partition < 0 || m->offset < 0)
+	{
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d: ignoring a message without coordinates (partition %d, offset %lld)",
+						my_consumer, (int) m->partition, (long long) m->offset)));
+		rd_kafka_message_destroy(m);
+		return false;
+	}
+
 	current = m;
 	if (brokers_down)
 	{
@@ -504,12 +522,14 @@ KafkaPoll(int timeout_ms, KafkaMessage *msg)
 		msg->timestamp_ms = -1;
 	msg->key = m->key;
 	msg->key_len = m->key_len;
-	msg->payload = m->payload;
-	msg->payload_len = m->len;
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		msg->error = rd_kafka_message_errstr(m);
+		msg->error = rd_kafka_message_errstr(m);	/* m->payload is that text */
 	else
+	{
+		msg->payload = m->payload;
+		msg->payload_len = m->len;
 		KafkaFillHeaders(m, msg);
+	}
 	return true;
 }
 

@@ -278,7 +278,7 @@ WorkerWaitForDatabase(void)
 		}
 		WorkerSleep(WORKER_TICK_MS);
 	}
-	proc_exit(0);
+	proc_exit(1);				/* restarted unless the server is shutting down */
 }
 
 /* Mark the worker stopped in shared memory on the way out. */

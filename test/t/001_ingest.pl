@@ -113,6 +113,26 @@ wait_for($node, 'SELECT count(*) FROM clickstream.bronze', $n, 'the 199 good mes
 wait_for($node, q{SELECT count(*) FROM clickstream.dead_letters WHERE reason = 'rejected_by_bronze'},
 	'1', 'the refused message is in dead_letters');
 $node->safe_psql('postgres', 'ALTER TABLE clickstream.bronze DROP CONSTRAINT no_poison');
+
+# so is a row a user's trigger refuses with RAISE EXCEPTION
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF position('refuse-me'::bytea in NEW.payload) > 0 THEN
+			RAISE EXCEPTION 'refused by trigger';
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER refuse_marked BEFORE INSERT ON clickstream.bronze
+		FOR EACH ROW EXECUTE FUNCTION public.refuse_marked()});
+@lines = map { "r$_\t{\"event_id\":\"" . ($_ % 50 == 7 ? 'refuse-me' : "fine-$_") . '"}' } 1 .. 200;
+produce_lines($addr, \@lines);
+$n += 196;
+wait_for($node, 'SELECT count(*) FROM clickstream.bronze', $n, 'rows around those a trigger refuses are written');
+wait_for($node, q{SELECT count(*) FROM clickstream.dead_letters
+	WHERE reason = 'rejected_by_bronze' AND detail = 'refused by trigger'},
+	'4', 'the 4 refused rows are in dead_letters');
+$node->safe_psql('postgres', 'DROP TRIGGER refuse_marked ON clickstream.bronze');
 wait_for($node, q{
 	SELECT bool_and(lag = 0) FROM clickstream.status}, 't', 'positions moved past the dead letters');
 

@@ -47,4 +47,23 @@ unlike(slurp_file($node->logfile), qr/was moved by another consumer|ERROR|FATAL/
 	'no stale batch and no error during the rebalances');
 
 $node->stop;
+
+# more consumers than partitions: idle members get empty assignments, also
+# across rebalances, and stay healthy
+my $one = start_broker(1);
+my $crowd = new_node('crowd', $one, 'clickstream.consumers' => 3);
+$crowd->start;
+$crowd->safe_psql('postgres', 'CREATE EXTENSION clickstream');
+wait_for($crowd, q{SELECT count(*) || '|' || sum(assigned_partitions)
+	FROM clickstream.workers WHERE state = 'consuming'}, '3|1', 'three workers share one partition');
+my $m = produce($one, 500, prefix => 'crowd');
+wait_for($crowd, 'SELECT count(*) FROM clickstream.bronze', $m, 'its messages are written');
+my $owner = $crowd->safe_psql('postgres',
+	'SELECT pid FROM clickstream.workers WHERE assigned_partitions = 1');
+$crowd->safe_psql('postgres', "SELECT pg_terminate_backend($owner)");
+$m += produce($one, 500, prefix => 'crowd-after');
+wait_for($crowd, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronze', "$m|$m",
+	'after a rebalance another worker takes the partition over, exactly once');
+unlike(slurp_file($crowd->logfile), qr/FATAL|ERROR/, 'empty assignments kill no worker');
+$crowd->stop;
 done_testing();
