@@ -33,15 +33,16 @@ sub start_broker
 	my ($partitions, $topic) = @_;
 	$topic //= 'clickstream';
 	my ($out, $err) = ('', '');
+	my $errfile = "$PostgreSQL::Test::Utils::tmp_check/broker_" . (scalar(keys %brokers) + 1) . '.log';
 	my $h = IPC::Run::start([ $broker_bin, '--partitions', $partitions, '--topic', $topic ],
-		'>', \$out, '2>', \$err);
+		'>', \$out, '2>', $errfile);
 	my $deadline = time + 30;
 	while ($out !~ /\n/ && time < $deadline)
 	{
 		$h->pump_nb;
 		usleep(50_000);
 	}
-	die "broker did not start: $err" unless $out =~ /^(\S+)\n/;
+	die "broker did not start, see $errfile" unless $out =~ /^(\S+)\n/;
 	my $addr = $1;
 	$brokers{$addr} = $h;
 	note "broker at $addr with $partitions partitions";

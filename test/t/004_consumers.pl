@@ -58,6 +58,8 @@ wait_for($crowd, q{SELECT count(*) || '|' || sum(assigned_partitions)
 	FROM clickstream.workers WHERE state = 'consuming'}, '3|1', 'three workers share one partition');
 my $m = produce($one, 500, prefix => 'crowd');
 wait_for($crowd, 'SELECT count(*) FROM clickstream.bronze', $m, 'its messages are written');
+wait_for($crowd, 'SELECT count(*) FROM clickstream.workers WHERE assigned_partitions = 1 AND pid IS NOT NULL',
+	'1', 'one worker owns the partition');
 my $owner = $crowd->safe_psql('postgres',
 	'SELECT pid FROM clickstream.workers WHERE assigned_partitions = 1');
 $crowd->safe_psql('postgres', "SELECT pg_terminate_backend($owner)");
