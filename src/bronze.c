@@ -122,8 +122,13 @@ static struct
 	int			phase;			/* 0 header, 1 rows, 2 trailer, 3 done */
 } source;
 
-/* Position this consumer expects to find stored, per partition. */
+/*
+ * Per partition: the position this consumer expects to find stored, and
+ * the offset it resumed from (position or watermark) while no position row
+ * exists yet.
+ */
 static int64 *expected = NULL;
+static int64 *resumed = NULL;
 static int	expected_cap = 0;
 #define EXPECT_NONE (-1)		/* no stored row */
 #define EXPECT_UNKNOWN (-2)		/* partition never assigned here */
@@ -629,8 +634,13 @@ BronzeExpectedSlot(int32 partition)
 
 		expected = expected ? repalloc(expected, sizeof(int64) * cap)
 			: MemoryContextAlloc(TopMemoryContext, sizeof(int64) * cap);
+		resumed = resumed ? repalloc(resumed, sizeof(int64) * cap)
+			: MemoryContextAlloc(TopMemoryContext, sizeof(int64) * cap);
 		for (int i = expected_cap; i < cap; i++)
+		{
 			expected[i] = EXPECT_UNKNOWN;
+			resumed[i] = -1;
+		}
 		expected_cap = cap;
 	}
 	return &expected[partition];
@@ -715,10 +725,13 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		}
 
 		/*
-		 * Kafka did not deliver the offsets between the stored position and
-		 * the batch: deleted by retention before they were read, compacted
-		 * away, or transaction markers.  Leave a record of the range.
+		 * Kafka did not deliver the offsets between the stored position (or,
+		 * with no position row, the offset resumed from) and the batch:
+		 * deleted by retention before they were read, compacted away, or
+		 * transaction markers.  Leave a record of the range.
 		 */
+		if (stored < 0 && !part->stale)
+			stored = resumed[part->partition];
 		if (!part->stale && stored >= 0 && part->first_offset > stored)
 		{
 			MemoryContext old = MemoryContextSwitchTo(batch->cxt);
@@ -931,7 +944,10 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 		res[i].stale = part->stale;
 		res[i].stored_offset = part->stored;
 		if (!part->stale)
+		{
 			BronzeSetExpected(part->partition, part->next_offset);
+			resumed[part->partition] = -1;
+		}
 	}
 	*results = res;
 	return nparts;
@@ -954,6 +970,7 @@ BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
 		parts[i] = positions[i].partition;
 		positions[i].offset = -1;
 		BronzeSetExpected(parts[i], EXPECT_NONE);
+		resumed[parts[i]] = -1;
 	}
 
 	if (!BronzeBegin("clickstream: reading positions"))
@@ -991,6 +1008,7 @@ BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n)
 				BronzeSetExpected(p, pos);
 			if (!null_pos || !null_wm)
 				positions[i].offset = Max(null_pos ? -1 : pos, null_wm ? -1 : wm);
+			resumed[p] = positions[i].offset;
 		}
 	}
 	BronzeEnd();

@@ -122,6 +122,7 @@ extern void KafkaCommit(const KafkaPosition *positions, int n);
 extern void KafkaSeek(int32 partition, int64 offset);
 extern int64 KafkaHighWatermark(int32 partition);
 extern bool KafkaBrokersDown(void);
+extern void KafkaCheckBrokers(void);
 extern int	KafkaAssignment(const int32 **partitions);
 extern void KafkaClose(void);
 

@@ -398,6 +398,27 @@ KafkaBrokersDown(void)
 	return brokers_down;
 }
 
+/*
+ * While every broker is reported down, ask for metadata (at most 200 ms):
+ * an answer means a broker is back, even on a topic with no new message.
+ */
+void
+KafkaCheckBrokers(void)
+{
+	const struct rd_kafka_metadata *md;
+
+	if (kafka == NULL || !brokers_down)
+		return;
+	if (rd_kafka_metadata(kafka, 0, NULL, &md, 200) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rd_kafka_metadata_destroy(md);
+		brokers_down = false;
+		StatusWorkerSetState(my_consumer, WORKER_CONSUMING);
+		ereport(LOG,
+				(errmsg("clickstream consumer %d reaches Kafka again", my_consumer)));
+	}
+}
+
 /* The partitions currently assigned to this consumer. */
 int
 KafkaAssignment(const int32 **partitions)

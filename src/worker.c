@@ -183,6 +183,7 @@ WorkerTick(void)
 	const int32 *parts;
 	int			n = KafkaAssignment(&parts);
 
+	KafkaCheckBrokers();
 	StatusWorkerTick(my_consumer, n);
 	for (int i = 0; i < n; i++)
 		StatusPartitionWatermark(open_topic, parts[i], KafkaHighWatermark(parts[i]));

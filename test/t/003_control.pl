@@ -56,6 +56,8 @@ pass('an unreachable broker gives a WARNING');
 wait_for($node, 'SELECT state FROM clickstream.workers', 'broker_down', 'status says broker_down');
 sleep 3;
 broker_up($addr);
+wait_for($node, 'SELECT state FROM clickstream.workers', 'consuming',
+	'status says consuming again once a broker answers, before any new message');
 produce($addr, 50, prefix => 'after-down');
 wait_for($node, 'SELECT count(*), count(DISTINCT payload) FROM clickstream.bronze', '167|167',
 	'after the broker is back, consumption resumes');
