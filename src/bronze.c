@@ -103,6 +103,8 @@ struct BronzeBatch
 	BronzePart *parts;
 	int			nparts;
 	int			parts_cap;
+	int			last_part;		/* index of the last message's partition */
+	bool		any_stale;		/* set by BronzeFence */
 	Size		bytes;
 };
 
@@ -170,6 +172,8 @@ BronzeBatchReset(BronzeBatch *batch)
 	batch->parts_cap = 16;
 	batch->parts = palloc(sizeof(BronzePart) * batch->parts_cap);
 	batch->nparts = 0;
+	batch->last_part = 0;
+	batch->any_stale = false;
 	batch->bytes = 0;
 	MemoryContextSwitchTo(old);
 }
@@ -201,9 +205,15 @@ BronzeBatchCountPart(BronzeBatch *batch, const KafkaMessage *msg)
 {
 	BronzePart *part = NULL;
 
-	for (int i = 0; i < batch->nparts; i++)
+	/* messages come in runs from one partition: try the last one first */
+	if (batch->nparts > 0 && batch->parts[batch->last_part].partition == msg->partition)
+		part = &batch->parts[batch->last_part];
+	for (int i = 0; part == NULL && i < batch->nparts; i++)
 		if (batch->parts[i].partition == msg->partition)
+		{
 			part = &batch->parts[i];
+			batch->last_part = i;
+		}
 	if (part == NULL)
 	{
 		if (batch->nparts == batch->parts_cap)
@@ -211,6 +221,7 @@ BronzeBatchCountPart(BronzeBatch *batch, const KafkaMessage *msg)
 			batch->parts_cap *= 2;
 			batch->parts = repalloc(batch->parts, sizeof(BronzePart) * batch->parts_cap);
 		}
+		batch->last_part = batch->nparts;
 		part = &batch->parts[batch->nparts++];
 		memset(part, 0, sizeof(BronzePart));
 		part->partition = msg->partition;
@@ -408,6 +419,8 @@ BronzeBatchAdd(BronzeBatch *batch, const char *topic, const KafkaMessage *msg)
 static bool
 BronzeRowSkipped(BronzeBatch *batch, const BronzeRow *row)
 {
+	if (!batch->any_stale)
+		return false;
 	for (int i = 0; i < batch->nparts; i++)
 		if (batch->parts[i].partition == row->partition)
 			return batch->parts[i].stale;
@@ -708,6 +721,7 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		}
 		part->stored = stored;
 		part->stale = (want == EXPECT_UNKNOWN || stored != want);
+		batch->any_stale |= part->stale;
 
 		/*
 		 * Kafka served offsets below the stored position (the position was
@@ -722,6 +736,7 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 					 errdetail("The stored position may be beyond the end of the partition (topic recreated, unclean leader election)."),
 					 errhint("If the topic was recreated, delete its rows from clickstream.ingest_positions and clickstream.watermarks.")));
 			part->stale = true;
+			batch->any_stale = true;
 		}
 
 		/*
