@@ -11,14 +11,15 @@ OBJS = \
 	src/status.o \
 	src/worker.o \
 	src/kafka.o \
-	src/bronze.o
+	src/bronze.o \
+	src/silver.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze
-REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check
+REGRESS = bronze silver
+REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --encoding=UTF8 --no-locale
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl

@@ -815,7 +815,7 @@ BronzeWriteDead(BronzeBatch *batch, const char *topic)
 	}
 }
 
-/* Store the new positions, and the first watermark of new partitions. */
+/* Store the new positions, and the first watermark of partitions without one. */
 static void
 BronzeWritePositions(BronzeBatch *batch, const char *topic)
 {
@@ -850,6 +850,24 @@ BronzeWritePositions(BronzeBatch *batch, const char *topic)
 						 args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store positions in clickstream.ingest_positions");
 
+	/*
+	 * A watermark row exists wherever a position row does (both are created
+	 * by a partition's first batch), so only partitions that had no position
+	 * need one.  Touching existing rows would make the worker wait for a
+	 * running refresh, which updates them.
+	 */
+	n = 0;
+	for (int i = 0; i < batch->nparts; i++)
+	{
+		if (batch->parts[i].stale || *BronzeExpectedSlot(batch->parts[i].partition) >= 0)
+			continue;
+		parts[n] = batch->parts[i].partition;
+		first[n] = batch->parts[i].first_offset;
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[1] = BronzeIntArray(parts, n, INT4OID);
 	args[2] = BronzeIntArray(first, n, INT8OID);
 	if (SPI_execute_plan(BronzePlan(&watermark_plan,
 									"INSERT INTO clickstream.watermarks (topic, partition, durable_offset) "

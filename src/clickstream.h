@@ -10,6 +10,7 @@
  *	  worker.c       the ingestion background worker's main loop
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
+ *	  silver.c       the event parser and validator behind clickstream.refresh()
  *
  *-------------------------------------------------------------------------
  */
@@ -49,6 +50,11 @@ extern int	cs_batch_max_kb;
 extern int	cs_max_message_bytes;
 extern int	cs_fetch_buffer_kb;
 extern int	cs_max_partitions;
+extern char *cs_timezone;
+extern double cs_high_value_threshold;
+extern int	cs_max_clock_skew;
+extern int	cs_refresh_batch_size;
+extern int	cs_history_retention;
 
 extern void GucInit(void);
 

@@ -5,14 +5,18 @@
  *
  * Contexts follow meaning: the database and the number of workers are fixed
  * at server start (POSTMASTER); everything the worker can apply on the fly
- * (Kafka connection, batching, pause) is SIGHUP; nothing is settable per
- * session, since the settings belong to the background workers.  The README
- * has the same list as a table.
+ * (Kafka connection, batching, pause) is SIGHUP.  The silver settings that
+ * shape stored data (time zone, high-value threshold, clock skew) are SIGHUP
+ * too, so that every refresh of a server derives columns the same way; only
+ * the size of a refresh step can be changed per session.  The README has
+ * the same list as a table.
  *
  *-------------------------------------------------------------------------
  */
 #include "clickstream.h"
 
+#include "datatype/timestamp.h"
+#include "pgtime.h"
 #include "utils/guc.h"
 
 /* Connection to PostgreSQL and Kafka */
@@ -33,11 +37,31 @@ int			cs_max_message_bytes = 1048576;
 int			cs_fetch_buffer_kb = 24576;
 int			cs_max_partitions = 1024;
 
+/* Silver */
+char	   *cs_timezone = NULL;
+double		cs_high_value_threshold = 500.0;
+int			cs_max_clock_skew = 300;
+int			cs_refresh_batch_size = 500000;
+int			cs_history_retention = 30 * SECS_PER_DAY;
+
 static const struct config_enum_entry start_offset_options[] = {
 	{"earliest", START_OFFSET_EARLIEST, false},
 	{"latest", START_OFFSET_LATEST, false},
 	{NULL, 0, false}
 };
+
+/* Accept only time zone names that PostgreSQL knows. */
+static bool
+GucCheckTimezone(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || pg_tzset(*newval) == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not a known time zone name.", *newval ? *newval : "");
+		GUC_check_errhint("Use a name from pg_timezone_names, such as UTC or Europe/Paris.");
+		return false;
+	}
+	return true;
+}
 
 /* Define every clickstream.* setting; called once from _PG_init. */
 void
@@ -168,6 +192,51 @@ GucInit(void)
 							24576, 1024, 2097152,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.timezone",
+							   "Time zone in which silver derives event_date and event_hour.",
+							   "Also the time zone of daily gold tables and of the midnight session split.",
+							   &cs_timezone,
+							   "UTC",
+							   PGC_SIGHUP,
+							   0,
+							   GucCheckTimezone, NULL, NULL);
+
+	DefineCustomRealVariable("clickstream.high_value_threshold",
+							 "Unit price above which a silver event is flagged is_high_value.",
+							 NULL,
+							 &cs_high_value_threshold,
+							 500.0, 0.0, 1e15,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.max_clock_skew",
+							"How far in the future an event timestamp may be before silver rejects it.",
+							"Measured against the start of the refresh transaction.",
+							&cs_max_clock_skew,
+							300, 0, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.refresh_batch_size",
+							"Bronze rows that one step (one transaction) of clickstream.refresh() promotes at most.",
+							"A refresh repeats steps until bronze is drained.",
+							&cs_refresh_batch_size,
+							500000, 1000, PG_INT32_MAX,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.history_retention",
+							"How long refresh_history, touched and quality_results rows are kept.",
+							"Older rows are deleted by clickstream.refresh().",
+							&cs_history_retention,
+							30 * SECS_PER_DAY, 3600, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("clickstream");

@@ -18,7 +18,8 @@ CREATE UNLOGGED TABLE clickstream.bronze (
 	header_values bytea[],
 	payload bytea,
 	ingested_at timestamptz NOT NULL DEFAULT now()
-);
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 100000,
+		autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000000);
 
 COMMENT ON TABLE clickstream.bronze IS
 'Raw Kafka messages exactly as consumed: one row per message, bytes untouched. UNLOGGED: emptied by crash recovery, after which the worker re-reads from clickstream.watermarks.';
@@ -144,32 +145,3 @@ CREATE VIEW clickstream.workers AS
 
 COMMENT ON VIEW clickstream.workers IS
 'Ingestion workers: one row per consumer process with its state and last error.';
-
-CREATE VIEW clickstream.status AS
-WITH known AS (
-	SELECT topic, partition FROM clickstream.ingest_positions
-	UNION
-	SELECT topic, partition FROM clickstream.watermarks
-	UNION
-	SELECT topic, partition FROM clickstream.worker_partitions()
-)
-SELECT
-	k.topic,
-	k.partition,
-	w.consumer,
-	coalesce(p.next_offset, wm.durable_offset) AS committed_offset,
-	wm.durable_offset,
-	w.high_watermark,
-	greatest(w.high_watermark - coalesce(p.next_offset, wm.durable_offset, w.next_offset), 0) AS lag,
-	coalesce(w.messages_per_sec, 0) AS messages_per_sec,
-	coalesce(w.bytes_per_sec, 0) AS bytes_per_sec,
-	coalesce(w.last_batch_at, p.updated_at) AS last_batch_at,
-	w.last_error,
-	w.last_error_at
-FROM known k
-LEFT JOIN clickstream.ingest_positions p USING (topic, partition)
-LEFT JOIN clickstream.watermarks wm USING (topic, partition)
-LEFT JOIN clickstream.worker_partitions() w USING (topic, partition);
-
-COMMENT ON VIEW clickstream.status IS
-'Ingestion status, one row per partition: committed position (stored with the rows), durable watermark, high watermark, lag, messages and bytes per second over the last minute, last batch time and last error.';

@@ -1,0 +1,627 @@
+-- Silver: parsed, validated, deduplicated events, partitioned by day, and
+-- the refresh that builds them from bronze.
+--
+-- clickstream.refresh() repeats one step until bronze is drained.  A step is
+-- one transaction: it takes, per partition, the bronze rows between the
+-- durable watermark and the stored position, parses them with the C parser
+-- (clickstream.parse_event), writes valid new events to clickstream.events,
+-- rejected ones to clickstream.dead_letters, records what it touched, deletes
+-- the rows from bronze and moves the watermark to the position it read.  So
+-- the watermark moves exactly with the rows it covers.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- The parser ------------------------------------------------------------
+
+CREATE TYPE clickstream.parsed_event AS (
+	reason text,
+	detail text,
+	event_id text,
+	event_type text,
+	user_id text,
+	ts timestamptz,
+	event_date date,
+	event_hour smallint,
+	product_id text,
+	category text,
+	price numeric,
+	quantity integer,
+	order_id text,
+	page_url text,
+	referrer text,
+	utm_source text,
+	utm_medium text,
+	utm_campaign text,
+	device text,
+	country text,
+	is_high_value boolean,
+	revenue numeric,
+	attrs jsonb
+);
+
+COMMENT ON TYPE clickstream.parsed_event IS
+'Result of clickstream.parse_event: either reason/detail (the payload is rejected, every other field NULL) or the typed event (reason NULL).';
+
+CREATE FUNCTION clickstream.parse_event(payload bytea)
+RETURNS clickstream.parsed_event
+AS 'MODULE_PATHNAME', 'clickstream_parse_event'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION clickstream.parse_event(bytea) IS
+'Parse and validate one event payload (see the README''s event format). Never raises an error for bad data: returns a rejection reason and detail instead. Depends on clickstream.timezone, clickstream.high_value_threshold, clickstream.max_clock_skew and the transaction start time.';
+
+-- Accepted event types (a data-quality check, not a filter) ---------------
+
+CREATE TABLE clickstream.event_types (
+	event_type text PRIMARY KEY,
+	description text NOT NULL DEFAULT '',
+	builtin boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE clickstream.event_types IS
+'Event types the shop emits. Silver accepts any event_type; clickstream.check_quality() reports events whose type is not listed here. Add your own rows.';
+COMMENT ON COLUMN clickstream.event_types.event_type IS 'Value of the event_type field.';
+COMMENT ON COLUMN clickstream.event_types.description IS 'What the event means.';
+COMMENT ON COLUMN clickstream.event_types.builtin IS 'True for the rows the extension ships (not dumped by pg_dump).';
+
+INSERT INTO clickstream.event_types (event_type, description, builtin) VALUES
+	('page_view', 'A page was displayed.', true),
+	('add_to_cart', 'A product was added to the cart.', true),
+	('remove_from_cart', 'A product was removed from the cart.', true),
+	('begin_checkout', 'The checkout was started.', true),
+	('purchase', 'An order was placed (carries order_id, price, quantity).', true);
+
+SELECT pg_catalog.pg_extension_config_dump('clickstream.event_types', 'WHERE NOT builtin');
+
+-- Silver tables -----------------------------------------------------------
+
+CREATE TABLE clickstream.events (
+	event_id text NOT NULL,
+	event_type text NOT NULL,
+	user_id text NOT NULL,
+	ts timestamptz NOT NULL,
+	event_date date NOT NULL,
+	event_hour smallint NOT NULL,
+	product_id text,
+	category text,
+	price numeric,
+	quantity integer,
+	order_id text,
+	page_url text,
+	referrer text,
+	utm_source text,
+	utm_medium text,
+	utm_campaign text,
+	device text,
+	country text,
+	is_high_value boolean NOT NULL,
+	revenue numeric,
+	attrs jsonb,
+	kafka_topic text NOT NULL,
+	kafka_partition integer NOT NULL,
+	kafka_offset bigint NOT NULL,
+	run_id bigint NOT NULL
+) PARTITION BY RANGE (event_date);
+
+CREATE INDEX events_user_ts ON clickstream.events (user_id, ts);
+
+COMMENT ON TABLE clickstream.events IS
+'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';
+COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins).';
+COMMENT ON COLUMN clickstream.events.event_type IS 'page_view, add_to_cart, remove_from_cart, begin_checkout, purchase, or a type of your own.';
+COMMENT ON COLUMN clickstream.events.user_id IS 'User the event belongs to (the Kafka key).';
+COMMENT ON COLUMN clickstream.events.ts IS 'Event time from the payload (ISO-8601 with zone or epoch milliseconds), microsecond precision.';
+COMMENT ON COLUMN clickstream.events.event_date IS 'Day of ts in clickstream.timezone; the partition key.';
+COMMENT ON COLUMN clickstream.events.event_hour IS 'Hour of day (0-23) of ts in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.events.product_id IS 'Product, when the event is about one.';
+COMMENT ON COLUMN clickstream.events.category IS 'Product category.';
+COMMENT ON COLUMN clickstream.events.price IS 'Unit price (>= 0), exactly as sent.';
+COMMENT ON COLUMN clickstream.events.quantity IS 'Quantity (>= 1).';
+COMMENT ON COLUMN clickstream.events.order_id IS 'Order id; always present on purchases.';
+COMMENT ON COLUMN clickstream.events.page_url IS 'URL of the page.';
+COMMENT ON COLUMN clickstream.events.referrer IS 'Referring URL.';
+COMMENT ON COLUMN clickstream.events.utm_source IS 'Campaign source.';
+COMMENT ON COLUMN clickstream.events.utm_medium IS 'Campaign medium.';
+COMMENT ON COLUMN clickstream.events.utm_campaign IS 'Campaign name.';
+COMMENT ON COLUMN clickstream.events.device IS 'Device class (desktop, mobile, tablet, ...).';
+COMMENT ON COLUMN clickstream.events.country IS 'Country code.';
+COMMENT ON COLUMN clickstream.events.is_high_value IS 'price > clickstream.high_value_threshold at promotion time (false without a price).';
+COMMENT ON COLUMN clickstream.events.revenue IS 'For purchases price x quantity (quantity 1 when absent; NULL without a price); 0 for other events.';
+COMMENT ON COLUMN clickstream.events.attrs IS 'Every key of the payload that is not part of the event format; NULL when there is none.';
+COMMENT ON COLUMN clickstream.events.kafka_topic IS 'Lineage: topic of the message.';
+COMMENT ON COLUMN clickstream.events.kafka_partition IS 'Lineage: partition of the message.';
+COMMENT ON COLUMN clickstream.events.kafka_offset IS 'Lineage: offset of the message.';
+COMMENT ON COLUMN clickstream.events.run_id IS 'clickstream.refresh_history run that promoted the event.';
+
+CREATE TABLE clickstream.event_ids (
+	event_id text PRIMARY KEY,
+	event_date date NOT NULL,
+	kafka_topic text NOT NULL,
+	kafka_partition integer NOT NULL,
+	kafka_offset bigint NOT NULL
+);
+
+COMMENT ON TABLE clickstream.event_ids IS
+'Every event_id ever promoted to silver, with the day (partition) that holds it and the message that delivered it first: the global deduplication index (a unique index on the partitioned table would have to include the day). Kept when old partitions are dropped, so late duplicates of dropped days stay out.';
+COMMENT ON COLUMN clickstream.event_ids.event_id IS 'The event id.';
+COMMENT ON COLUMN clickstream.event_ids.event_date IS 'event_date of the event, i.e. its partition of clickstream.events.';
+COMMENT ON COLUMN clickstream.event_ids.kafka_topic IS 'Topic of the first delivery.';
+COMMENT ON COLUMN clickstream.event_ids.kafka_partition IS 'Partition of the first delivery.';
+COMMENT ON COLUMN clickstream.event_ids.kafka_offset IS 'Offset of the first delivery.';
+
+CREATE TABLE clickstream.refresh_history (
+	run_id bigserial PRIMARY KEY,
+	kind text NOT NULL DEFAULT 'refresh' CHECK (kind IN ('refresh', 'replay')),
+	started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+	finished_at timestamptz,
+	duration interval GENERATED ALWAYS AS (finished_at - started_at) STORED,
+	status text NOT NULL DEFAULT 'running'
+		CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+	steps integer NOT NULL DEFAULT 0,
+	rows_read bigint NOT NULL DEFAULT 0,
+	rows_promoted bigint NOT NULL DEFAULT 0,
+	rows_duplicate bigint NOT NULL DEFAULT 0,
+	rows_rejected bigint NOT NULL DEFAULT 0,
+	partitions_created integer NOT NULL DEFAULT 0,
+	error text,
+	pid integer NOT NULL DEFAULT pg_backend_pid()
+);
+
+CREATE INDEX refresh_history_finished ON clickstream.refresh_history (finished_at);
+
+COMMENT ON TABLE clickstream.refresh_history IS
+'One row per clickstream.refresh() run (or dead-letter replay): when, how long, rows promoted, duplicates, rejected, and the error of a failed run. Kept for clickstream.history_retention.';
+COMMENT ON SEQUENCE clickstream.refresh_history_run_id_seq IS 'Numbers refresh runs.';
+COMMENT ON COLUMN clickstream.refresh_history.run_id IS 'Run number; clickstream.events.run_id and clickstream.touched.run_id refer to it.';
+COMMENT ON COLUMN clickstream.refresh_history.kind IS 'refresh (clickstream.refresh) or replay (clickstream.replay_dead_letters).';
+COMMENT ON COLUMN clickstream.refresh_history.started_at IS 'Start of the run.';
+COMMENT ON COLUMN clickstream.refresh_history.finished_at IS 'End of the run; NULL while running or when the server stopped during it.';
+COMMENT ON COLUMN clickstream.refresh_history.duration IS 'finished_at - started_at.';
+COMMENT ON COLUMN clickstream.refresh_history.status IS 'running, succeeded, failed (see error; the failed step was rolled back), or interrupted (the server or session stopped during the run).';
+COMMENT ON COLUMN clickstream.refresh_history.steps IS 'Committed steps (transactions); each promotes at most clickstream.refresh_batch_size rows.';
+COMMENT ON COLUMN clickstream.refresh_history.rows_read IS 'Bronze rows taken (promoted + duplicate + rejected).';
+COMMENT ON COLUMN clickstream.refresh_history.rows_promoted IS 'New events written to clickstream.events.';
+COMMENT ON COLUMN clickstream.refresh_history.rows_duplicate IS 'Valid events whose event_id was already in silver (or earlier in the same step).';
+COMMENT ON COLUMN clickstream.refresh_history.rows_rejected IS 'Rows sent to clickstream.dead_letters by validation.';
+COMMENT ON COLUMN clickstream.refresh_history.partitions_created IS 'Daily partitions of clickstream.events created by the run.';
+COMMENT ON COLUMN clickstream.refresh_history.error IS 'Error of a failed run (message, detail and context).';
+COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
+
+CREATE TABLE clickstream.touched (
+	run_id bigint NOT NULL,
+	event_date date NOT NULL,
+	user_id text NOT NULL,
+	first_ts timestamptz NOT NULL,
+	last_ts timestamptz NOT NULL,
+	events integer NOT NULL
+);
+
+CREATE INDEX touched_run ON clickstream.touched (run_id);
+
+COMMENT ON TABLE clickstream.touched IS
+'What each refresh run changed in silver, for incremental gold: one row per (run step, day, user) with the time range and number of new events. Late events show up under their own day. Kept for clickstream.history_retention.';
+COMMENT ON COLUMN clickstream.touched.run_id IS 'clickstream.refresh_history run.';
+COMMENT ON COLUMN clickstream.touched.event_date IS 'Day (clickstream.timezone) of the new events.';
+COMMENT ON COLUMN clickstream.touched.user_id IS 'User of the new events.';
+COMMENT ON COLUMN clickstream.touched.first_ts IS 'Earliest ts among them.';
+COMMENT ON COLUMN clickstream.touched.last_ts IS 'Latest ts among them.';
+COMMENT ON COLUMN clickstream.touched.events IS 'How many new events.';
+
+CREATE FUNCTION clickstream.touched_days(since_run bigint DEFAULT 0)
+RETURNS TABLE (event_date date, users bigint, events bigint)
+LANGUAGE sql STABLE
+AS $$
+	SELECT t.event_date, count(DISTINCT t.user_id), sum(t.events)
+	FROM clickstream.touched t
+	WHERE t.run_id > since_run
+	GROUP BY t.event_date
+	ORDER BY t.event_date
+$$;
+
+COMMENT ON FUNCTION clickstream.touched_days(bigint) IS
+'Days that received new silver events in runs after since_run, with the number of users and events: what a daily gold table must recompute.';
+
+-- Daily partitions ----------------------------------------------------------
+
+CREATE FUNCTION clickstream.create_partitions(days date[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	d date;
+	part text;
+	created integer := 0;
+BEGIN
+	FOREACH d IN ARRAY days LOOP
+		CONTINUE WHEN d IS NULL;
+		part := 'events_' || to_char(d, 'YYYYMMDD');
+		CONTINUE WHEN to_regclass(format('clickstream.%I', part)) IS NOT NULL;
+		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent
+		-- (CREATE ... PARTITION OF would block readers of clickstream.events
+		-- until the refresh commits); the CHECK spares ATTACH its scan.
+		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS, '
+					   'CONSTRAINT %I CHECK (event_date >= %L AND event_date < %L))',
+					   part, part || '_range', d, d + 1);
+		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
+					   'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
+		EXECUTE format('ALTER TABLE clickstream.%I DROP CONSTRAINT %I', part, part || '_range');
+		EXECUTE format('COMMENT ON TABLE clickstream.%I IS %L', part,
+					   format('Silver events of %s (clickstream.timezone).', d));
+		created := created + 1;
+	END LOOP;
+	RETURN created;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
+'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet; returns how many were created. refresh() calls it for every day it sees, far past and future included.';
+
+-- The refresh ---------------------------------------------------------------
+
+-- Per-session scratch tables of a step; emptied at every commit.
+CREATE FUNCTION clickstream.refresh_scratch()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF to_regclass('pg_temp.clickstream_limits') IS NULL THEN
+		CREATE TEMP TABLE clickstream_limits (
+			topic text NOT NULL,
+			partition integer NOT NULL,
+			lo bigint NOT NULL,
+			hi bigint NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
+		CREATE TEMP TABLE clickstream_stage (
+			kafka_topic text NOT NULL,
+			kafka_partition integer NOT NULL,
+			kafka_offset bigint NOT NULL,
+			kafka_timestamp timestamptz,
+			kafka_key bytea,
+			payload bytea,
+			payload_bytes integer,
+			LIKE clickstream.parsed_event
+		) ON COMMIT DELETE ROWS;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.refresh_scratch() IS
+'Internal: create the session''s temporary tables used by a refresh step (clickstream_limits, clickstream_stage; ON COMMIT DELETE ROWS).';
+
+-- Promote what is in pg_temp.clickstream_stage; used by refresh and replay.
+CREATE FUNCTION clickstream.promote_stage(run bigint,
+	OUT rows_promoted bigint, OUT rows_duplicate bigint,
+	OUT rows_rejected bigint, OUT partitions_created integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	rows_read bigint;
+BEGIN
+	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
+	INTO rows_read, rows_rejected
+	FROM pg_temp.clickstream_stage s;
+
+	partitions_created := clickstream.create_partitions(ARRAY(
+		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s WHERE s.reason IS NULL));
+
+	WITH rejected AS (
+		INSERT INTO clickstream.dead_letters AS d
+			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
+			 kafka_timestamp, kafka_key, payload, payload_bytes)
+		SELECT 'silver', s.reason, s.detail, s.kafka_topic, s.kafka_partition, s.kafka_offset,
+			   s.kafka_timestamp, s.kafka_key, s.payload, s.payload_bytes
+		FROM pg_temp.clickstream_stage s
+		WHERE s.reason IS NOT NULL
+		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING
+		RETURNING 1
+	), ids AS (
+		INSERT INTO clickstream.event_ids AS i
+			(event_id, event_date, kafka_topic, kafka_partition, kafka_offset)
+		SELECT s.event_id, s.event_date, s.kafka_topic, s.kafka_partition, s.kafka_offset
+		FROM pg_temp.clickstream_stage s
+		WHERE s.reason IS NULL
+		ON CONFLICT (event_id) DO NOTHING
+		RETURNING i.event_id, i.kafka_topic, i.kafka_partition, i.kafka_offset
+	), ins AS (
+		INSERT INTO clickstream.events
+		SELECT s.event_id, s.event_type, s.user_id, s.ts, s.event_date, s.event_hour,
+			   s.product_id, s.category, s.price, s.quantity, s.order_id, s.page_url,
+			   s.referrer, s.utm_source, s.utm_medium, s.utm_campaign, s.device,
+			   s.country, s.is_high_value, s.revenue, s.attrs,
+			   s.kafka_topic, s.kafka_partition, s.kafka_offset, run
+		FROM pg_temp.clickstream_stage s
+		JOIN ids ON ids.event_id = s.event_id AND ids.kafka_topic = s.kafka_topic
+			AND ids.kafka_partition = s.kafka_partition AND ids.kafka_offset = s.kafka_offset
+		WHERE s.reason IS NULL
+		RETURNING event_date, user_id, ts
+	), tch AS (
+		INSERT INTO clickstream.touched (run_id, event_date, user_id, first_ts, last_ts, events)
+		SELECT run, ins.event_date, ins.user_id, min(ins.ts), max(ins.ts), count(*)
+		FROM ins
+		GROUP BY ins.event_date, ins.user_id
+		RETURNING events
+	)
+	SELECT coalesce(sum(tch.events), 0) INTO rows_promoted FROM tch;
+
+	rows_duplicate := rows_read - rows_rejected - rows_promoted;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.promote_stage(bigint) IS
+'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new event_ids to event_ids and events (creating daily partitions), and what changed to touched.';
+
+CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
+	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
+	OUT rows_rejected bigint, OUT partitions_created integer, OUT more boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	backlog numeric;
+BEGIN
+	PERFORM clickstream.refresh_scratch();
+
+	-- Per partition, the rows between the watermark and the stored
+	-- position.  Every row below a stored position is committed, so later
+	-- statements see all of them whatever the worker does meanwhile.
+	INSERT INTO pg_temp.clickstream_limits (topic, partition, lo, hi)
+	SELECT p.topic, p.partition, coalesce(w.durable_offset, 0), p.next_offset
+	FROM clickstream.ingest_positions p
+	LEFT JOIN clickstream.watermarks w USING (topic, partition)
+	WHERE p.next_offset > coalesce(w.durable_offset, 0);
+
+	SELECT coalesce(sum(l.hi - l.lo), 0) INTO backlog FROM pg_temp.clickstream_limits l;
+	more := backlog > max_rows;
+	IF more THEN
+		-- take the same share of every partition's backlog
+		UPDATE pg_temp.clickstream_limits l
+		SET hi = l.lo + ceil((l.hi - l.lo) * max_rows / backlog)::bigint;
+	END IF;
+
+	WITH moved AS (
+		DELETE FROM clickstream.bronze b
+		USING pg_temp.clickstream_limits l
+		WHERE b.kafka_topic = l.topic AND b.kafka_partition = l.partition
+			AND b.kafka_offset < l.hi
+		RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
+				  b.kafka_key, b.payload
+	)
+	INSERT INTO pg_temp.clickstream_stage
+	SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
+		   CASE WHEN e.reason IS NOT NULL THEN m.kafka_key END,
+		   CASE WHEN e.reason IS NOT NULL THEN m.payload END,
+		   CASE WHEN e.reason IS NOT NULL THEN octet_length(m.payload) END,
+		   e.*
+	FROM moved m
+	CROSS JOIN LATERAL clickstream.parse_event(m.payload) e;
+	GET DIAGNOSTICS rows_read = ROW_COUNT;
+
+	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
+	FROM clickstream.promote_stage(run) p;
+
+	-- Last, so that the row locks are held only for the commit.
+	INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
+	SELECT l.topic, l.partition, l.hi FROM pg_temp.clickstream_limits l
+	ON CONFLICT (topic, partition) DO UPDATE
+	SET durable_offset = EXCLUDED.durable_offset, updated_at = now()
+	WHERE w.durable_offset < EXCLUDED.durable_offset;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint) IS
+'Internal: one refresh step (run inside clickstream.refresh): move at most max_rows bronze rows below the stored positions to silver or dead_letters and advance the watermarks to match, in the caller''s transaction.';
+
+CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run bigint;
+	step record;
+	steps integer := 0;
+	failed boolean := false;
+	msg text;
+	det text;
+	ctx text;
+	holder integer;
+	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
+BEGIN
+	IF max_steps IS NOT NULL AND max_steps < 1 THEN
+		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
+	END IF;
+	IF NOT pg_try_advisory_lock(hashtext('clickstream.refresh'), 0) THEN
+		SELECT l.pid INTO holder FROM pg_locks l
+		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+				SELECT oid FROM pg_database WHERE datname = current_database())
+			AND l.classid::bigint = (hashtext('clickstream.refresh')::bigint & 4294967295)
+			AND l.objid = 0 AND l.objsubid = 2
+		LIMIT 1;
+		RAISE NOTICE 'clickstream.refresh() is already running (pid %), skipping this call', holder;
+		RETURN;
+	END IF;
+
+	-- Holding the lock, no other run can be in progress.
+	UPDATE clickstream.refresh_history
+	SET status = 'interrupted', finished_at = clock_timestamp()
+	WHERE status = 'running';
+	INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+	COMMIT;
+
+	LOOP
+		BEGIN
+			step := clickstream.refresh_step(run, batch);
+			steps := steps + 1;
+			UPDATE clickstream.refresh_history h
+			SET steps = h.steps + 1,
+				rows_read = h.rows_read + step.rows_read,
+				rows_promoted = h.rows_promoted + step.rows_promoted,
+				rows_duplicate = h.rows_duplicate + step.rows_duplicate,
+				rows_rejected = h.rows_rejected + step.rows_rejected,
+				partitions_created = h.partitions_created + step.partitions_created
+			WHERE h.run_id = run;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+				ctx = PG_EXCEPTION_CONTEXT;
+			failed := true;
+			UPDATE clickstream.refresh_history
+			SET status = 'failed', finished_at = clock_timestamp(),
+				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+			WHERE run_id = run;
+		END;
+		COMMIT;
+		EXIT WHEN failed OR NOT step.more OR steps >= coalesce(max_steps, steps + 1);
+	END LOOP;
+
+	IF NOT failed THEN
+		UPDATE clickstream.refresh_history
+		SET status = 'succeeded', finished_at = clock_timestamp()
+		WHERE run_id = run;
+		PERFORM clickstream.prune_history();
+		COMMIT;
+	END IF;
+	PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
+	IF failed THEN
+		RAISE EXCEPTION 'clickstream.refresh() run % failed: %', run, msg
+			USING HINT = 'The failed step was rolled back and its rows stay in bronze; the next run retries them. See clickstream.refresh_history.';
+	END IF;
+END
+$$;
+
+COMMENT ON PROCEDURE clickstream.refresh(integer) IS
+'Build silver from bronze: repeat steps of at most clickstream.refresh_batch_size rows (one transaction each) until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+
+CREATE FUNCTION clickstream.prune_history()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	horizon timestamptz := now() - current_setting('clickstream.history_retention')::interval;
+	oldest_kept bigint;
+BEGIN
+	SELECT min(run_id) INTO oldest_kept FROM clickstream.refresh_history
+	WHERE finished_at IS NULL OR finished_at >= horizon;
+	DELETE FROM clickstream.touched WHERE run_id < coalesce(oldest_kept,
+		(SELECT max(run_id) + 1 FROM clickstream.refresh_history));
+	DELETE FROM clickstream.refresh_history WHERE finished_at < horizon;
+	DELETE FROM clickstream.quality_results WHERE checked_at < horizon;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.prune_history() IS
+'Internal: delete refresh_history, touched and quality_results rows older than clickstream.history_retention (called by refresh).';
+
+-- Replaying dead letters ----------------------------------------------------
+
+CREATE FUNCTION clickstream.replay_dead_letters(only_reason text DEFAULT NULL,
+	since timestamptz DEFAULT NULL, ids bigint[] DEFAULT NULL,
+	OUT run_id bigint, OUT replayed bigint, OUT promoted bigint,
+	OUT duplicates bigint, OUT still_rejected bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	r record;
+BEGIN
+	-- never alongside a refresh: wait for it
+	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	PERFORM clickstream.refresh_scratch();
+	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay') RETURNING refresh_history.run_id INTO run_id;
+
+	WITH moved AS (
+		DELETE FROM clickstream.dead_letters d
+		WHERE d.payload IS NOT NULL AND NOT d.payload_truncated
+			AND d.kafka_topic IS NOT NULL AND d.kafka_partition IS NOT NULL
+			AND d.kafka_offset IS NOT NULL
+			AND d.reason NOT IN ('message_too_large', 'offsets_skipped')
+			AND (only_reason IS NULL OR d.reason = only_reason)
+			AND (since IS NULL OR d.created_at >= since)
+			AND (ids IS NULL OR d.id = ANY (ids))
+		RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
+				  d.kafka_key, d.payload
+	)
+	INSERT INTO pg_temp.clickstream_stage
+	SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
+		   m.kafka_key, m.payload, octet_length(m.payload), e.*
+	FROM moved m
+	CROSS JOIN LATERAL clickstream.parse_event(m.payload) e;
+	GET DIAGNOSTICS replayed = ROW_COUNT;
+
+	SELECT * INTO r FROM clickstream.promote_stage(run_id);
+	promoted := r.rows_promoted;
+	duplicates := r.rows_duplicate;
+	still_rejected := r.rows_rejected;
+	UPDATE clickstream.refresh_history h
+	SET status = 'succeeded', finished_at = clock_timestamp(), steps = 1,
+		rows_read = replayed, rows_promoted = promoted, rows_duplicate = duplicates,
+		rows_rejected = still_rejected, partitions_created = r.partitions_created
+	WHERE h.run_id = replay_dead_letters.run_id;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[]) IS
+'Run dead letters (optionally only one reason, only those created since a time, or only the given ids) through the silver parser again, after a fix of the payloads (UPDATE dead_letters SET payload = ...) or of a setting: valid ones are promoted (deduplicated), the rest go back to dead_letters with their new reason. Truncated and skipped-offset rows cannot be replayed. Recorded in refresh_history as kind replay.';
+
+-- Scheduling with pg_cron -----------------------------------------------------
+
+CREATE FUNCTION clickstream.schedule(every interval DEFAULT '1 minute')
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	minutes numeric := extract(epoch FROM every) / 60;
+	spec text;
+	job bigint;
+BEGIN
+	IF to_regnamespace('cron') IS NULL THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
+			USING HINT = 'Install postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and run CREATE EXTENSION pg_cron here.';
+	END IF;
+	IF minutes < 1 OR minutes <> trunc(minutes) THEN
+		RAISE EXCEPTION 'cannot schedule clickstream.refresh() every %', every
+			USING HINT = 'pg_cron 1.4 schedules by the minute: use a whole number of minutes (1 minute is the default and the shortest).';
+	END IF;
+	IF minutes = 1 THEN
+		spec := '* * * * *';
+	ELSIF minutes < 60 AND 60 % minutes = 0 THEN
+		spec := format('*/%s * * * *', minutes);
+	ELSIF minutes % 60 = 0 AND minutes < 1440 AND 24 % (minutes / 60) = 0 THEN
+		spec := format('0 */%s * * *', minutes / 60);
+	ELSIF minutes = 1440 THEN
+		spec := '0 0 * * *';
+	ELSE
+		RAISE EXCEPTION 'cannot schedule clickstream.refresh() every %', every
+			USING HINT = 'Use a divisor of an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 minutes), of a day (1, 2, 3, 4, 6, 8, 12 hours), or 1 day; or call cron.schedule yourself.';
+	END IF;
+	-- a named job: scheduling again updates it instead of adding one
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+	INTO job USING 'clickstream-refresh', spec, 'CALL clickstream.refresh()';
+	RETURN job;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.schedule(interval) IS
+'Register CALL clickstream.refresh() with pg_cron as job clickstream-refresh, every given interval (default and minimum 1 minute: pg_cron 1.4 schedules by the minute). Idempotent: calling it again updates the one job. Returns the cron job id.';
+
+CREATE FUNCTION clickstream.unschedule()
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	found_job boolean;
+BEGIN
+	IF to_regnamespace('cron') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+	INTO found_job USING 'clickstream-refresh';
+	IF found_job THEN
+		EXECUTE 'SELECT cron.unschedule($1)' USING 'clickstream-refresh';
+	END IF;
+	RETURN found_job;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.unschedule() IS
+'Remove the pg_cron job clickstream-refresh; returns false when there was none.';
