@@ -9,7 +9,7 @@
 #   cs_stop                    stop the cluster and the broker
 
 cs_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cs_bin=/usr/lib/postgresql/15/bin
+cs_bin=${CS_PGBIN:-/usr/lib/postgresql/15/bin}
 
 # Create the work directory; as_pg runs a command as the cluster's owner.
 cs_workdir() {
@@ -34,7 +34,7 @@ cs_start_broker() {
 # initdb, write the settings (clickstream preloaded, pointed at $brokers), start.
 cs_start_cluster() {
 	cs_port=$1
-	as_pg "$cs_bin/initdb -D '$work/data' -A trust -U postgres >/dev/null"
+	as_pg "$cs_bin/initdb -D '$work/data' -A trust -U postgres -E UTF8 --locale=C >/dev/null"
 	cat >> "$work/data/postgresql.conf" <<CONF
 port = $cs_port
 unix_socket_directories = '$work'

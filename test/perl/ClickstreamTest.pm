@@ -20,7 +20,8 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(start_broker stop_broker broker_down broker_up new_node
-  produce produce_lines produce_file wait_for bronze_count worker_pid);
+  produce produce_lines produce_file wait_for bronze_count worker_pid tool
+  read_manifest);
 
 my $root = File::Spec->rel2abs(File::Spec->catdir(dirname(__FILE__), '..', '..'));
 my $broker_bin = "$root/tools/broker";
@@ -72,7 +73,8 @@ sub new_node
 {
 	my ($name, $addr, %conf) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	# silver parses JSON into text: the database must be UTF8
+	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
 	my %settings = (
 		shared_preload_libraries    => "'clickstream'",
 		'clickstream.database'      => "'postgres'",
@@ -137,6 +139,29 @@ sub wait_for
 		usleep(100_000);
 	}
 	is($got, $expected, $name);
+}
+
+# Path of a tool built by the Makefile (tools/NAME).
+sub tool
+{
+	my ($name) = @_;
+	return "$root/tools/$name";
+}
+
+# The key=value lines of an eventgen manifest, as a hash.
+sub read_manifest
+{
+	my ($file) = @_;
+	my %m;
+	open(my $fh, '<', $file) or die "cannot read $file: $!";
+	while (<$fh>)
+	{
+		chomp;
+		my ($k, $v) = split /=/, $_, 2;
+		$m{$k} = $v;
+	}
+	close $fh;
+	return \%m;
 }
 
 # Number of rows in bronze.

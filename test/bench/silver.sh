@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Silver benchmark: the same generated events, in one run, side by side:
+#   1. server-side COPY FROM of the generator's file into clickstream.bronze;
+#   2. CALL clickstream.refresh() promoting those bronze rows to silver
+#      (parse, validate, deduplicate, partition, dead letters, touched,
+#      watermarks, bronze deletion);
+# plus the parser alone, and the built-in jsonb cast for comparison.
+# Target: refresh rate >= 1/3 of the COPY rate.
+# Usage: test/bench/silver.sh [events]   (default 1000000)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+n=${1:-1000000}
+partitions=16
+
+bash "$root/tools/setup.sh" >/dev/null
+
+source "$root/tools/cluster.sh"
+cs_workdir silverbench
+port=54341
+q() { cs_psql -q -Atc "$1"; }
+now() { date +%s.%N; }
+trap cs_stop EXIT
+
+brokers=127.0.0.1:9
+cs_start_cluster "$port" "clickstream.enabled = off
+max_wal_size = '8GB'
+shared_buffers = '1GB'"
+q "CREATE EXTENSION clickstream"
+
+echo "generating $n events (2% duplicates, 1% malformed, 2% late)"
+"$root/tools/eventgen" --count "$n" --fast --seed 1 --start 2026-11-01T00:00:00Z \
+	--users 500000 --products 5000 --dup-share 0.02 --bad-share 0.01 --late-share 0.02 \
+	--bad-kinds invalid_json,not_object,missing_field,empty_field,wrong_type,negative_price,bad_quantity,invalid_utf8,bad_timestamp,purchase_without_order \
+	--output "$work/events.copy" --format copy --partitions $partitions --manifest "$work/manifest"
+chmod 644 "$work/events.copy"
+valid=$(awk -F= '$1 == "valid" {print $2}' "$work/manifest")
+
+reset() {
+	q "DO \$\$DECLARE r record; BEGIN
+	     FOR r IN SELECT c.oid::regclass AS part FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+	              WHERE i.inhparent = 'clickstream.events'::regclass LOOP
+	       EXECUTE format('DROP TABLE %s', r.part);
+	     END LOOP; END\$\$"
+	q "TRUNCATE clickstream.bronze, clickstream.ingest_positions, clickstream.watermarks,
+	            clickstream.event_ids, clickstream.dead_letters, clickstream.touched,
+	            clickstream.refresh_history"
+	q "CHECKPOINT"
+}
+
+copy_rate=(); refresh_rate=(); parse_rate=(); jsonb_rate=()
+for round in 1 2; do
+	reset
+	t0=$(now)
+	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/events.copy'"
+	t1=$(now)
+	copy_rate+=("$(echo "$n / ($t1 - $t0)" | bc)")
+	# what the worker would have stored with those rows
+	q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
+	   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2;
+	   INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
+	   SELECT topic, partition, 0 FROM clickstream.ingest_positions"
+	q "VACUUM ANALYZE clickstream.bronze"
+
+	t0=$(now)
+	q "SELECT count(*) FROM clickstream.bronze b, LATERAL clickstream.parse_event(b.payload) e WHERE e.reason IS NULL" >/dev/null
+	t1=$(now)
+	parse_rate+=("$(echo "$n / ($t1 - $t0)" | bc)")
+	t0=$(now)
+	q "SELECT count(*) FROM clickstream.bronze b, LATERAL clickstream.parse_event(b.payload) e
+	   WHERE CASE WHEN e.reason IS NULL THEN (convert_from(b.payload, 'UTF8')::jsonb ->> 'event_id') IS NOT NULL END" >/dev/null
+	t1=$(now)
+	jsonb_rate+=("$(echo "$n / ($t1 - $t0)" | bc)")
+
+	q "CHECKPOINT"
+	t0=$(now)
+	q "CALL clickstream.refresh()"
+	t1=$(now)
+	refresh_rate+=("$(echo "$n / ($t1 - $t0)" | bc)")
+	got=$(q "SELECT count(*) FROM clickstream.events")
+	[ "$got" = "$valid" ] || { echo "silver has $got events, expected $valid" >&2; exit 1; }
+	echo "round $round: COPY ${copy_rate[-1]} rows/s, refresh ${refresh_rate[-1]} rows/s, parser alone ${parse_rate[-1]} rows/s"
+	q "SELECT 'refresh: ' || steps || ' steps, ' || rows_promoted || ' promoted, ' || rows_duplicate || ' duplicates, ' || rows_rejected || ' rejected, ' || partitions_created || ' partitions in ' || duration FROM clickstream.refresh_history"
+done
+
+echo
+echo "| round | COPY into bronze rows/s | refresh() rows/s | refresh / COPY | parse_event alone rows/s | parse_event + jsonb cast rows/s |"
+echo "|---|---|---|---|---|---|"
+for i in 0 1; do
+	printf '| %d | %s | %s | %s | %s | %s |\n' $((i + 1)) "${copy_rate[$i]}" "${refresh_rate[$i]}" \
+		"$(echo "scale=2; ${refresh_rate[$i]} / ${copy_rate[$i]}" | bc)" "${parse_rate[$i]}" "${jsonb_rate[$i]}"
+done
+echo "events: $n messages, $valid valid distinct; payload bytes $(stat -c %s "$work/events.copy") (COPY file)"

@@ -1,0 +1,108 @@
+# Orchestration: clickstream.schedule()/unschedule() with pg_cron (and one
+# real run by cron), a second refresh returning at once with a NOTICE, and
+# the ingestion worker never waiting for a running refresh.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+use ClickstreamTest;
+
+my $addr = start_broker(4);
+my $node = new_node('cron', $addr,
+	shared_preload_libraries     => "'clickstream,pg_cron'",
+	'cron.database_name'         => "'postgres'",
+	'cron.use_background_workers' => 'on',
+	max_worker_processes         => 32);
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION clickstream; CREATE EXTENSION pg_cron');
+
+sub generate
+{
+	my ($seed, $count) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ tool('eventgen'), '--brokers', $addr, '--seed', $seed,
+			'--count', $count, '--fast' ], '>', \$out, '2>', \$err)
+	  or die "eventgen failed: $err";
+}
+
+# --- registration --------------------------------------------------------
+my $job = $node->safe_psql('postgres', 'SELECT clickstream.schedule()');
+ok($job > 0, 'schedule() returns the cron job id');
+is($node->safe_psql('postgres', 'SELECT jobname, schedule, command, database FROM cron.job'),
+	'clickstream-refresh|* * * * *|CALL clickstream.refresh()|postgres',
+	'the refresh is registered every minute');
+is($node->safe_psql('postgres', 'SELECT clickstream.schedule()'), $job,
+	'scheduling again is idempotent (same job)');
+$node->safe_psql('postgres', "SELECT clickstream.schedule('15 minutes')");
+is($node->safe_psql('postgres', 'SELECT count(*) || \'|\' || max(schedule) FROM cron.job'),
+	'1|*/15 * * * *', 'a new interval updates the one job');
+my ($ret, $out, $err) = $node->psql('postgres', "SELECT clickstream.schedule('30 seconds')");
+like($err, qr/pg_cron 1\.4 schedules by the minute/, 'sub-minute intervals are refused with a hint');
+($ret, $out, $err) = $node->psql('postgres', "SELECT clickstream.schedule('7 minutes')");
+like($err, qr/divisor of an hour/, 'intervals cron cannot express are refused with a hint');
+is($node->safe_psql('postgres', 'SELECT clickstream.unschedule()'), 't', 'unschedule() removes the job');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'no job is left');
+is($node->safe_psql('postgres', 'SELECT clickstream.unschedule()'), 'f',
+	'unschedule() without a job is a no-op');
+
+# --- a second refresh returns at once with a NOTICE -------------------------
+my $holder = $node->background_psql('postgres');
+$holder->query_safe("SELECT pg_advisory_lock(hashtext('clickstream.refresh'), 0)");
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+($ret, $out, $err) = $node->psql('postgres', 'CALL clickstream.refresh()');
+is($ret, 0, 'a concurrent refresh() does not fail');
+like($err, qr/NOTICE:  clickstream.refresh\(\) is already running \(pid $holder_pid\), skipping/,
+	'it says which backend is running it');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.refresh_history'),
+	'0', 'and records no run');
+$holder->query_safe("SELECT pg_advisory_unlock(hashtext('clickstream.refresh'), 0)");
+
+# --- the worker never waits for a refresh ---------------------------------
+generate(1, 2000);
+wait_for($node, 'SELECT sum(committed_offset) FROM clickstream.status', '2000', 'first events ingested');
+# make one step of the refresh last 10 s
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN PERFORM pg_sleep(10); RETURN NULL; END $$;
+	CREATE TRIGGER slow AFTER INSERT ON clickstream.events
+	FOR EACH STATEMENT EXECUTE FUNCTION public.slow();
+});
+my $refresher = $node->background_psql('postgres');
+$refresher->query_until(qr/started/, "\\echo started\nCALL clickstream.refresh();\n");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+  or die 'refresh did not reach the slow trigger';
+generate(2, 1000);
+wait_for($node, 'SELECT sum(committed_offset) FROM clickstream.status', '3000',
+	'the worker keeps committing batches while a refresh runs');
+is($node->safe_psql('postgres',
+		"SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1"),
+	'running', 'the refresh was still running then');
+$refresher->quit;
+$node->safe_psql('postgres', 'DROP TRIGGER slow ON clickstream.events');
+wait_for($node, "SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1",
+	'succeeded', 'the slow refresh finished');
+
+# --- one real run by pg_cron (waits up to a minute) -------------------------
+my $before = $node->safe_psql('postgres', 'SELECT max(run_id) FROM clickstream.refresh_history');
+$node->safe_psql('postgres', 'SELECT clickstream.schedule()');
+wait_for($node,
+	"SELECT count(*) > 0 FROM cron.job_run_details WHERE status = 'succeeded' AND command = 'CALL clickstream.refresh()'",
+	't', 'pg_cron ran the refresh');
+is($node->safe_psql('postgres',
+		"SELECT count(*) > 0 FROM clickstream.refresh_history WHERE run_id > $before AND status = 'succeeded'"),
+	't', 'and it is in refresh_history');
+is($node->safe_psql('postgres',
+		'SELECT count(*) FROM clickstream.bronze'),
+	'0', 'cron drained bronze into silver');
+is($node->safe_psql('postgres',
+		"SELECT refresh_age < '2 minutes' FROM clickstream.status LIMIT 1"),
+	't', 'status shows a recent successful refresh');
+
+$node->stop;
+stop_broker($addr);
+done_testing();
