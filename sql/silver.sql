@@ -100,7 +100,7 @@ SELECT feed('t', 0, 6, ARRAY[
 	ev('old', 'page_view', 'u5', '1999-12-31T23:59:59Z')]);
 CALL clickstream.refresh();
 SELECT count(*) AS events, count(DISTINCT event_id) AS distinct_ids FROM clickstream.events;
-SELECT tableoid::regclass AS partition, count(*) FROM clickstream.events GROUP BY 1 ORDER BY 1;
+SELECT tableoid::regclass::text AS partition, count(*) FROM clickstream.events GROUP BY 1 ORDER BY 1;
 SELECT run_id, event_date, user_id, first_ts, last_ts, events
 FROM clickstream.touched ORDER BY run_id, event_date, user_id;
 SELECT * FROM clickstream.touched_days(1);

@@ -34,7 +34,7 @@ int			cs_batch_size = 10000;
 int			cs_batch_timeout = 500;
 int			cs_batch_max_kb = 16384;
 int			cs_max_message_bytes = 1048576;
-int			cs_fetch_buffer_kb = 24576;
+int			cs_fetch_buffer_kb = 4096;
 int			cs_max_partitions = 1024;
 
 /* Silver */
@@ -189,7 +189,7 @@ GucInit(void)
 							"Upper bound of librdkafka's prefetched messages per worker.",
 							"Sets queued.max.messages.kbytes; a fetch response is at most half of it.",
 							&cs_fetch_buffer_kb,
-							24576, 1024, 2097152,
+							4096, 1024, 2097152,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);

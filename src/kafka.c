@@ -22,11 +22,13 @@
  *
  * Memory: librdkafka prefetches at most queued.max.messages.kbytes
  * (clickstream.fetch_buffer) and asks for fetch responses of at most half of
- * that per broker connection.  A broker may overshoot fetch.max.bytes to
- * return whole record batches, so receive.message.max.bytes keeps its large
- * default: it only caps one response, buffers follow the actual size.  A
- * consumed message is released at the next poll: the batch keeps its own
- * copy.
+ * that per broker connection.  A full queue stops fetching until the broker
+ * thread wakes up; KafkaPoll() wakes it as the queue drains (see
+ * KafkaWakeFetchers), so a small buffer keeps the worker fed.  A broker may
+ * overshoot fetch.max.bytes to return whole record batches, so
+ * receive.message.max.bytes keeps its large default: it only caps one
+ * response, buffers follow the actual size.  A consumed message is released
+ * at the next poll: the batch keeps its own copy.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,6 +52,13 @@ static KafkaAssignHook assign_hook = NULL;
 static KafkaRevokeHook revoke_hook = NULL;
 static bool brokers_down = false;
 static TimestampTz last_down_warning = 0;
+
+/*
+ * Bytes consumed since the fetchers were last woken up (KafkaWakeFetchers),
+ * and how many bytes trigger the next wake-up.
+ */
+static size_t consumed_since_wakeup = 0;
+static size_t wakeup_bytes = 0;
 
 /* Current assignment, kept for statistics. */
 static int32 *assigned = NULL;
@@ -314,6 +323,9 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	revoke_hook = on_revoke;
 	brokers_down = false;
 	nassigned = 0;
+	consumed_since_wakeup = 0;
+	/* a few wake-ups per prefetch buffer drained */
+	wakeup_bytes = (size_t) cs_fetch_buffer_kb * 1024 / 8;
 	strlcpy(my_topic, cs_topic, sizeof(my_topic));
 
 	ok &= KafkaConfSet(conf, "bootstrap.servers", cs_brokers);
@@ -478,6 +490,35 @@ KafkaFillHeaders(rd_kafka_message_t *m, KafkaMessage *msg)
 }
 
 /*
+ * Wake up the broker threads that fetch our partitions.
+ *
+ * librdkafka 2.0 stops fetching a partition once the consumer queue holds
+ * queued.max.messages.kbytes, and re-evaluates that only when its broker
+ * thread wakes up: on an op, on socket IO, or at the end of its 1 s serve
+ * window (rd_kafka_max_block_ms in rdkafka_broker.c; fetch.queue.backoff.ms
+ * only exists from 2.2).  Draining the queue wakes nothing, so without this
+ * the worker idles for up to a second after every full queue.  A ListOffsets
+ * request sent to every leader with a zero timeout enqueues an op on each
+ * leader's broker thread (a wake-up) and returns at once; its answer is
+ * dropped.
+ */
+static void
+KafkaWakeFetchers(void)
+{
+	rd_kafka_topic_partition_list_t *list;
+
+	consumed_since_wakeup = 0;
+	if (kafka == NULL || nassigned == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(nassigned);
+	for (int i = 0; i < nassigned; i++)
+		rd_kafka_topic_partition_list_add(list, my_topic,
+										  assigned[i])->offset = RD_KAFKA_OFFSET_END;
+	(void) rd_kafka_offsets_for_times(kafka, list, 0);
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
  * Wait up to timeout_ms for the next message.  Serves logs, errors and
  * rebalances on the way.  Returns true with *msg filled (valid until the
  * next call) when there is a message or a message-level error.
@@ -496,7 +537,15 @@ KafkaPoll(int timeout_ms, KafkaMessage *msg)
 
 	m = rd_kafka_consumer_poll(kafka, timeout_ms);
 	if (m == NULL)
+	{
+		/* an empty queue may mean idle fetchers: make them look again */
+		if (consumed_since_wakeup > 0)
+			KafkaWakeFetchers();
 		return false;
+	}
+	consumed_since_wakeup += m->len + m->key_len;
+	if (consumed_since_wakeup >= wakeup_bytes)
+		KafkaWakeFetchers();
 
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && !KafkaIsMessageError(m->err))
 	{

@@ -2,6 +2,7 @@
 # The main job, end to end, on the embedded default: a private PostgreSQL
 # cluster, the local broker, the event generator streaming realistic traffic
 # (with some duplicates, malformed and late events), the ingestion worker,
+# the silver refresh (registered with pg_cron, and called every few seconds),
 # and a summary on screen.  Usage: tools/demo.sh [seconds] [events-per-second]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,9 +26,15 @@ echo "== local Kafka broker (librdkafka mock cluster), topic clickstream, 16 par
 cs_start_broker 16
 echo "   bootstrap: $brokers"
 
-echo "== private PostgreSQL cluster in $work/data (port $port)"
-cs_start_cluster "$port" "clickstream.max_message_bytes = '64kB'"
-psql_demo -qc "CREATE EXTENSION clickstream"
+echo "== private PostgreSQL cluster in $work/data (port $port), with pg_cron"
+cs_start_cluster "$port" "clickstream.max_message_bytes = '64kB'
+shared_preload_libraries = 'clickstream,pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 32"
+psql_demo -qc "CREATE EXTENSION clickstream" -c "CREATE EXTENSION pg_cron"
+echo "   pg_cron job $(psql_demo -Atc "SELECT clickstream.schedule()"): CALL clickstream.refresh() every minute;"
+echo "   the demo also calls it every few seconds to show silver filling up"
 
 echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed, 2% late)"
 "$root/tools/eventgen" --brokers "$brokers" --topic clickstream --rate "$rate" \
@@ -36,46 +43,70 @@ echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed,
 	--manifest "$work/manifest" 2> "$work/eventgen.log" &
 gen_pid=$!
 
-printf '\n%8s %12s %12s %10s %8s\n' "t (s)" "bronze rows" "rows/s" "lag" "dead"
+printf '\n%6s %12s %10s %12s %12s %8s %10s\n' "t (s)" "ingested" "rows/s" "in bronze" "silver" "dead" "lag"
 start=$(date +%s)
 while kill -0 "$gen_pid" 2>/dev/null; do
-	sleep 3
-	psql_demo -Atc "SELECT (SELECT count(*) FROM clickstream.bronze),
+	sleep 4
+	psql_demo -qc "CALL clickstream.refresh()" 2>/dev/null || true
+	psql_demo -Atc "SELECT (SELECT coalesce(sum(committed_offset), 0) FROM clickstream.status),
 	       round((SELECT sum(messages_per_sec) FROM clickstream.status)),
-	       (SELECT coalesce(sum(lag), 0) FROM clickstream.status),
-	       (SELECT count(*) FROM clickstream.dead_letters)" |
-		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%8d %12d %12d %10d %8d\n", t, $1, $2, $3, $4}'
+	       (SELECT count(*) FROM clickstream.bronze),
+	       (SELECT count(*) FROM clickstream.events),
+	       (SELECT count(*) FROM clickstream.dead_letters),
+	       (SELECT coalesce(sum(lag), 0) FROM clickstream.status)" |
+		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%6d %12d %10d %12d %12d %8d %10d\n", t, $1, $2, $3, $4, $5, $6}'
 done
 gen_pid=""
 produced=$(grep '^messages=' "$work/manifest" | cut -d= -f2)
+valid=$(grep '^valid=' "$work/manifest" | cut -d= -f2)
+malformed=$(grep '^malformed=' "$work/manifest" | cut -d= -f2)
 
-# let the worker drain the rest
+# let the worker drain the rest, then promote it
 for _ in $(seq 60); do
-	done_rows=$(psql_demo -Atc "SELECT (SELECT count(*) FROM clickstream.bronze) + (SELECT count(*) FROM clickstream.dead_letters WHERE stage = 'ingest')")
+	done_rows=$(psql_demo -Atc "SELECT coalesce(sum(committed_offset), 0) FROM clickstream.status")
 	[ "$done_rows" -ge "$produced" ] && break
 	sleep 1
 done
+psql_demo -qc "CALL clickstream.refresh()"
 
 echo
 echo "== summary"
 echo "   generator: $(tail -n1 "$work/eventgen.log")"
 psql_demo <<SQL
 \pset footer off
+\echo '-- what came in and where it went (the generator''s manifest against the tables)'
 SELECT $produced AS produced,
-       (SELECT count(*) FROM clickstream.bronze) AS bronze_rows,
-       (SELECT count(*) FROM clickstream.dead_letters WHERE stage = 'ingest') AS dead_letters,
-       (SELECT sum(lag) FROM clickstream.status) AS total_lag,
-       round((SELECT count(*) FROM clickstream.bronze)
-             / greatest(extract(epoch FROM max(ingested_at) - min(ingested_at)), 1)) AS avg_rows_per_sec
-FROM clickstream.bronze;
+       (SELECT sum(committed_offset) FROM clickstream.status) AS ingested,
+       $valid AS valid_distinct_sent, (SELECT count(*) FROM clickstream.events) AS silver_events,
+       $malformed AS malformed_sent, (SELECT count(*) FROM clickstream.dead_letters) AS dead_letters,
+       (SELECT count(*) FROM clickstream.bronze) AS left_in_bronze,
+       (SELECT sum(lag) FROM clickstream.status) AS total_lag;
 
-SELECT reason, count(*), max(detail) AS example FROM clickstream.dead_letters GROUP BY 1;
+\echo '-- dead letters by stage and reason'
+SELECT stage, reason, count(*), max(detail) AS example FROM clickstream.dead_letters GROUP BY 1, 2 ORDER BY 1, 3 DESC;
 
-SELECT partition, committed_offset, high_watermark, lag, round(messages_per_sec) AS msgs_per_sec,
-       to_char(last_batch_at, 'HH24:MI:SS.MS') AS last_batch
-FROM clickstream.status ORDER BY partition LIMIT 16;
+\echo '-- refresh runs (pg_cron and the demo)'
+SELECT run_id, status, steps, rows_read, rows_promoted, rows_duplicate, rows_rejected,
+       partitions_created, round(extract(epoch FROM duration)::numeric, 2) AS seconds
+FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 5;
 
-SELECT convert_from(payload, 'UTF8') AS sample_event
-FROM clickstream.bronze ORDER BY kafka_partition, kafka_offset LIMIT 1;
+\echo '-- silver by day (late events land in their own day) and what the last runs touched'
+SELECT event_date, count(*) AS events, count(DISTINCT user_id) AS users,
+       sum(revenue) AS revenue, count(*) FILTER (WHERE event_type = 'purchase') AS purchases
+FROM clickstream.events GROUP BY 1 ORDER BY 1;
+SELECT * FROM clickstream.touched_days((SELECT max(run_id) - 3 FROM clickstream.refresh_history));
+
+\echo '-- a few silver events'
+SELECT event_type, user_id, to_char(ts, 'HH24:MI:SS.MS') AS ts, product_id, category, price, quantity,
+       revenue, device, country, utm_campaign
+FROM clickstream.events ORDER BY ts DESC LIMIT 5;
+
+\echo '-- data quality'
+SELECT check_name, layer, severity, failures, passed FROM clickstream.check_quality();
+
+\echo '-- ingestion status (first 8 partitions)'
+SELECT partition, committed_offset, durable_offset, high_watermark, lag,
+       round(messages_per_sec) AS msgs_per_sec, silver_backlog,
+       to_char(refresh_age, 'MI:SS') AS refresh_age
+FROM clickstream.status ORDER BY partition LIMIT 8;
 SQL
-echo "(the cluster, broker and logs were in $work; both are stopped now)"

@@ -22,7 +22,7 @@ if [ -n "$missing" ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 make -s -C "$root" >/dev/null
 $sudo make -s -C "$root" install >/dev/null
 echo "setup: clickstream built and installed into $($PG_CONFIG --pkglibdir)"

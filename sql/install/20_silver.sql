@@ -300,6 +300,9 @@ AS $$
 DECLARE
 	rows_read bigint;
 BEGIN
+	-- real row counts for the planner: without them it may pick a nested
+	-- loop between the new ids and the stage (quadratic)
+	ANALYZE pg_temp.clickstream_stage;
 	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
 	INTO rows_read, rows_rejected
 	FROM pg_temp.clickstream_stage s;
@@ -447,6 +450,17 @@ BEGIN
 		LIMIT 1;
 		RAISE NOTICE 'clickstream.refresh() is already running (pid %), skipping this call', holder;
 		RETURN;
+	END IF;
+
+	-- A step stages its rows in a temporary table: give the temporary
+	-- buffers room (only possible before the session's first use of a
+	-- temporary table, as in a pg_cron job's fresh session).
+	IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
+		BEGIN
+			PERFORM set_config('temp_buffers', '256MB', false);
+		EXCEPTION WHEN OTHERS THEN
+			NULL;	-- the session used temporary tables already: keep its size
+		END;
 	END IF;
 
 	-- Holding the lock, no other run can be in progress.
