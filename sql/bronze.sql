@@ -25,7 +25,7 @@ ORDER BY 1;
 -- so does every column of every table and view
 SELECT c.relname, a.attname
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-WHERE c.relnamespace = 'clickstream'::regnamespace AND c.relkind IN ('r', 'p')
+WHERE c.relnamespace = 'clickstream'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
   AND col_description(c.oid, a.attnum) IS NULL
 ORDER BY 1, 2;

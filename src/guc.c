@@ -41,7 +41,7 @@ int			cs_max_partitions = 1024;
 char	   *cs_timezone = NULL;
 double		cs_high_value_threshold = 500.0;
 int			cs_max_clock_skew = 300;
-int			cs_refresh_batch_size = 500000;
+int			cs_refresh_batch_size = 250000;
 int			cs_history_retention = 30 * SECS_PER_DAY;
 
 static const struct config_enum_entry start_offset_options[] = {
@@ -225,7 +225,7 @@ GucInit(void)
 							"Bronze rows that one step (one transaction) of clickstream.refresh() promotes at most.",
 							"A refresh repeats steps until bronze is drained.",
 							&cs_refresh_batch_size,
-							500000, 1000, PG_INT32_MAX,
+							250000, 1000, PG_INT32_MAX,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -16,9 +16,9 @@
 CREATE TYPE clickstream.parsed_event AS (
 	reason text,
 	detail text,
-	event_id text,
+	event_id text COLLATE "C",
 	event_type text,
-	user_id text,
+	user_id text COLLATE "C",
 	ts timestamptz,
 	event_date date,
 	event_hour smallint,
@@ -76,9 +76,9 @@ SELECT pg_catalog.pg_extension_config_dump('clickstream.event_types', 'WHERE NOT
 -- Silver tables -----------------------------------------------------------
 
 CREATE TABLE clickstream.events (
-	event_id text NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
 	event_type text NOT NULL,
-	user_id text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
 	ts timestamptz NOT NULL,
 	event_date date NOT NULL,
 	event_hour smallint NOT NULL,
@@ -105,9 +105,14 @@ CREATE TABLE clickstream.events (
 
 CREATE INDEX events_user_ts ON clickstream.events (user_id, ts);
 
+CREATE TABLE clickstream.events_default PARTITION OF clickstream.events DEFAULT;
+
+COMMENT ON TABLE clickstream.events_default IS
+'Catches the events of a day that has no partition yet, for the length of one refresh step: the step then creates that day''s partition and moves the rows there. Empty between steps.';
+
 COMMENT ON TABLE clickstream.events IS
 'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';
-COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins).';
+COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins). Identifiers use the C collation: byte order, fast, and the same on every server.';
 COMMENT ON COLUMN clickstream.events.event_type IS 'page_view, add_to_cart, remove_from_cart, begin_checkout, purchase, or a type of your own.';
 COMMENT ON COLUMN clickstream.events.user_id IS 'User the event belongs to (the Kafka key).';
 COMMENT ON COLUMN clickstream.events.ts IS 'Event time from the payload (ISO-8601 with zone or epoch milliseconds), microsecond precision.';
@@ -134,7 +139,7 @@ COMMENT ON COLUMN clickstream.events.kafka_offset IS 'Lineage: offset of the mes
 COMMENT ON COLUMN clickstream.events.run_id IS 'clickstream.refresh_history run that promoted the event.';
 
 CREATE TABLE clickstream.event_ids (
-	event_id text PRIMARY KEY,
+	event_id text COLLATE "C" PRIMARY KEY,
 	event_date date NOT NULL,
 	kafka_topic text NOT NULL,
 	kafka_partition integer NOT NULL,
@@ -190,7 +195,7 @@ COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
 CREATE TABLE clickstream.touched (
 	run_id bigint NOT NULL,
 	event_date date NOT NULL,
-	user_id text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
 	first_ts timestamptz NOT NULL,
 	last_ts timestamptz NOT NULL,
 	events integer NOT NULL
@@ -243,6 +248,9 @@ BEGIN
 		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS, '
 					   'CONSTRAINT %I CHECK (event_date >= %L AND event_date < %L))',
 					   part, part || '_range', d, d + 1);
+		-- the day's rows parked in the default partition move to their own
+		EXECUTE format('WITH moved AS (DELETE FROM clickstream.events_default WHERE event_date = %L '
+					   'RETURNING *) INSERT INTO clickstream.%I SELECT * FROM moved', d, part);
 		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
 					   'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
 		EXECUTE format('ALTER TABLE clickstream.%I DROP CONSTRAINT %I', part, part || '_range');
@@ -255,7 +263,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
-'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet; returns how many were created. refresh() calls it for every day it sees, far past and future included.';
+'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet, moving that day''s rows out of clickstream.events_default; returns how many were created. refresh() calls it for every day that landed in the default partition, far past and future included.';
 
 -- The refresh ---------------------------------------------------------------
 
@@ -291,7 +299,46 @@ $$;
 COMMENT ON FUNCTION clickstream.refresh_scratch() IS
 'Internal: create the session''s temporary tables used by a refresh step (clickstream_limits, clickstream_stage; ON COMMIT DELETE ROWS).';
 
--- Promote what is in pg_temp.clickstream_stage; used by refresh and replay.
+-- Stage the rows a DELETE ... RETURNING statement takes out of their source
+-- (bronze for refresh, dead_letters for replay), parsed once.
+CREATE FUNCTION clickstream.stage_rows(source text, only_reason text, since timestamptz,
+	ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	PERFORM clickstream.refresh_scratch();
+	EXECUTE format($sql$
+		WITH moved AS (
+			%s
+		)
+		INSERT INTO pg_temp.clickstream_stage
+		SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
+			   CASE WHEN e.reason IS NOT NULL THEN m.kafka_key END,
+			   CASE WHEN e.reason IS NOT NULL THEN m.payload END,
+			   octet_length(m.payload),
+			   e.*
+		FROM moved m
+		CROSS JOIN LATERAL clickstream.parse_event(m.payload) e
+		$sql$, source)
+	USING only_reason, since, ids;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	-- real statistics: the planner must see how many rows it joins
+	ANALYZE pg_temp.clickstream_stage;
+	RETURN n;
+END
+$$ SET work_mem = '256MB';
+
+COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) IS
+'Internal: parse the rows returned by the DELETE ... RETURNING statement source into pg_temp.clickstream_stage ($1..$3 are only_reason, since, ids); returns how many.';
+
+-- Write what is staged, in one statement: rejected rows to dead_letters, new
+-- events to events (sorted by user and time: index locality, and silver
+-- clustered by user) and their ids to event_ids (sorted by id), what changed
+-- to touched.  Events of a day without a partition land in the default
+-- partition; the day's partition is created afterwards and they move there.
 CREATE FUNCTION clickstream.promote_stage(run bigint,
 	OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
@@ -300,18 +347,12 @@ AS $$
 DECLARE
 	rows_read bigint;
 BEGIN
-	-- real row counts for the planner: without them it may pick a nested
-	-- loop between the new ids and the stage (quadratic)
-	ANALYZE pg_temp.clickstream_stage;
 	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
 	INTO rows_read, rows_rejected
 	FROM pg_temp.clickstream_stage s;
 
-	partitions_created := clickstream.create_partitions(ARRAY(
-		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s WHERE s.reason IS NULL));
-
 	WITH rejected AS (
-		INSERT INTO clickstream.dead_letters AS d
+		INSERT INTO clickstream.dead_letters
 			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
 			 kafka_timestamp, kafka_key, payload, payload_bytes)
 		SELECT 'silver', s.reason, s.detail, s.kafka_topic, s.kafka_partition, s.kafka_offset,
@@ -319,33 +360,32 @@ BEGIN
 		FROM pg_temp.clickstream_stage s
 		WHERE s.reason IS NOT NULL
 		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING
-		RETURNING 1
-	), ids AS (
-		-- new ids only, the first delivery of each, in key order: much
-		-- faster index insertion than ON CONFLICT on random keys (only one
-		-- refresh or replay runs at a time, so nobody else inserts)
-		INSERT INTO clickstream.event_ids AS i
-			(event_id, event_date, kafka_topic, kafka_partition, kafka_offset)
-		SELECT DISTINCT ON (s.event_id)
-			   s.event_id, s.event_date, s.kafka_topic, s.kafka_partition, s.kafka_offset
-		FROM pg_temp.clickstream_stage s
-		WHERE s.reason IS NULL
-			AND NOT EXISTS (SELECT 1 FROM clickstream.event_ids x WHERE x.event_id = s.event_id)
-		ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
-		RETURNING i.event_id, i.kafka_topic, i.kafka_partition, i.kafka_offset
 	), ins AS (
+		-- new ids only, the first delivery of each (Kafka timestamp, then
+		-- partition and offset)
 		INSERT INTO clickstream.events
-		SELECT s.event_id, s.event_type, s.user_id, s.ts, s.event_date, s.event_hour,
-			   s.product_id, s.category, s.price, s.quantity, s.order_id, s.page_url,
-			   s.referrer, s.utm_source, s.utm_medium, s.utm_campaign, s.device,
-			   s.country, s.is_high_value, s.revenue, s.attrs,
-			   s.kafka_topic, s.kafka_partition, s.kafka_offset, run
-		FROM pg_temp.clickstream_stage s
-		JOIN ids ON ids.event_id = s.event_id AND ids.kafka_topic = s.kafka_topic
-			AND ids.kafka_partition = s.kafka_partition AND ids.kafka_offset = s.kafka_offset
-		WHERE s.reason IS NULL
-		ORDER BY s.user_id, s.ts	-- index locality, and silver clustered by user
-		RETURNING event_date, user_id, ts
+		SELECT f.* FROM (
+			SELECT DISTINCT ON (s.event_id)
+				   s.event_id, s.event_type, s.user_id, s.ts, s.event_date, s.event_hour,
+				   s.product_id, s.category, s.price, s.quantity, s.order_id, s.page_url,
+				   s.referrer, s.utm_source, s.utm_medium, s.utm_campaign, s.device,
+				   s.country, s.is_high_value, s.revenue, s.attrs,
+				   s.kafka_topic, s.kafka_partition, s.kafka_offset, run AS run_id
+			FROM pg_temp.clickstream_stage s
+			WHERE s.reason IS NULL
+				AND NOT EXISTS (SELECT 1 FROM clickstream.event_ids x WHERE x.event_id = s.event_id)
+			ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
+		) f
+		ORDER BY f.user_id, f.ts
+		RETURNING event_id, event_date, kafka_topic, kafka_partition, kafka_offset, user_id, ts
+	), ids AS (
+		-- sorted keys index much faster than random ones (only one refresh
+		-- or replay runs at a time: nobody else inserts ids)
+		INSERT INTO clickstream.event_ids
+			(event_id, event_date, kafka_topic, kafka_partition, kafka_offset)
+		SELECT ins.event_id, ins.event_date, ins.kafka_topic, ins.kafka_partition, ins.kafka_offset
+		FROM ins
+		ORDER BY ins.event_id
 	), tch AS (
 		INSERT INTO clickstream.touched (run_id, event_date, user_id, first_ts, last_ts, events)
 		SELECT run, ins.event_date, ins.user_id, min(ins.ts), max(ins.ts), count(*)
@@ -355,12 +395,15 @@ BEGIN
 	)
 	SELECT coalesce(sum(tch.events), 0) INTO rows_promoted FROM tch;
 
+	-- days without a partition landed in the default one: give them theirs
+	partitions_created := clickstream.create_partitions(ARRAY(
+		SELECT DISTINCT d.event_date FROM clickstream.events_default d));
 	rows_duplicate := rows_read - rows_rejected - rows_promoted;
 END
 $$ SET work_mem = '256MB';
 
 COMMENT ON FUNCTION clickstream.promote_stage(bigint) IS
-'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new event_ids to event_ids and events (creating daily partitions), and what changed to touched.';
+'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions), what changed to touched.';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -369,8 +412,13 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	backlog numeric;
+	premade integer;
 BEGIN
 	PERFORM clickstream.refresh_scratch();
+	-- today's and tomorrow's partitions exist before their events arrive
+	premade := clickstream.create_partitions(ARRAY[
+		(now() AT TIME ZONE current_setting('clickstream.timezone'))::date,
+		(now() AT TIME ZONE current_setting('clickstream.timezone'))::date + 1]);
 
 	-- Per partition, the rows between the watermark and the stored
 	-- position.  Every row below a stored position is committed, so later
@@ -390,25 +438,15 @@ BEGIN
 		SET hi = l.lo + ceil((l.hi - l.lo) * max_rows / backlog)::bigint;
 	END IF;
 
-	WITH moved AS (
-		DELETE FROM clickstream.bronze b
-		USING pg_temp.clickstream_limits l
-		WHERE b.kafka_topic = l.topic AND b.kafka_partition = l.partition
-			AND b.kafka_offset < l.hi
-		RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
-				  b.kafka_key, b.payload
-	)
-	INSERT INTO pg_temp.clickstream_stage
-	SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
-		   CASE WHEN e.reason IS NOT NULL THEN m.kafka_key END,
-		   CASE WHEN e.reason IS NOT NULL THEN m.payload END,
-		   CASE WHEN e.reason IS NOT NULL THEN octet_length(m.payload) END,
-		   e.*
-	FROM moved m
-	CROSS JOIN LATERAL clickstream.parse_event(m.payload) e;
-	GET DIAGNOSTICS rows_read = ROW_COUNT;
-
-	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+	rows_read := clickstream.stage_rows($src$
+			DELETE FROM clickstream.bronze b
+			USING pg_temp.clickstream_limits l
+			WHERE b.kafka_topic = l.topic AND b.kafka_partition = l.partition
+				AND b.kafka_offset < l.hi
+			RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
+					  b.kafka_key, b.payload
+		$src$, NULL, NULL, NULL);
+	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created + premade
 	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
 	FROM clickstream.promote_stage(run) p;
 
@@ -547,28 +585,21 @@ DECLARE
 BEGIN
 	-- never alongside a refresh: wait for it
 	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
-	PERFORM clickstream.refresh_scratch();
-	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay') RETURNING refresh_history.run_id INTO run_id;
+	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay')
+	RETURNING refresh_history.run_id INTO run_id;
 
-	WITH moved AS (
-		DELETE FROM clickstream.dead_letters d
-		WHERE d.payload IS NOT NULL AND NOT d.payload_truncated
-			AND d.kafka_topic IS NOT NULL AND d.kafka_partition IS NOT NULL
-			AND d.kafka_offset IS NOT NULL
-			AND d.reason NOT IN ('message_too_large', 'offsets_skipped')
-			AND (only_reason IS NULL OR d.reason = only_reason)
-			AND (since IS NULL OR d.created_at >= since)
-			AND (ids IS NULL OR d.id = ANY (ids))
-		RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
-				  d.kafka_key, d.payload
-	)
-	INSERT INTO pg_temp.clickstream_stage
-	SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
-		   m.kafka_key, m.payload, octet_length(m.payload), e.*
-	FROM moved m
-	CROSS JOIN LATERAL clickstream.parse_event(m.payload) e;
-	GET DIAGNOSTICS replayed = ROW_COUNT;
-
+	replayed := clickstream.stage_rows($src$
+			DELETE FROM clickstream.dead_letters d
+			WHERE d.payload IS NOT NULL AND NOT d.payload_truncated
+				AND d.kafka_topic IS NOT NULL AND d.kafka_partition IS NOT NULL
+				AND d.kafka_offset IS NOT NULL
+				AND d.reason NOT IN ('message_too_large', 'offsets_skipped')
+				AND ($1 IS NULL OR d.reason = $1)
+				AND ($2 IS NULL OR d.created_at >= $2)
+				AND ($3 IS NULL OR d.id = ANY ($3))
+			RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
+					  d.kafka_key, d.payload
+		$src$, only_reason, since, ids);
 	SELECT * INTO r FROM clickstream.promote_stage(run_id);
 	promoted := r.rows_promoted;
 	duplicates := r.rows_duplicate;
@@ -585,6 +616,7 @@ COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[])
 'Run dead letters (optionally only one reason, only those created since a time, or only the given ids) through the silver parser again, after a fix of the payloads (UPDATE dead_letters SET payload = ...) or of a setting: valid ones are promoted (deduplicated), the rest go back to dead_letters with their new reason. Truncated and skipped-offset rows cannot be replayed. Recorded in refresh_history as kind replay.';
 
 -- Internal functions are not for direct use.
+REVOKE ALL ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
