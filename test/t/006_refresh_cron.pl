@@ -87,6 +87,26 @@ $node->safe_psql('postgres', 'DROP TRIGGER slow ON clickstream.events');
 wait_for($node, "SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1",
 	'succeeded', 'the slow refresh finished');
 
+# --- bronze does not grow: promoted rows leave it, their space is reused ------
+# (autovacuum does this on its own schedule; the test vacuums explicitly)
+my $total = 3000;
+my @sizes;
+for my $round (1 .. 4)
+{
+	generate(10 + $round, 5000);
+	$total += 5000;
+	wait_for($node, 'SELECT sum(committed_offset) FROM clickstream.status', $total,
+		"round $round ingested");
+	push @sizes, $node->safe_psql('postgres', "SELECT pg_relation_size('clickstream.bronze')");
+	$node->safe_psql('postgres', 'CALL clickstream.refresh()');
+	$node->safe_psql('postgres', 'VACUUM clickstream.bronze');
+}
+note "bronze size before each refresh: @sizes";
+is($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.bronze'), '0',
+	'every round was promoted');
+ok($sizes[3] <= $sizes[0] * 1.5 + 8192 * 16,
+	"bronze holds one round's data at most, not all of them ($sizes[0] -> $sizes[3] bytes)");
+
 # --- one real run by pg_cron (waits up to a minute) -------------------------
 my $before = $node->safe_psql('postgres', 'SELECT max(run_id) FROM clickstream.refresh_history');
 $node->safe_psql('postgres', 'SELECT clickstream.schedule()');
