@@ -140,19 +140,13 @@ COMMENT ON COLUMN clickstream.events.run_id IS 'clickstream.refresh_history run 
 
 CREATE TABLE clickstream.event_ids (
 	event_id text COLLATE "C" PRIMARY KEY,
-	event_date date NOT NULL,
-	kafka_topic text NOT NULL,
-	kafka_partition integer NOT NULL,
-	kafka_offset bigint NOT NULL
+	event_date date NOT NULL
 );
 
 COMMENT ON TABLE clickstream.event_ids IS
-'Every event_id ever promoted to silver, with the day (partition) that holds it and the message that delivered it first: the global deduplication index (a unique index on the partitioned table would have to include the day). Kept when old partitions are dropped, so late duplicates of dropped days stay out.';
+'Every event_id ever promoted to silver, with the day (partition) that holds it: the global deduplication index (a unique index on the partitioned table would have to include the day). Kept when old partitions are dropped, so late duplicates of dropped days stay out.';
 COMMENT ON COLUMN clickstream.event_ids.event_id IS 'The event id.';
 COMMENT ON COLUMN clickstream.event_ids.event_date IS 'event_date of the event, i.e. its partition of clickstream.events.';
-COMMENT ON COLUMN clickstream.event_ids.kafka_topic IS 'Topic of the first delivery.';
-COMMENT ON COLUMN clickstream.event_ids.kafka_partition IS 'Partition of the first delivery.';
-COMMENT ON COLUMN clickstream.event_ids.kafka_offset IS 'Offset of the first delivery.';
 
 CREATE TABLE clickstream.refresh_history (
 	run_id bigserial PRIMARY KEY,
@@ -326,7 +320,7 @@ BEGIN
 	USING only_reason, since, ids;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	-- real statistics: the planner must see how many rows it joins
-	ANALYZE pg_temp.clickstream_stage;
+	ANALYZE pg_temp.clickstream_stage (reason, event_id);
 	RETURN n;
 END
 $$ SET work_mem = '256MB';
@@ -377,13 +371,12 @@ BEGIN
 			ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
 		) f
 		ORDER BY f.user_id, f.ts
-		RETURNING event_id, event_date, kafka_topic, kafka_partition, kafka_offset, user_id, ts
+		RETURNING event_id, event_date, user_id, ts
 	), ids AS (
 		-- sorted keys index much faster than random ones (only one refresh
 		-- or replay runs at a time: nobody else inserts ids)
-		INSERT INTO clickstream.event_ids
-			(event_id, event_date, kafka_topic, kafka_partition, kafka_offset)
-		SELECT ins.event_id, ins.event_date, ins.kafka_topic, ins.kafka_partition, ins.kafka_offset
+		INSERT INTO clickstream.event_ids (event_id, event_date)
+		SELECT ins.event_id, ins.event_date
 		FROM ins
 		ORDER BY ins.event_id
 	), tch AS (
