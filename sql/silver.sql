@@ -33,20 +33,30 @@ INSERT INTO cases VALUES
  (25, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z"} x', 'UTF8')),
  (26, convert_to(repeat('[', 100) || repeat(']', 100), 'UTF8')),
  (27, convert_to('', 'UTF8')),
- (28, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":-99999999999999999}', 'UTF8'));
-SELECT n, (p).reason, (p).detail
+ (28, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":-99999999999999999}', 'UTF8')),
+ (29, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":-1e-400}', 'UTF8')),
+ (30, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":1000000000000000.01}', 'UTF8')),
+ (31, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","quantity":1.0000000000000000001}', 'UTF8')),
+ (32, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"0001-01-01T00:00:00+05:00"}', 'UTF8')),
+ (33, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"' || repeat('é', 60) || '"}', 'UTF8')),
+ (34, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00+05:"}', 'UTF8')),
+ (35, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","x":"' || repeat('x', 17000000) || '"}', 'UTF8'));
+SELECT n, (p).reason, (p).detail, convert_to((p).detail, 'UTF8') IS NOT NULL AS utf8_detail
 FROM (SELECT n, clickstream.parse_event(payload) AS p FROM cases) s ORDER BY n;
 
 -- accepted forms: zones, fractions, epoch milliseconds (number or digits),
 -- escapes, nulls of optional fields, unknown keys kept in attrs
-SELECT e.reason, e.event_id, e.user_id, e.ts, e.event_date, e.event_hour, e.price,
+SELECT e.reason, e.event_id, e.user_id, to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS ts_utc, e.event_date, e.event_hour, e.price,
 	   e.quantity, e.is_high_value, e.revenue, e.page_url, e.attrs
 FROM (VALUES
  ('{"event_id":"e1","event_type":"page_view","user_id":"u1","ts":"2026-01-15T23:30:00.123456789+02:00","page_url":"/a\"b\\c\u00e9\ud83d\ude00","product_id":null}'),
  ('{"event_id":"e2","event_type":"purchase","user_id":"u1","ts":1768519800250,"price":600.10,"quantity":3,"order_id":"o1"}'),
  ('{"event_id":"e3","event_type":"purchase","user_id":"u1","ts":"1768519800250","price":2,"order_id":"o2","coupon":"X","nested":{"a":[1,2,{"b":null}]}}'),
  (' { "event_id" : "e4" , "event_type" : "add_to_cart" , "user_id" : "u2" , "ts" : "2026-01-15 10:00Z" , "quantity" : 2.0 } '),
- ('{"event_\u0069d":"e5","event_type":"page_view","user_id":"u2","ts":"2026-01-15t10:00:00,5-0530"}')
+ ('{"event_\u0069d":"e5","event_type":"page_view","user_id":"u2","ts":"2026-01-15t10:00:00,5-0530"}'),
+ ('{"event_id":"e6","event_type":"page_view","user_id":"u2","ts":1.001,"quantity":2.00}'),
+ ('{"event_id":"e7","event_type":"page_view","user_id":"u2","ts":-1.5,"price":500.00}'),
+ ('{"event_id":"e8","event_type":"page_view","user_id":"u2","ts":"2026-01-15T10:00:00+0530","price":500.01}')
 ) v(j), LATERAL clickstream.parse_event(convert_to(v.j, 'UTF8')) e;
 
 -- the time zone decides event_date and event_hour (a server setting)

@@ -46,7 +46,11 @@ PG_FUNCTION_INFO_V1(clickstream_parse_event);
 #define SILVER_MAX_NUMBER_DIGITS 1000
 #define SILVER_MAX_EXPONENT 1000
 /* Prices above this are refused as number_out_of_range. */
-#define SILVER_MAX_PRICE 1e15
+#define SILVER_MAX_PRICE "1000000000000000"
+/* Larger payloads are refused (jsonb and palloc have limits of their own). */
+#define SILVER_MAX_PAYLOAD (16 * 1024 * 1024)
+/* Longest excerpt of a value quoted in a detail message, in bytes. */
+#define SILVER_EXCERPT 80
 
 /* Columns of clickstream.parsed_event, in order. */
 enum
@@ -550,8 +554,12 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
 		if (hh < 0 || hh > 18)
 			return false;
 		if (p < end && *p == ':')
+		{
 			p++;
-		if (p < end && (mm = SilverDigits(&p, end, 2)) < 0)
+			if ((mm = SilverDigits(&p, end, 2)) < 0)
+				return false;
+		}
+		else if (p < end && (mm = SilverDigits(&p, end, 2)) < 0)
 			return false;
 		if (mm > 59)
 			return false;
@@ -564,18 +572,67 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
 	return tm2timestamp(&tm, fsec, &tz, result) == 0;
 }
 
-/* Turn epoch milliseconds into a timestamp within years 1..9999. */
+/*
+ * Turn epoch milliseconds, given as the text of a JSON number or a string of
+ * digits, into a timestamp within years 1..9999.  Plain decimals are read
+ * exactly (fractions beyond microseconds truncated toward zero); only a
+ * number with an exponent goes through a double.
+ */
 static bool
-SilverEpochMs(double ms, TimestampTz *result)
+SilverEpochMs(const char *p, const char *end, TimestampTz *result)
 {
-	/* 0001-01-01 and 10000-01-01 in Unix epoch milliseconds */
-	const double lo = -62135596800000.0;
-	const double hi = 253402300800000.0;
+	/* 0001-01-01 and 10000-01-01 in Unix epoch microseconds */
+	const int64 lo = INT64CONST(-62135596800000000);
+	const int64 hi = INT64CONST(253402300800000000);
+	bool		negative = false;
+	int64		ms = 0;
+	int64		us;
+	int			frac = 0;
+	int			scale = 100;
+	const char *q;
 
-	if (!(ms >= lo && ms < hi))
+	if (p < end && *p == '-')
+		negative = true, p++;
+	if (p >= end || !isdigit((unsigned char) *p))
 		return false;
-	*result = (TimestampTz) floor(ms * 1000.0) -
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	for (q = p; q < end && (isdigit((unsigned char) *q) || *q == '.'); q++)
+		;
+	if (q != end)
+	{
+		/* an exponent: rare enough for a double */
+		char		num[64];
+		double		v;
+
+		if (end - p >= (ptrdiff_t) sizeof(num))
+			return false;
+		memcpy(num, p, end - p);
+		num[end - p] = '\0';
+		v = strtod(num, NULL) * 1000.0;
+		if (!(v < (double) hi && v >= 0))
+			return false;
+		us = (int64) v;
+	}
+	else
+	{
+		for (; p < end && *p != '.'; p++)
+		{
+			ms = ms * 10 + (*p - '0');
+			if (ms > hi / 1000)
+				return false;
+		}
+		if (p < end)
+			for (p++; p < end; p++)
+			{
+				frac += (*p - '0') * scale;
+				scale /= 10;
+			}
+		us = ms * 1000 + frac;
+	}
+	if (negative)
+		us = -us;
+	if (us < lo || us >= hi)
+		return false;
+	*result = us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 	return true;
 }
 
@@ -585,36 +642,23 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 {
 	const char *p;
 	const char *end;
-	char		num[64];
 
-	if (v->kind == JV_STRING)
+	if (v->kind != JV_STRING)
+		return SilverEpochMs(v->start, v->end, result);
+	if (v->escaped)
 	{
-		if (v->escaped)
-		{
-			SilverUnescape(v, scratch);
-			p = scratch->data;
-			end = p + scratch->len;
-		}
-		else
-		{
-			p = v->start + 1;
-			end = v->end - 1;
-		}
-		if (end - p >= 1 && end - p < (ptrdiff_t) sizeof(num) &&
-			strspn(p, "0123456789") >= (size_t) (end - p))
-		{
-			memcpy(num, p, end - p);
-			num[end - p] = '\0';
-			return SilverEpochMs(strtod(num, NULL), result);
-		}
-		return SilverParseIso(p, end, result);
+		SilverUnescape(v, scratch);
+		p = scratch->data;
+		end = p + scratch->len;
 	}
-	/* a number: epoch milliseconds */
-	if (v->end - v->start >= (ptrdiff_t) sizeof(num))
-		return false;
-	memcpy(num, v->start, v->end - v->start);
-	num[v->end - v->start] = '\0';
-	return SilverEpochMs(strtod(num, NULL), result);
+	else
+	{
+		p = v->start + 1;
+		end = v->end - 1;
+	}
+	if (end > p && strspn(p, "0123456789") >= (size_t) (end - p))
+		return SilverEpochMs(p, end, result);
+	return SilverParseIso(p, end, result);
 }
 
 /* Cached time zone of clickstream.timezone. */
@@ -680,6 +724,32 @@ SilverReject(SilverRow *row, const char *reason, const char *fmt,...)
 	row->nulls[COL_REASON] = row->nulls[COL_DETAIL] = false;
 }
 
+/* Length of the excerpt of v quoted in a message: whole UTF-8 characters. */
+static int
+SilverExcerpt(const JsonValue *v)
+{
+	return pg_mbcliplen(v->start, v->end - v->start, SILVER_EXCERPT);
+}
+
+/* Compare two numerics. */
+static int
+SilverNumericCmp(Datum a, Datum b)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, a, b));
+}
+
+/* A numeric datum from a scanned number (digits and exponent are bounded). */
+static Datum
+SilverNumeric(const char *start, const char *end)
+{
+	char	   *num = pnstrdup(start, end - start);
+	Datum		d = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+
+	pfree(num);
+	return d;
+}
+
 /* A text datum of a scanned string value. */
 static Datum
 SilverText(const JsonValue *v, StringInfo scratch)
@@ -712,7 +782,7 @@ SilverParse(const char *data, int len, SilverRow *row)
 	JsonValue	key,
 				value;
 	TimestampTz ts;
-	double		price = 0;
+	Datum		price = (Datum) 0;
 	int32		quantity = 0;
 	bool		has_price,
 				has_quantity,
@@ -726,6 +796,12 @@ SilverParse(const char *data, int len, SilverRow *row)
 		fields[f].kind = JV_NONE;
 	resetStringInfo(&row->attrs);
 
+	if (len > SILVER_MAX_PAYLOAD)
+	{
+		SilverReject(row, "payload_too_large", "payload of %d bytes is larger than %d bytes",
+					 len, SILVER_MAX_PAYLOAD);
+		return;
+	}
 	if (!pg_verify_mbstr(PG_UTF8, data, len, true))
 	{
 		SilverReject(row, "invalid_utf8", "payload is not valid UTF-8");
@@ -886,41 +962,63 @@ SilverParse(const char *data, int len, SilverRow *row)
 	has_quantity = fields[F_QUANTITY].kind == JV_NUMBER;
 	if (has_price)
 	{
-		char	   *num = pnstrdup(fields[F_PRICE].start, fields[F_PRICE].end - fields[F_PRICE].start);
+		JsonValue  *v = &fields[F_PRICE];
 
-		price = strtod(num, NULL);
-		pfree(num);
-		if (price < 0)
+		price = SilverNumeric(v->start, v->end);
+		if (SilverNumericCmp(price, NumericGetDatum(int64_to_numeric(0))) < 0)
 		{
 			SilverReject(row, "negative_price", "price %.*s is negative",
-						 (int) (fields[F_PRICE].end - fields[F_PRICE].start), fields[F_PRICE].start);
+						 SilverExcerpt(v), v->start);
 			return;
 		}
-		if (!(price <= SILVER_MAX_PRICE))
+		if (SilverNumericCmp(price, DirectFunctionCall3(numeric_in, CStringGetDatum(SILVER_MAX_PRICE),
+														ObjectIdGetDatum(InvalidOid),
+														Int32GetDatum(-1))) > 0)
 		{
-			SilverReject(row, "number_out_of_range", "price %.*s is above %g",
-						 (int) Min(fields[F_PRICE].end - fields[F_PRICE].start, 40), fields[F_PRICE].start,
-						 SILVER_MAX_PRICE);
+			SilverReject(row, "number_out_of_range", "price %.*s is above %s",
+						 SilverExcerpt(v), v->start, SILVER_MAX_PRICE);
 			return;
 		}
 	}
 	if (has_quantity)
 	{
-		char	   *num = pnstrdup(fields[F_QUANTITY].start, fields[F_QUANTITY].end - fields[F_QUANTITY].start);
-		double		q = strtod(num, NULL);
+		JsonValue  *v = &fields[F_QUANTITY];
+		const char *dot = memchr(v->start, '.', v->end - v->start);
+		bool		integral = v->integral;
+		double		q;
 
-		pfree(num);
-		if (q != floor(q))
+		/* 2.0 and 2.00 are integers; 1.0000000000000000001 is not */
+		if (!integral && dot != NULL && memchr(v->start, 'e', v->end - v->start) == NULL &&
+			memchr(v->start, 'E', v->end - v->start) == NULL)
+		{
+			integral = true;
+			for (const char *c = dot + 1; c < v->end; c++)
+				integral &= *c == '0';
+		}
+		else if (!integral)
+		{
+			char	   *num = pnstrdup(v->start, v->end - v->start);
+
+			q = strtod(num, NULL);
+			pfree(num);
+			integral = q == floor(q) && fabs(q) < 1e15;
+		}
+		if (!integral)
 		{
 			SilverReject(row, "wrong_type", "field \"quantity\" must be an integer, not %.*s",
-						 (int) Min(fields[F_QUANTITY].end - fields[F_QUANTITY].start, 40), fields[F_QUANTITY].start);
+						 SilverExcerpt(v), v->start);
 			return;
+		}
+		{
+			char	   *num = pnstrdup(v->start, v->end - v->start);
+
+			q = strtod(num, NULL);
+			pfree(num);
 		}
 		if (q < 1 || q > PG_INT32_MAX)
 		{
 			SilverReject(row, "invalid_quantity", "quantity %.*s is not between 1 and %d",
-						 (int) Min(fields[F_QUANTITY].end - fields[F_QUANTITY].start, 40), fields[F_QUANTITY].start,
-						 PG_INT32_MAX);
+						 SilverExcerpt(v), v->start, PG_INT32_MAX);
 			return;
 		}
 		quantity = (int32) q;
@@ -931,7 +1029,7 @@ SilverParse(const char *data, int len, SilverRow *row)
 	{
 		SilverReject(row, "invalid_timestamp",
 					 "ts %.*s is neither ISO-8601 with a time zone nor epoch milliseconds (years 1 to 9999)",
-					 (int) Min(fields[F_TS].end - fields[F_TS].start, 80), fields[F_TS].start);
+					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
 		return;
 	}
 	if (ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)
@@ -969,9 +1067,12 @@ SilverParse(const char *data, int len, SilverRow *row)
 	}
 	row->values[COL_TS] = TimestampTzGetDatum(ts);
 	row->nulls[COL_TS] = false;
-	if (timestamp2tm(ts, &tzoff, &tm, &fsec, NULL, SilverTimezone()) != 0)
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year < 1 || tm.tm_year > 9999 ||
+		timestamp2tm(ts, &tzoff, &tm, &fsec, NULL, SilverTimezone()) != 0 ||
+		tm.tm_year < 1 || tm.tm_year > 9999)
 	{
-		SilverReject(row, "invalid_timestamp", "ts %s cannot be placed in clickstream.timezone",
+		SilverReject(row, "invalid_timestamp",
+					 "ts %s is outside years 1 to 9999 (in UTC or in clickstream.timezone)",
 					 timestamptz_to_str(ts));
 		return;
 	}
@@ -981,19 +1082,18 @@ SilverParse(const char *data, int len, SilverRow *row)
 
 	if (has_price)
 	{
-		char	   *num = pnstrdup(fields[F_PRICE].start, fields[F_PRICE].end - fields[F_PRICE].start);
-
-		row->values[COL_PRICE] = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
-													 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		row->values[COL_PRICE] = price;
 		row->nulls[COL_PRICE] = false;
-		pfree(num);
 	}
 	if (has_quantity)
 	{
 		row->values[COL_QUANTITY] = Int32GetDatum(quantity);
 		row->nulls[COL_QUANTITY] = false;
 	}
-	row->values[COL_IS_HIGH_VALUE] = BoolGetDatum(has_price && price > cs_high_value_threshold);
+	row->values[COL_IS_HIGH_VALUE] =
+		BoolGetDatum(has_price &&
+					 SilverNumericCmp(price, DirectFunctionCall1(float8_numeric,
+																 Float8GetDatum(cs_high_value_threshold))) > 0);
 	row->nulls[COL_IS_HIGH_VALUE] = false;
 
 	/* revenue: price x quantity (1 when absent) for purchases, 0 otherwise */

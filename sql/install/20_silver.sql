@@ -105,11 +105,6 @@ CREATE TABLE clickstream.events (
 
 CREATE INDEX events_user_ts ON clickstream.events (user_id, ts);
 
-CREATE TABLE clickstream.events_default PARTITION OF clickstream.events DEFAULT;
-
-COMMENT ON TABLE clickstream.events_default IS
-'Catches the events of a day that has no partition yet, for the length of one refresh step: the step then creates that day''s partition and moves the rows there. Empty between steps.';
-
 COMMENT ON TABLE clickstream.events IS
 'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';
 COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins). Identifiers use the C collation: byte order, fast, and the same on every server.';
@@ -234,6 +229,9 @@ DECLARE
 BEGIN
 	FOREACH d IN ARRAY days LOOP
 		CONTINUE WHEN d IS NULL;
+		IF d < date '0001-01-01' OR d > date '9999-12-31' THEN
+			RAISE EXCEPTION 'no partition of clickstream.events for %: days must be in years 1 to 9999', d;
+		END IF;
 		part := 'events_' || to_char(d, 'YYYYMMDD');
 		CONTINUE WHEN to_regclass(format('clickstream.%I', part)) IS NOT NULL;
 		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent
@@ -242,9 +240,6 @@ BEGIN
 		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS, '
 					   'CONSTRAINT %I CHECK (event_date >= %L AND event_date < %L))',
 					   part, part || '_range', d, d + 1);
-		-- the day's rows parked in the default partition move to their own
-		EXECUTE format('WITH moved AS (DELETE FROM clickstream.events_default WHERE event_date = %L '
-					   'RETURNING *) INSERT INTO clickstream.%I SELECT * FROM moved', d, part);
 		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
 					   'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
 		EXECUTE format('ALTER TABLE clickstream.%I DROP CONSTRAINT %I', part, part || '_range');
@@ -257,7 +252,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
-'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet, moving that day''s rows out of clickstream.events_default; returns how many were created. refresh() calls it for every day that landed in the default partition, far past and future included.';
+'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet; returns how many were created. refresh() calls it for today and tomorrow, and for every other day it is about to write, far past and future included.';
 
 -- The refresh ---------------------------------------------------------------
 
@@ -304,6 +299,7 @@ DECLARE
 	n bigint;
 BEGIN
 	PERFORM clickstream.refresh_scratch();
+	DELETE FROM pg_temp.clickstream_stage;	-- a replay earlier in this transaction
 	EXECUTE format($sql$
 		WITH moved AS (
 			%s
@@ -331,8 +327,9 @@ COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) IS
 -- Write what is staged, in one statement: rejected rows to dead_letters, new
 -- events to events (sorted by user and time: index locality, and silver
 -- clustered by user) and their ids to event_ids (sorted by id), what changed
--- to touched.  Events of a day without a partition land in the default
--- partition; the day's partition is created afterwards and they move there.
+-- to touched.  The days' partitions are created first.  Deduplication probes
+-- the event_ids index row by row: joins are disabled for this function so
+-- that no plan (a cached one included) hashes or scans all of event_ids.
 CREATE FUNCTION clickstream.promote_stage(run bigint,
 	OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
@@ -344,6 +341,8 @@ BEGIN
 	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
 	INTO rows_read, rows_rejected
 	FROM pg_temp.clickstream_stage s;
+	partitions_created := clickstream.create_partitions(ARRAY(
+		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s WHERE s.reason IS NULL));
 
 	WITH rejected AS (
 		INSERT INTO clickstream.dead_letters
@@ -387,16 +386,13 @@ BEGIN
 		RETURNING events
 	)
 	SELECT coalesce(sum(tch.events), 0) INTO rows_promoted FROM tch;
-
-	-- days without a partition landed in the default one: give them theirs
-	partitions_created := clickstream.create_partitions(ARRAY(
-		SELECT DISTINCT d.event_date FROM clickstream.events_default d));
 	rows_duplicate := rows_read - rows_rejected - rows_promoted;
 END
-$$ SET work_mem = '256MB';
+$$ SET work_mem = '256MB' SET enable_hashjoin = off SET enable_mergejoin = off
+   SET enable_seqscan = off;
 
 COMMENT ON FUNCTION clickstream.promote_stage(bigint) IS
-'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions), what changed to touched.';
+'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions first), what changed to touched.';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -405,13 +401,9 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	backlog numeric;
-	premade integer;
 BEGIN
 	PERFORM clickstream.refresh_scratch();
-	-- today's and tomorrow's partitions exist before their events arrive
-	premade := clickstream.create_partitions(ARRAY[
-		(now() AT TIME ZONE current_setting('clickstream.timezone'))::date,
-		(now() AT TIME ZONE current_setting('clickstream.timezone'))::date + 1]);
+	DELETE FROM pg_temp.clickstream_limits;
 
 	-- Per partition, the rows between the watermark and the stored
 	-- position.  Every row below a stored position is committed, so later
@@ -439,7 +431,7 @@ BEGIN
 			RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
 					  b.kafka_key, b.payload
 		$src$, NULL, NULL, NULL);
-	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created + premade
+	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
 	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
 	FROM clickstream.promote_stage(run) p;
 
@@ -463,15 +455,20 @@ DECLARE
 	step record;
 	steps integer := 0;
 	failed boolean := false;
+	more boolean := true;
 	msg text;
 	det text;
 	ctx text;
+	code text;
 	holder integer;
 	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
+	today date;
 BEGIN
 	IF max_steps IS NOT NULL AND max_steps < 1 THEN
 		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
 	END IF;
+	-- Fails at once inside a transaction block, before anything is locked.
+	COMMIT;
 	IF NOT pg_try_advisory_lock(hashtext('clickstream.refresh'), 0) THEN
 		SELECT l.pid INTO holder FROM pg_locks l
 		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
@@ -483,28 +480,37 @@ BEGIN
 		RETURN;
 	END IF;
 
-	-- A step stages its rows in a temporary table: give the temporary
-	-- buffers room (only possible before the session's first use of a
-	-- temporary table, as in a pg_cron job's fresh session).
-	IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
-		BEGIN
-			PERFORM set_config('temp_buffers', '256MB', false);
-		EXCEPTION WHEN OTHERS THEN
-			NULL;	-- the session used temporary tables already: keep its size
-		END;
-	END IF;
+	BEGIN
+		-- A step stages its rows in a temporary table: give the temporary
+		-- buffers room (only possible before the session's first use of a
+		-- temporary table, as in a pg_cron job's fresh session).
+		IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
+			BEGIN
+				PERFORM set_config('temp_buffers', '256MB', false);
+			EXCEPTION WHEN OTHERS THEN
+				NULL;	-- the session used temporary tables already: keep its size
+			END;
+		END IF;
 
-	-- Holding the lock, no other run can be in progress.
-	UPDATE clickstream.refresh_history
-	SET status = 'interrupted', finished_at = clock_timestamp()
-	WHERE status = 'running';
-	INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+		-- Holding the lock, no other run can be in progress.
+		UPDATE clickstream.refresh_history
+		SET status = 'interrupted', finished_at = clock_timestamp()
+		WHERE status = 'running';
+		INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+		-- today's and tomorrow's partitions exist before their events arrive
+		today := (now() AT TIME ZONE current_setting('clickstream.timezone'))::date;
+		PERFORM clickstream.create_partitions(ARRAY[today, today + 1]);
+	EXCEPTION WHEN OTHERS THEN
+		PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
+		RAISE;
+	END;
 	COMMIT;
 
-	LOOP
+	WHILE more AND NOT failed LOOP
 		BEGIN
 			step := clickstream.refresh_step(run, batch);
 			steps := steps + 1;
+			more := step.more AND steps < coalesce(max_steps, steps + 1);
 			UPDATE clickstream.refresh_history h
 			SET steps = h.steps + 1,
 				rows_read = h.rows_read + step.rows_read,
@@ -513,9 +519,11 @@ BEGIN
 				rows_rejected = h.rows_rejected + step.rows_rejected,
 				partitions_created = h.partitions_created + step.partitions_created
 			WHERE h.run_id = run;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			-- a cancel or statement_timeout too: record it and let go of the
+			-- lock before re-raising
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-				ctx = PG_EXCEPTION_CONTEXT;
+				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
 			failed := true;
 			UPDATE clickstream.refresh_history
 			SET status = 'failed', finished_at = clock_timestamp(),
@@ -524,7 +532,6 @@ BEGIN
 			WHERE run_id = run;
 		END;
 		COMMIT;
-		EXIT WHEN failed OR NOT step.more OR steps >= coalesce(max_steps, steps + 1);
 	END LOOP;
 
 	IF NOT failed THEN
@@ -537,7 +544,8 @@ BEGIN
 	PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
 	IF failed THEN
 		RAISE EXCEPTION 'clickstream.refresh() run % failed: %', run, msg
-			USING HINT = 'The failed step was rolled back and its rows stay in bronze; the next run retries them. See clickstream.refresh_history.';
+			USING ERRCODE = code,
+				  HINT = 'The failed step was rolled back and its rows stay in bronze; the next run retries them. See clickstream.refresh_history.';
 	END IF;
 END
 $$;

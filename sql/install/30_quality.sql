@@ -69,9 +69,6 @@ INSERT INTO clickstream.quality_checks (name, layer, severity, description, quer
             WHERE ($1::date IS NULL OR e.event_date >= $1::date)
               AND NOT EXISTS (SELECT 1 FROM clickstream.event_ids i
                               WHERE i.event_id = e.event_id AND i.event_date = e.event_date))$q$, true),
-('events_default_partition_empty', 'silver', 'error',
- 'The default partition of clickstream.events is empty between refresh steps (every day has its own partition).',
- $q$SELECT count(*) FROM clickstream.events_default$q$, true),
 ('events_have_runs', 'pipeline', 'warning',
  'Every touched row refers to a refresh run that exists (runs are pruned after clickstream.history_retention).',
  $q$SELECT count(*) FROM clickstream.touched t
