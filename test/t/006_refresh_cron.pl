@@ -87,6 +87,24 @@ $node->safe_psql('postgres', 'DROP TRIGGER slow ON clickstream.events');
 wait_for($node, "SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1",
 	'succeeded', 'the slow refresh finished');
 
+# a statement_timeout during a step: recorded as a failure, and the session
+# that ran it does not keep the refresh lock
+$node->safe_psql('postgres', q{
+	CREATE TRIGGER slow AFTER INSERT ON clickstream.events
+	FOR EACH STATEMENT EXECUTE FUNCTION public.slow();
+});
+($ret, $out, $err) = $node->psql('postgres', q{
+	SET statement_timeout = '1s';
+	CALL clickstream.refresh();
+	SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+}, on_error_stop => 0);
+like($err, qr/canceling statement due to statement timeout/, 'a timed-out refresh reports the timeout');
+is($out, '0', 'and its session holds no refresh lock afterwards');
+like($node->safe_psql('postgres',
+		"SELECT status || ': ' || error FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1"),
+	qr/^failed: canceling statement due to statement timeout/, 'the run is recorded as failed');
+$node->safe_psql('postgres', 'DROP TRIGGER slow ON clickstream.events');
+
 # --- bronze does not grow: promoted rows leave it, their space is reused ------
 # (autovacuum does this on its own schedule; the test vacuums explicitly)
 my $total = 3000;
