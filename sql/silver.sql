@@ -128,15 +128,29 @@ CALL clickstream.refresh();
 SELECT status, steps, rows_read, rows_promoted FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
 SELECT durable_offset FROM clickstream.watermarks WHERE topic = 't' AND partition = 2;
 
--- a failing step rolls back fully, is recorded, re-raised, and retried by the next run
+-- a row that the write refuses (here: a trigger on events) is isolated into
+-- dead_letters as rejected_by_silver; the rest of the step is promoted
 CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	IF NEW.event_id = 'boom' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+	IF NEW.event_id = 'stall' THEN
+		RAISE EXCEPTION 'the step cannot go on' USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	RETURN NEW;
 END $$;
 CREATE TRIGGER refuse BEFORE INSERT ON clickstream.events FOR EACH ROW EXECUTE FUNCTION refuse();
 SELECT feed('t', 0, 10, ARRAY[ev('boom', 'page_view', 'u1', '2026-01-15T13:00:00Z'),
 							  ev('ok1', 'page_view', 'u1', '2026-01-15T13:01:00Z')]);
+CALL clickstream.refresh();
+SELECT status, rows_read, rows_promoted, rows_rejected
+FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
+SELECT reason, detail, kafka_offset, convert_from(payload, 'UTF8') LIKE '%"boom"%' AS has_payload
+FROM clickstream.dead_letters WHERE reason = 'rejected_by_silver';
+
+-- an error that is not about a row fails the step: rolled back fully,
+-- recorded, re-raised, and retried by the next run
+SELECT feed('t', 0, 12, ARRAY[ev('stall', 'page_view', 'u1', '2026-01-15T13:02:00Z'),
+							  ev('ok2', 'page_view', 'u1', '2026-01-15T13:03:00Z')]);
 CALL clickstream.refresh();
 SELECT status, steps, rows_read, split_part(error, E'\n', 1) AS error
 FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;

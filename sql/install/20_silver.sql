@@ -279,7 +279,8 @@ BEGIN
 			kafka_key bytea,
 			payload bytea,
 			payload_bytes integer,
-			LIKE clickstream.parsed_event
+			LIKE clickstream.parsed_event,
+			seq bigint NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
 END
@@ -291,7 +292,7 @@ COMMENT ON FUNCTION clickstream.refresh_scratch() IS
 -- Stage the rows a DELETE ... RETURNING statement takes out of their source
 -- (bronze for refresh, dead_letters for replay), parsed once.
 CREATE FUNCTION clickstream.stage_rows(source text, only_reason text, since timestamptz,
-	ids bigint[])
+	ids bigint[], keep_payloads boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 AS $$
@@ -306,14 +307,15 @@ BEGIN
 		)
 		INSERT INTO pg_temp.clickstream_stage
 		SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
-			   CASE WHEN e.reason IS NOT NULL THEN m.kafka_key END,
-			   CASE WHEN e.reason IS NOT NULL THEN m.payload END,
+			   CASE WHEN e.reason IS NOT NULL OR $4 THEN m.kafka_key END,
+			   CASE WHEN e.reason IS NOT NULL OR $4 THEN m.payload END,
 			   octet_length(m.payload),
-			   e.*
+			   e.*,
+			   row_number() OVER ()
 		FROM moved m
 		CROSS JOIN LATERAL clickstream.parse_event(m.payload) e
 		$sql$, source)
-	USING only_reason, since, ids;
+	USING only_reason, since, ids, keep_payloads;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	-- real statistics: the planner must see how many rows it joins
 	ANALYZE pg_temp.clickstream_stage (reason, event_id);
@@ -321,8 +323,8 @@ BEGIN
 END
 $$ SET work_mem = '256MB';
 
-COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) IS
-'Internal: parse the rows returned by the DELETE ... RETURNING statement source into pg_temp.clickstream_stage ($1..$3 are only_reason, since, ids); returns how many.';
+COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], boolean) IS
+'Internal: parse the rows returned by the DELETE ... RETURNING statement source into pg_temp.clickstream_stage ($1..$3 are only_reason, since, ids), numbered from 1 (seq); payloads are kept for rejected rows only, unless keep_payloads; returns how many.';
 
 -- Write what is staged, in one statement: rejected rows to dead_letters, new
 -- events to events (sorted by user and time: index locality, and silver
@@ -330,7 +332,7 @@ COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) IS
 -- to touched.  The days' partitions are created first.  Deduplication probes
 -- the event_ids index row by row: joins are disabled for this function so
 -- that no plan (a cached one included) hashes or scans all of event_ids.
-CREATE FUNCTION clickstream.promote_stage(run bigint,
+CREATE FUNCTION clickstream.promote_stage(run bigint, first_seq bigint, end_seq bigint,
 	OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
 LANGUAGE plpgsql
@@ -340,9 +342,11 @@ DECLARE
 BEGIN
 	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
 	INTO rows_read, rows_rejected
-	FROM pg_temp.clickstream_stage s;
+	FROM pg_temp.clickstream_stage s
+	WHERE s.seq >= first_seq AND s.seq < end_seq;
 	partitions_created := clickstream.create_partitions(ARRAY(
-		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s WHERE s.reason IS NULL));
+		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s
+		WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq));
 
 	WITH rejected AS (
 		INSERT INTO clickstream.dead_letters
@@ -351,7 +355,7 @@ BEGIN
 		SELECT 'silver', s.reason, s.detail, s.kafka_topic, s.kafka_partition, s.kafka_offset,
 			   s.kafka_timestamp, s.kafka_key, s.payload, s.payload_bytes
 		FROM pg_temp.clickstream_stage s
-		WHERE s.reason IS NOT NULL
+		WHERE s.reason IS NOT NULL AND s.seq >= first_seq AND s.seq < end_seq
 		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING
 	), ins AS (
 		-- new ids only, the first delivery of each (Kafka timestamp, then
@@ -365,7 +369,7 @@ BEGIN
 				   s.country, s.is_high_value, s.revenue, s.attrs,
 				   s.kafka_topic, s.kafka_partition, s.kafka_offset, run AS run_id
 			FROM pg_temp.clickstream_stage s
-			WHERE s.reason IS NULL
+			WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq
 				AND NOT EXISTS (SELECT 1 FROM clickstream.event_ids x WHERE x.event_id = s.event_id)
 			ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
 		) f
@@ -391,8 +395,61 @@ END
 $$ SET work_mem = '256MB' SET enable_hashjoin = off SET enable_mergejoin = off
    SET enable_seqscan = off;
 
-COMMENT ON FUNCTION clickstream.promote_stage(bigint) IS
-'Internal: write the parsed rows of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions first), what changed to touched.';
+COMMENT ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) IS
+'Internal: write the parsed rows first_seq <= seq < end_seq of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions first), what changed to touched.';
+
+-- Promote staged rows first_seq <= seq < end_seq, isolating the rows that a
+-- write refuses (a constraint or trigger on events, a value an index cannot
+-- hold): halves in subtransactions, down to single rows, which go to
+-- dead_letters as rejected_by_silver.
+CREATE FUNCTION clickstream.promote_isolating(run bigint, first_seq bigint, end_seq bigint,
+	OUT rows_promoted bigint, OUT rows_duplicate bigint,
+	OUT rows_rejected bigint, OUT partitions_created integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	a record;
+	b record;
+	mid bigint;
+	msg text;
+BEGIN
+	IF end_seq <= first_seq THEN
+		rows_promoted := 0; rows_duplicate := 0; rows_rejected := 0; partitions_created := 0;
+		RETURN;
+	END IF;
+	BEGIN
+		SELECT * INTO a FROM clickstream.promote_stage(run, first_seq, end_seq);
+		rows_promoted := a.rows_promoted; rows_duplicate := a.rows_duplicate;
+		rows_rejected := a.rows_rejected; partitions_created := a.partitions_created;
+		RETURN;
+	EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+			OR plpgsql_error THEN
+		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+	END;
+	IF end_seq - first_seq = 1 THEN
+		INSERT INTO clickstream.dead_letters
+			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
+			 kafka_timestamp, kafka_key, payload, payload_bytes)
+		SELECT 'silver', 'rejected_by_silver', msg, s.kafka_topic, s.kafka_partition,
+			   s.kafka_offset, s.kafka_timestamp, s.kafka_key, s.payload, s.payload_bytes
+		FROM pg_temp.clickstream_stage s
+		WHERE s.seq = first_seq
+		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING;
+		rows_promoted := 0; rows_duplicate := 0; rows_rejected := 1; partitions_created := 0;
+		RETURN;
+	END IF;
+	mid := first_seq + (end_seq - first_seq) / 2;
+	a := clickstream.promote_isolating(run, first_seq, mid);
+	b := clickstream.promote_isolating(run, mid, end_seq);
+	rows_promoted := a.rows_promoted + b.rows_promoted;
+	rows_duplicate := a.rows_duplicate + b.rows_duplicate;
+	rows_rejected := a.rows_rejected + b.rows_rejected;
+	partitions_created := a.partitions_created + b.partitions_created;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint) IS
+'Internal: promote staged rows by halves in subtransactions when writing them all at once failed on a row-level error; a single refused row goes to dead_letters (rejected_by_silver) with the error.';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -401,6 +458,15 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	backlog numeric;
+	isolate boolean := false;
+	source text := $src$
+			DELETE FROM clickstream.bronze b
+			USING pg_temp.clickstream_limits l
+			WHERE b.kafka_topic = l.topic AND b.kafka_partition = l.partition
+				AND b.kafka_offset < l.hi
+			RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
+					  b.kafka_key, b.payload
+		$src$;
 BEGIN
 	PERFORM clickstream.refresh_scratch();
 	DELETE FROM pg_temp.clickstream_limits;
@@ -423,17 +489,22 @@ BEGIN
 		SET hi = l.lo + ceil((l.hi - l.lo) * max_rows / backlog)::bigint;
 	END IF;
 
-	rows_read := clickstream.stage_rows($src$
-			DELETE FROM clickstream.bronze b
-			USING pg_temp.clickstream_limits l
-			WHERE b.kafka_topic = l.topic AND b.kafka_partition = l.partition
-				AND b.kafka_offset < l.hi
-			RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
-					  b.kafka_key, b.payload
-		$src$, NULL, NULL, NULL);
-	SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
-	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
-	FROM clickstream.promote_stage(run) p;
+	BEGIN
+		rows_read := clickstream.stage_rows(source, NULL, NULL, NULL);
+		SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+		INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
+		FROM clickstream.promote_stage(run, 1, rows_read + 1) p;
+	EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+			OR plpgsql_error THEN
+		isolate := true;	-- a row the write refuses; everything above is undone
+	END;
+	IF isolate THEN
+		-- again, keeping every payload, and find the refused rows
+		rows_read := clickstream.stage_rows(source, NULL, NULL, NULL, true);
+		SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+		INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
+		FROM clickstream.promote_isolating(run, 1, rows_read + 1) p;
+	END IF;
 
 	-- Last, so that the row locks are held only for the commit.
 	INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
@@ -601,7 +672,7 @@ BEGIN
 			RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
 					  d.kafka_key, d.payload
 		$src$, only_reason, since, ids);
-	SELECT * INTO r FROM clickstream.promote_stage(run_id);
+	SELECT * INTO r FROM clickstream.promote_isolating(run_id, 1, replayed + 1);
 	promoted := r.rows_promoted;
 	duplicates := r.rows_duplicate;
 	still_rejected := r.rows_rejected;
@@ -617,8 +688,9 @@ COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[])
 'Run dead letters (optionally only one reason, only those created since a time, or only the given ids) through the silver parser again, after a fix of the payloads (UPDATE dead_letters SET payload = ...) or of a setting: valid ones are promoted (deduplicated), the rest go back to dead_letters with their new reason. Truncated and skipped-offset rows cannot be replayed. Recorded in refresh_history as kind replay.';
 
 -- Internal functions are not for direct use.
-REVOKE ALL ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
 
