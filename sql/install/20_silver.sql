@@ -329,9 +329,7 @@ COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], bo
 -- Write what is staged, in one statement: rejected rows to dead_letters, new
 -- events to events (sorted by user and time: index locality, and silver
 -- clustered by user) and their ids to event_ids (sorted by id), what changed
--- to touched.  The days' partitions are created first.  Deduplication probes
--- the event_ids index row by row: joins are disabled for this function so
--- that no plan (a cached one included) hashes or scans all of event_ids.
+-- to touched.  The days' partitions are created first.
 CREATE FUNCTION clickstream.promote_stage(run bigint, first_seq bigint, end_seq bigint,
 	OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
@@ -357,9 +355,22 @@ BEGIN
 		FROM pg_temp.clickstream_stage s
 		WHERE s.reason IS NOT NULL AND s.seq >= first_seq AND s.seq < end_seq
 		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING
+	), ids AS (
+		-- the new ids, each from its first delivery (Kafka timestamp, then
+		-- partition and offset), in key order (sorted keys index much faster
+		-- than random ones).  ON CONFLICT probes the event_ids index row by
+		-- row, whatever the statistics say: no plan can hash or scan all of
+		-- event_ids, whose size grows with history.
+		INSERT INTO clickstream.event_ids AS i (event_id, event_date)
+		SELECT DISTINCT ON (s.event_id) s.event_id, s.event_date
+		FROM pg_temp.clickstream_stage s
+		WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq
+		ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
+		ON CONFLICT (event_id) DO NOTHING
+		RETURNING i.event_id
 	), ins AS (
-		-- new ids only, the first delivery of each (Kafka timestamp, then
-		-- partition and offset)
+		-- their events, from the same first deliveries, written sorted by
+		-- user and time (index locality, and silver clustered by user)
 		INSERT INTO clickstream.events
 		SELECT f.* FROM (
 			SELECT DISTINCT ON (s.event_id)
@@ -369,19 +380,12 @@ BEGIN
 				   s.country, s.is_high_value, s.revenue, s.attrs,
 				   s.kafka_topic, s.kafka_partition, s.kafka_offset, run AS run_id
 			FROM pg_temp.clickstream_stage s
+			JOIN ids ON ids.event_id = s.event_id
 			WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq
-				AND NOT EXISTS (SELECT 1 FROM clickstream.event_ids x WHERE x.event_id = s.event_id)
 			ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
 		) f
 		ORDER BY f.user_id, f.ts
-		RETURNING event_id, event_date, user_id, ts
-	), ids AS (
-		-- sorted keys index much faster than random ones (only one refresh
-		-- or replay runs at a time: nobody else inserts ids)
-		INSERT INTO clickstream.event_ids (event_id, event_date)
-		SELECT ins.event_id, ins.event_date
-		FROM ins
-		ORDER BY ins.event_id
+		RETURNING event_date, user_id, ts
 	), tch AS (
 		INSERT INTO clickstream.touched (run_id, event_date, user_id, first_ts, last_ts, events)
 		SELECT run, ins.event_date, ins.user_id, min(ins.ts), max(ins.ts), count(*)
@@ -392,8 +396,7 @@ BEGIN
 	SELECT coalesce(sum(tch.events), 0) INTO rows_promoted FROM tch;
 	rows_duplicate := rows_read - rows_rejected - rows_promoted;
 END
-$$ SET work_mem = '256MB' SET enable_hashjoin = off SET enable_mergejoin = off
-   SET enable_seqscan = off;
+$$ SET work_mem = '256MB';
 
 COMMENT ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) IS
 'Internal: write the parsed rows first_seq <= seq < end_seq of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions first), what changed to touched.';
