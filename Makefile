@@ -50,9 +50,12 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench
+.PHONY: bench bench-silver
 bench: all
 	bash test/bench/ingest.sh
+
+bench-silver: all
+	bash test/bench/silver.sh
 
 # The TAP tests alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck
