@@ -738,6 +738,43 @@ SilverNumericCmp(Datum a, Datum b)
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, a, b));
 }
 
+/*
+ * Numeric constants of the checks, made once per backend (the threshold again
+ * when clickstream.high_value_threshold changes) instead of once per row.
+ */
+static struct
+{
+	Datum		zero;
+	Datum		max_price;
+	Datum		threshold;
+	double		threshold_of;
+}			silver_constants;
+
+/* The numeric constants, current with the settings. */
+static void
+SilverConstants(void)
+{
+	MemoryContext old;
+
+	if (silver_constants.zero != (Datum) 0 &&
+		silver_constants.threshold_of == cs_high_value_threshold)
+		return;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (silver_constants.zero == (Datum) 0)
+	{
+		silver_constants.zero = NumericGetDatum(int64_to_numeric(0));
+		silver_constants.max_price =
+			DirectFunctionCall3(numeric_in, CStringGetDatum(SILVER_MAX_PRICE),
+								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	}
+	else
+		pfree(DatumGetPointer(silver_constants.threshold));
+	silver_constants.threshold = DirectFunctionCall1(float8_numeric,
+													 Float8GetDatum(cs_high_value_threshold));
+	silver_constants.threshold_of = cs_high_value_threshold;
+	MemoryContextSwitchTo(old);
+}
+
 /* A numeric datum from a scanned number (digits and exponent are bounded). */
 static Datum
 SilverNumeric(const char *start, const char *end)
@@ -964,16 +1001,15 @@ SilverParse(const char *data, int len, SilverRow *row)
 	{
 		JsonValue  *v = &fields[F_PRICE];
 
+		SilverConstants();
 		price = SilverNumeric(v->start, v->end);
-		if (SilverNumericCmp(price, NumericGetDatum(int64_to_numeric(0))) < 0)
+		if (SilverNumericCmp(price, silver_constants.zero) < 0)
 		{
 			SilverReject(row, "negative_price", "price %.*s is negative",
 						 SilverExcerpt(v), v->start);
 			return;
 		}
-		if (SilverNumericCmp(price, DirectFunctionCall3(numeric_in, CStringGetDatum(SILVER_MAX_PRICE),
-														ObjectIdGetDatum(InvalidOid),
-														Int32GetDatum(-1))) > 0)
+		if (SilverNumericCmp(price, silver_constants.max_price) > 0)
 		{
 			SilverReject(row, "number_out_of_range", "price %.*s is above %s",
 						 SilverExcerpt(v), v->start, SILVER_MAX_PRICE);
@@ -983,37 +1019,22 @@ SilverParse(const char *data, int len, SilverRow *row)
 	if (has_quantity)
 	{
 		JsonValue  *v = &fields[F_QUANTITY];
-		const char *dot = memchr(v->start, '.', v->end - v->start);
+		char	   *num = pnstrdup(v->start, v->end - v->start);
+		double		q = strtod(num, NULL);
+		const char *dot = strchr(num, '.');
 		bool		integral = v->integral;
-		double		q;
 
 		/* 2.0 and 2.00 are integers; 1.0000000000000000001 is not */
-		if (!integral && dot != NULL && memchr(v->start, 'e', v->end - v->start) == NULL &&
-			memchr(v->start, 'E', v->end - v->start) == NULL)
-		{
-			integral = true;
-			for (const char *c = dot + 1; c < v->end; c++)
-				integral &= *c == '0';
-		}
+		if (!integral && dot != NULL && strpbrk(num, "eE") == NULL)
+			integral = strspn(dot + 1, "0") == strlen(dot + 1);
 		else if (!integral)
-		{
-			char	   *num = pnstrdup(v->start, v->end - v->start);
-
-			q = strtod(num, NULL);
-			pfree(num);
 			integral = q == floor(q) && fabs(q) < 1e15;
-		}
+		pfree(num);
 		if (!integral)
 		{
 			SilverReject(row, "wrong_type", "field \"quantity\" must be an integer, not %.*s",
 						 SilverExcerpt(v), v->start);
 			return;
-		}
-		{
-			char	   *num = pnstrdup(v->start, v->end - v->start);
-
-			q = strtod(num, NULL);
-			pfree(num);
 		}
 		if (q < 1 || q > PG_INT32_MAX)
 		{
@@ -1090,16 +1111,15 @@ SilverParse(const char *data, int len, SilverRow *row)
 		row->values[COL_QUANTITY] = Int32GetDatum(quantity);
 		row->nulls[COL_QUANTITY] = false;
 	}
+	SilverConstants();
 	row->values[COL_IS_HIGH_VALUE] =
-		BoolGetDatum(has_price &&
-					 SilverNumericCmp(price, DirectFunctionCall1(float8_numeric,
-																 Float8GetDatum(cs_high_value_threshold))) > 0);
+		BoolGetDatum(has_price && SilverNumericCmp(price, silver_constants.threshold) > 0);
 	row->nulls[COL_IS_HIGH_VALUE] = false;
 
 	/* revenue: price x quantity (1 when absent) for purchases, 0 otherwise */
 	if (!purchase)
 	{
-		row->values[COL_REVENUE] = NumericGetDatum(int64_to_numeric(0));
+		row->values[COL_REVENUE] = silver_constants.zero;
 		row->nulls[COL_REVENUE] = false;
 	}
 	else if (has_price)

@@ -404,8 +404,11 @@ COMMENT ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) IS
 -- Promote staged rows first_seq <= seq < end_seq, isolating the rows that a
 -- write refuses (a constraint or trigger on events, a value an index cannot
 -- hold): halves in subtransactions, down to single rows, which go to
--- dead_letters as rejected_by_silver.
+-- dead_letters as rejected_by_silver.  failed: the whole range is known to
+-- fail already, start with its halves (a single row is tried anyway, for its
+-- error message).
 CREATE FUNCTION clickstream.promote_isolating(run bigint, first_seq bigint, end_seq bigint,
+	failed boolean DEFAULT false,
 	OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
 LANGUAGE plpgsql
@@ -413,22 +416,19 @@ AS $$
 DECLARE
 	a record;
 	b record;
-	mid bigint;
+	mid bigint := first_seq + (end_seq - first_seq) / 2;
 	msg text;
 BEGIN
-	IF end_seq <= first_seq THEN
-		rows_promoted := 0; rows_duplicate := 0; rows_rejected := 0; partitions_created := 0;
-		RETURN;
+	IF NOT failed OR end_seq - first_seq = 1 THEN
+		BEGIN
+			SELECT * INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
+			FROM clickstream.promote_stage(run, first_seq, end_seq);
+			RETURN;
+		EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+				OR plpgsql_error THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+		END;
 	END IF;
-	BEGIN
-		SELECT * INTO a FROM clickstream.promote_stage(run, first_seq, end_seq);
-		rows_promoted := a.rows_promoted; rows_duplicate := a.rows_duplicate;
-		rows_rejected := a.rows_rejected; partitions_created := a.partitions_created;
-		RETURN;
-	EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
-			OR plpgsql_error THEN
-		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-	END;
 	IF end_seq - first_seq = 1 THEN
 		INSERT INTO clickstream.dead_letters
 			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
@@ -438,21 +438,19 @@ BEGIN
 		FROM pg_temp.clickstream_stage s
 		WHERE s.seq = first_seq
 		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING;
-		rows_promoted := 0; rows_duplicate := 0; rows_rejected := 1; partitions_created := 0;
+		SELECT 0, 0, 1, 0 INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created;
 		RETURN;
 	END IF;
-	mid := first_seq + (end_seq - first_seq) / 2;
 	a := clickstream.promote_isolating(run, first_seq, mid);
 	b := clickstream.promote_isolating(run, mid, end_seq);
-	rows_promoted := a.rows_promoted + b.rows_promoted;
-	rows_duplicate := a.rows_duplicate + b.rows_duplicate;
-	rows_rejected := a.rows_rejected + b.rows_rejected;
-	partitions_created := a.partitions_created + b.partitions_created;
+	SELECT a.rows_promoted + b.rows_promoted, a.rows_duplicate + b.rows_duplicate,
+		   a.rows_rejected + b.rows_rejected, a.partitions_created + b.partitions_created
+	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created;
 END
 $$;
 
-COMMENT ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint) IS
-'Internal: promote staged rows by halves in subtransactions when writing them all at once failed on a row-level error; a single refused row goes to dead_letters (rejected_by_silver) with the error.';
+COMMENT ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) IS
+'Internal: promote staged rows, by halves in subtransactions where writing them all at once fails on a row-level error; a single refused row goes to dead_letters (rejected_by_silver) with the error. failed: the whole range is known to fail.';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -506,7 +504,7 @@ BEGIN
 		rows_read := clickstream.stage_rows(source, NULL, NULL, NULL, true);
 		SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
 		INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
-		FROM clickstream.promote_isolating(run, 1, rows_read + 1) p;
+		FROM clickstream.promote_isolating(run, 1, rows_read + 1, failed => true) p;
 	END IF;
 
 	-- Last, so that the row locks are held only for the commit.
@@ -693,7 +691,7 @@ COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[])
 -- Internal functions are not for direct use.
 REVOKE ALL ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
 
