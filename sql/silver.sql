@@ -146,6 +146,11 @@ SELECT status, rows_read, rows_promoted, rows_rejected
 FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
 SELECT reason, detail, kafka_offset, convert_from(payload, 'UTF8') LIKE '%"boom"%' AS has_payload
 FROM clickstream.dead_letters WHERE reason = 'rejected_by_silver';
+-- replaying it while the trigger still refuses it keeps it, payload and all
+SELECT replayed, promoted, still_rejected
+FROM clickstream.replay_dead_letters(only_reason => 'rejected_by_silver');
+SELECT reason, convert_from(payload, 'UTF8') LIKE '%"boom"%' AS has_payload
+FROM clickstream.dead_letters WHERE reason = 'rejected_by_silver';
 
 -- an error that is not about a row fails the step: rolled back fully,
 -- recorded, re-raised, and retried by the next run

@@ -672,7 +672,7 @@ BEGIN
 				AND ($3 IS NULL OR d.id = ANY ($3))
 			RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
 					  d.kafka_key, d.payload
-		$src$, only_reason, since, ids);
+		$src$, only_reason, since, ids, keep_payloads => true);
 	SELECT * INTO r FROM clickstream.promote_isolating(run_id, 1, replayed + 1);
 	promoted := r.rows_promoted;
 	duplicates := r.rows_duplicate;
