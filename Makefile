@@ -12,13 +12,14 @@ OBJS = \
 	src/worker.o \
 	src/kafka.o \
 	src/bronze.o \
-	src/silver.o
+	src/silver.o \
+	src/sessionize.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze silver
+REGRESS = bronze silver sessions
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --encoding=UTF8 --no-locale
 
 TAP_TESTS = 1

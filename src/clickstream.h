@@ -11,6 +11,7 @@
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  silver.c       the event parser and validator behind clickstream.refresh()
+ *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +56,10 @@ extern double cs_high_value_threshold;
 extern int	cs_max_clock_skew;
 extern int	cs_refresh_batch_size;
 extern int	cs_history_retention;
+extern int	cs_session_timeout;
+extern int	cs_session_max_duration;
+extern bool cs_session_split_at_midnight;
+extern bool cs_session_split_on_campaign;
 
 extern void GucInit(void);
 

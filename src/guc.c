@@ -8,8 +8,10 @@
  * (Kafka connection, batching, pause) is SIGHUP.  The silver settings that
  * shape stored data (time zone, high-value threshold, clock skew) are SIGHUP
  * too, so that every refresh of a server derives columns the same way; only
- * the size of a refresh step can be changed per session.  The README has
- * the same list as a table.
+ * the size of a refresh step can be changed per session.  The session rules
+ * are SIGHUP for the same reason: clickstream.sessions follows them, and a
+ * refresh rebuilds it when they change.  The README has the same list as a
+ * table.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,6 +45,12 @@ double		cs_high_value_threshold = 500.0;
 int			cs_max_clock_skew = 300;
 int			cs_refresh_batch_size = 250000;
 int			cs_history_retention = 30 * SECS_PER_DAY;
+
+/* Gold: sessions */
+int			cs_session_timeout = 30 * SECS_PER_MINUTE;
+int			cs_session_max_duration = SECS_PER_DAY;
+bool		cs_session_split_at_midnight = false;
+bool		cs_session_split_on_campaign = false;
 
 static const struct config_enum_entry start_offset_options[] = {
 	{"earliest", START_OFFSET_EARLIEST, false},
@@ -238,6 +246,42 @@ GucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.session_timeout",
+							"Inactivity after which a user's next event starts a new session.",
+							"A gap exactly equal to it continues the session. Default of clickstream.sessionize() and the rule of clickstream.sessions.",
+							&cs_session_timeout,
+							30 * SECS_PER_MINUTE, 1, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.session_max_duration",
+							"Longest session: an event later than this after the session's first event starts a new one.",
+							"Default of clickstream.sessionize() and the rule of clickstream.sessions.",
+							&cs_session_max_duration,
+							SECS_PER_DAY, 1, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("clickstream.session_split_at_midnight",
+							 "Whether sessions end at midnight in clickstream.timezone.",
+							 "Default of clickstream.sessionize() and the rule of clickstream.sessions.",
+							 &cs_session_split_at_midnight,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("clickstream.session_split_on_campaign",
+							 "Whether an event with another campaign (utm_source, utm_campaign) than its session's starts a new session.",
+							 "Default of clickstream.sessionize() and the rule of clickstream.sessions.",
+							 &cs_session_split_on_campaign,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("clickstream");
 }

@@ -157,6 +157,8 @@ CREATE TABLE clickstream.refresh_history (
 	rows_duplicate bigint NOT NULL DEFAULT 0,
 	rows_rejected bigint NOT NULL DEFAULT 0,
 	partitions_created integer NOT NULL DEFAULT 0,
+	sessions_written bigint NOT NULL DEFAULT 0,
+	gold_time interval NOT NULL DEFAULT '0',
 	error text,
 	pid integer NOT NULL DEFAULT pg_backend_pid()
 );
@@ -178,10 +180,13 @@ COMMENT ON COLUMN clickstream.refresh_history.rows_promoted IS 'New events writt
 COMMENT ON COLUMN clickstream.refresh_history.rows_duplicate IS 'Valid events whose event_id was already in silver (or earlier in the same step).';
 COMMENT ON COLUMN clickstream.refresh_history.rows_rejected IS 'Rows sent to clickstream.dead_letters by validation.';
 COMMENT ON COLUMN clickstream.refresh_history.partitions_created IS 'Daily partitions of clickstream.events created by the run.';
+COMMENT ON COLUMN clickstream.refresh_history.sessions_written IS 'Sessions written to clickstream.sessions (recomputed or new).';
+COMMENT ON COLUMN clickstream.refresh_history.gold_time IS 'Part of the duration spent bringing gold (clickstream.sessions) up to date.';
 COMMENT ON COLUMN clickstream.refresh_history.error IS 'Error of a failed run (message, detail and context).';
 COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
 
 CREATE TABLE clickstream.touched (
+	touch_id bigserial PRIMARY KEY,
 	run_id bigint NOT NULL,
 	event_date date NOT NULL,
 	user_id text COLLATE "C" NOT NULL,
@@ -194,6 +199,8 @@ CREATE INDEX touched_run ON clickstream.touched (run_id);
 
 COMMENT ON TABLE clickstream.touched IS
 'What each refresh run changed in silver, for incremental gold: one row per (run step, day, user) with the time range and number of new events. Late events show up under their own day. Kept for clickstream.history_retention.';
+COMMENT ON COLUMN clickstream.touched.touch_id IS 'Order of the rows: gold applies the rows above its watermark (clickstream.gold_state.touch_id).';
+COMMENT ON SEQUENCE clickstream.touched_touch_id_seq IS 'Numbers clickstream.touched rows.';
 COMMENT ON COLUMN clickstream.touched.run_id IS 'clickstream.refresh_history run.';
 COMMENT ON COLUMN clickstream.touched.event_date IS 'Day (clickstream.timezone) of the new events.';
 COMMENT ON COLUMN clickstream.touched.user_id IS 'User of the new events.';
@@ -519,6 +526,21 @@ $$;
 COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint) IS
 'Internal: one refresh step (run inside clickstream.refresh): move at most max_rows bronze rows below the stored positions to silver or dead_letters and advance the watermarks to match, in the caller''s transaction.';
 
+-- Record the failure of a run (its failed step was rolled back).
+CREATE FUNCTION clickstream.record_failure(run bigint, msg text, det text, ctx text)
+RETURNS void
+LANGUAGE sql
+AS $$
+	UPDATE clickstream.refresh_history
+	SET status = 'failed', finished_at = clock_timestamp(),
+		error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+			coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+	WHERE run_id = run
+$$;
+
+COMMENT ON FUNCTION clickstream.record_failure(bigint, text, text, text) IS
+'Internal: mark a refresh run failed, with its error message, detail and context.';
+
 CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -535,6 +557,8 @@ DECLARE
 	holder integer;
 	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
 	today date;
+	gold record;
+	gold_started timestamptz;
 BEGIN
 	IF max_steps IS NOT NULL AND max_steps < 1 THEN
 		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
@@ -579,6 +603,7 @@ BEGIN
 	COMMIT;
 
 	WHILE more AND NOT failed LOOP
+		-- a silver step, then gold brought up to date: two transactions
 		BEGIN
 			step := clickstream.refresh_step(run, batch);
 			steps := steps + 1;
@@ -597,11 +622,22 @@ BEGIN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
 				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
 			failed := true;
-			UPDATE clickstream.refresh_history
-			SET status = 'failed', finished_at = clock_timestamp(),
-				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
-					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
-			WHERE run_id = run;
+			PERFORM clickstream.record_failure(run, msg, det, ctx);
+		END;
+		COMMIT;
+		CONTINUE WHEN failed;
+		BEGIN
+			gold_started := clock_timestamp();
+			gold := clickstream.refresh_sessions();
+			UPDATE clickstream.refresh_history h
+			SET sessions_written = h.sessions_written + gold.sessions_written,
+				gold_time = h.gold_time + (clock_timestamp() - gold_started)
+			WHERE h.run_id = run;
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+			failed := true;
+			PERFORM clickstream.record_failure(run, msg, det, ctx);
 		END;
 		COMMIT;
 	END LOOP;
@@ -623,7 +659,7 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze: repeat steps of at most clickstream.refresh_batch_size rows (one transaction each) until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows (one transaction each), each followed by bringing clickstream.sessions up to date (one more transaction), until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
 
 CREATE FUNCTION clickstream.prune_history()
 RETURNS void
@@ -635,8 +671,10 @@ DECLARE
 BEGIN
 	SELECT min(run_id) INTO oldest_kept FROM clickstream.refresh_history
 	WHERE finished_at IS NULL OR finished_at >= horizon;
+	-- never the rows gold has not applied yet
 	DELETE FROM clickstream.touched WHERE run_id < coalesce(oldest_kept,
-		(SELECT max(run_id) + 1 FROM clickstream.refresh_history));
+		(SELECT max(run_id) + 1 FROM clickstream.refresh_history))
+		AND touch_id <= (SELECT g.touch_id FROM clickstream.gold_state g);
 	DELETE FROM clickstream.refresh_history WHERE finished_at < horizon;
 	DELETE FROM clickstream.quality_results WHERE checked_at < horizon;
 END
@@ -674,6 +712,8 @@ BEGIN
 					  d.kafka_key, d.payload
 		$src$, only_reason, since, ids, keep_payloads => true);
 	SELECT * INTO r FROM clickstream.promote_isolating(run_id, 1, replayed + 1);
+	-- gold follows in the same transaction
+	PERFORM clickstream.refresh_sessions();
 	promoted := r.rows_promoted;
 	duplicates := r.rows_duplicate;
 	still_rejected := r.rows_rejected;
@@ -694,6 +734,7 @@ REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) FROM PU
 REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.record_failure(bigint, text, text, text) FROM PUBLIC;
 
 -- Scheduling with pg_cron -----------------------------------------------------
 

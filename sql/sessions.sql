@@ -1,0 +1,329 @@
+-- Sessions: clickstream.sessionize() edge cases and errors, a randomized
+-- comparison with a plain-SQL reference, and clickstream.sessions kept equal
+-- to a full recomputation by refresh (merges, extensions, random batches).
+CREATE EXTENSION clickstream;
+SET clickstream.refresh_batch_size = 1000;
+SET timezone = 'UTC';
+
+CREATE TEMP TABLE ev (user_id text, ts timestamptz, event_id text,
+	utm_source text, utm_campaign text);
+CREATE FUNCTION show(q text, opts text DEFAULT '') RETURNS TABLE (
+	user_id text, event_id text, ts text, session_index integer, session_start text,
+	session_end text, event_index bigint, session_events bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY EXECUTE format(
+		'SELECT z.user_id, z.event_id, to_char(z.ts, ''DD HH24:MI:SS''), z.session_index,
+				to_char(z.session_start, ''DD HH24:MI:SS''), to_char(z.session_end, ''DD HH24:MI:SS''),
+				z.event_index, z.session_events
+		 FROM clickstream.sessionize(%L%s) z
+		 ORDER BY z.user_id, z.ts, z.event_id', q, opts);
+END $$;
+
+-- a single event; a gap exactly equal to the timeout continues the session,
+-- one microsecond more starts a new one
+INSERT INTO ev (user_id, ts, event_id) VALUES
+ ('single', '2026-01-01 10:00Z', 's1'),
+ ('gap', '2026-01-01 10:00Z', 'g1'),
+ ('gap', '2026-01-01 10:30Z', 'g2'),
+ ('gap', '2026-01-01 11:00:00.000001Z', 'g3');
+SELECT * FROM show('SELECT * FROM ev');
+
+-- equal timestamps: ordered by event_id (byte order), one session
+TRUNCATE ev;
+INSERT INTO ev (user_id, ts, event_id) VALUES
+ ('tie', '2026-01-01 10:00Z', 'b'),
+ ('tie', '2026-01-01 10:00Z', 'a'),
+ ('tie', '2026-01-01 10:00Z', 'B'),
+ ('tie', '2026-01-01 10:00Z', NULL);
+SELECT * FROM show('SELECT * FROM ev');
+
+-- longer than the maximum: every 20 minutes for 3 hours, max 1 hour
+TRUNCATE ev;
+INSERT INTO ev (user_id, ts, event_id)
+SELECT 'long', timestamptz '2026-01-01 10:00Z' + g * interval '20 minutes', 'l' || g
+FROM generate_series(0, 9) g;
+SELECT * FROM show('SELECT * FROM ev', ', max_duration => ''1 hour''');
+
+-- midnight (in clickstream.timezone, UTC here)
+TRUNCATE ev;
+INSERT INTO ev (user_id, ts, event_id) VALUES
+ ('night', '2026-01-01 23:50Z', 'n1'),
+ ('night', '2026-01-02 00:05Z', 'n2'),
+ ('night', '2026-01-02 00:20Z', 'n3');
+SELECT * FROM show('SELECT * FROM ev');
+SELECT * FROM show('SELECT * FROM ev', ', split_at_midnight => true');
+
+-- campaign: an event with another (utm_source, utm_campaign) than the
+-- session's first event starts a new session; events without any continue
+TRUNCATE ev;
+INSERT INTO ev VALUES
+ ('camp', '2026-01-01 10:00Z', 'c1', NULL, NULL),
+ ('camp', '2026-01-01 10:01Z', 'c2', 'google', 'spring'),
+ ('camp', '2026-01-01 10:02Z', 'c3', NULL, NULL),
+ ('camp', '2026-01-01 10:03Z', 'c4', 'google', 'spring'),
+ ('camp', '2026-01-01 10:04Z', 'c5', 'google', NULL),
+ ('camp', '2026-01-01 10:05Z', 'c6', NULL, 'spring');
+SELECT * FROM show('SELECT * FROM ev');
+SELECT * FROM show('SELECT * FROM ev', ', split_on_campaign => true');
+
+-- NULLs: a NULL user or ts belongs to no session (returned with NULL session
+-- columns); a NULL event_id sorts after the others at the same ts
+TRUNCATE ev;
+INSERT INTO ev (user_id, ts, event_id) VALUES
+ (NULL, '2026-01-01 10:00Z', 'x1'),
+ ('nul', NULL, 'x2'),
+ ('nul', '2026-01-01 10:00Z', NULL),
+ ('nul', '2026-01-01 10:00Z', 'x3');
+SELECT * FROM show('SELECT * FROM ev');
+
+-- users with interleaved events, any column types, extra columns ignored
+TRUNCATE ev;
+INSERT INTO ev (user_id, ts, event_id) VALUES
+ ('1', '2026-01-01 10:00Z', '7'), ('2', '2026-01-01 10:01Z', '8'),
+ ('1', '2026-01-01 10:50Z', '9'), ('2', '2026-01-01 10:02Z', '10'),
+ ('1', '2026-01-01 10:51Z', '11'), ('2', '2026-01-01 12:00Z', '12');
+SELECT * FROM show('SELECT user_id::int AS user_id, ts, event_id::bigint AS event_id, 42 AS other FROM ev');
+
+-- session_id: a version-3 UUID of user_id, NUL, session_start (big-endian
+-- microseconds since 2000-01-01) and the first event_id
+WITH z AS (SELECT DISTINCT user_id, session_id, session_start, first_value(event_id) OVER (
+		PARTITION BY session_id ORDER BY event_index) AS first_id
+	FROM clickstream.sessionize('SELECT * FROM ev')),
+h AS (SELECT z.*, md5(convert_to(user_id, 'UTF8') || '\x00'::bytea ||
+		int8send((extract(epoch FROM session_start - timestamptz '2000-01-01 00:00Z') * 1000000)::bigint) ||
+		convert_to(first_id, 'UTF8')) AS m FROM z)
+SELECT count(*) AS sessions,
+	   count(*) FILTER (WHERE session_id = (substr(m, 1, 12) || '3' || substr(m, 14, 3) ||
+			to_hex((('x' || substr(m, 17, 1))::bit(4)::int & 3) | 8) || substr(m, 18))::uuid) AS ids_as_documented
+FROM h;
+
+-- errors
+SELECT * FROM clickstream.sessionize('SELECT * FROM ev', timeout => '0');
+SELECT * FROM clickstream.sessionize('SELECT * FROM ev', timeout => '-1 minute');
+SELECT * FROM clickstream.sessionize('SELECT * FROM ev', max_duration => NULL);
+SELECT * FROM clickstream.sessionize('SELECT * FROM ev', timeout => '1 month');
+SELECT * FROM clickstream.sessionize('SELECT * FROM ev', split_at_midnight => NULL);
+SELECT * FROM clickstream.sessionize(NULL);
+SELECT * FROM clickstream.sessionize('SELECT user_id, event_id FROM ev');
+SELECT * FROM clickstream.sessionize('SELECT user_id, ts::timestamp AS ts FROM ev');
+SELECT * FROM clickstream.sessionize('SELECT user_id, ts, ts AS user_id FROM ev');
+SELECT * FROM clickstream.sessionize('SELECT user_id, ts FROM ev', split_on_campaign => true);
+SELECT * FROM clickstream.sessionize('INSERT INTO ev DEFAULT VALUES');
+SELECT * FROM clickstream.sessionize('SELECT * FROM no_such_table');
+
+-- Randomized comparison with a plain-SQL reference of the same rules (a
+-- recursive walk of each user's events), on 3000 random users, with ties,
+-- gaps around the timeout, midnights and campaigns; in memory and spilled
+SELECT setseed(0.25);
+CREATE TEMP TABLE rnd AS
+SELECT 'u' || (1 + floor(random() * 3000))::int AS user_id,
+	   date_trunc('second', timestamptz '2026-02-01 00:00Z'
+			+ (random() * random() * 4) * interval '1 day') AS ts,
+	   'e' || g AS event_id,
+	   CASE WHEN random() < 0.1 THEN (ARRAY['google', 'mail'])[1 + floor(random() * 2)::int] END AS utm_source,
+	   CASE WHEN random() < 0.1 THEN (ARRAY['spring', 'fall'])[1 + floor(random() * 2)::int] END AS utm_campaign
+FROM generate_series(1, 60000) g;
+CREATE FUNCTION ref_sessionize(timeout interval, max_duration interval, midnight boolean, campaign boolean)
+RETURNS TABLE (event_id text, session_index integer, session_start timestamptz, event_index bigint)
+LANGUAGE sql AS $$
+	WITH RECURSIVE o AS MATERIALIZED (
+		SELECT r.*, row_number() OVER (PARTITION BY r.user_id ORDER BY r.ts, r.event_id COLLATE "C") AS n
+		FROM rnd r
+	), w AS (
+		SELECT o.user_id, o.n, o.ts, o.event_id, o.ts AS s_start, o.utm_source AS s_src,
+			   o.utm_campaign AS s_camp, 1 AS s_index, 1::bigint AS e_index
+		FROM o WHERE o.n = 1
+		UNION ALL
+		SELECT o.user_id, o.n, o.ts, o.event_id,
+			   CASE WHEN b.brk THEN o.ts ELSE w.s_start END,
+			   CASE WHEN b.brk THEN o.utm_source ELSE w.s_src END,
+			   CASE WHEN b.brk THEN o.utm_campaign ELSE w.s_camp END,
+			   w.s_index + b.brk::int,
+			   CASE WHEN b.brk THEN 1 ELSE w.e_index + 1 END
+		FROM w
+		JOIN o ON o.user_id = w.user_id AND o.n = w.n + 1
+		CROSS JOIN LATERAL (SELECT
+			o.ts - w.ts > timeout
+			OR o.ts - w.s_start > max_duration
+			OR (midnight AND (o.ts AT TIME ZONE 'UTC')::date <> (w.ts AT TIME ZONE 'UTC')::date)
+			OR (campaign AND (o.utm_source IS NOT NULL OR o.utm_campaign IS NOT NULL)
+				AND (o.utm_source IS DISTINCT FROM w.s_src OR o.utm_campaign IS DISTINCT FROM w.s_camp))
+			AS brk) b
+	)
+	SELECT w.event_id, w.s_index, w.s_start, w.e_index FROM w
+$$;
+CREATE FUNCTION compare(timeout interval, max_duration interval, midnight boolean, campaign boolean)
+RETURNS TABLE (events bigint, sessions bigint, mismatches bigint)
+LANGUAGE sql AS $$
+	SELECT count(*), count(DISTINCT z.session_id),
+		   count(*) FILTER (WHERE r.event_id IS NULL OR z.event_id IS NULL
+				OR (r.session_index, r.session_start, r.event_index)
+					IS DISTINCT FROM (z.session_index, z.session_start, z.event_index))
+	FROM clickstream.sessionize('SELECT * FROM rnd', timeout, max_duration, midnight, campaign) z
+	FULL JOIN ref_sessionize(timeout, max_duration, midnight, campaign) r ON r.event_id = z.event_id
+$$;
+SELECT * FROM compare('30 minutes', '1 day', false, false);
+SELECT * FROM compare('10 minutes', '2 hours', true, false);
+SELECT * FROM compare('1 hour', '3 hours', true, true);
+SET work_mem = '64kB';
+SELECT * FROM compare('30 minutes', '1 day', false, false);
+SELECT * FROM compare('1 hour', '3 hours', true, true);
+RESET work_mem;
+
+-- one user with many events (in memory whatever work_mem) among many users
+SET work_mem = '64kB';
+SELECT count(*) AS events, count(DISTINCT session_id) AS sessions, max(session_events) AS longest
+FROM clickstream.sessionize($$
+	SELECT CASE WHEN g % 2 = 0 THEN 'bot' ELSE 'u' || g END AS user_id,
+		   timestamptz '2026-01-01 00:00Z' + g * interval '1 second' AS ts, g::text AS event_id
+	FROM generate_series(1, 300000) g$$);
+RESET work_mem;
+
+-- Gold: clickstream.sessions, maintained by refresh ----------------------------
+
+CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	first bigint;
+BEGIN
+	SELECT coalesce(max(next_offset), 0) INTO first FROM clickstream.ingest_positions
+	WHERE topic = 'sess' AND partition = part;
+	INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, payload)
+	SELECT 'sess', part, first + o - 1, convert_to(p, 'UTF8')
+	FROM unnest(evs) WITH ORDINALITY AS u(p, o);
+	INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
+	VALUES ('sess', part, first) ON CONFLICT DO NOTHING;
+	INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
+	VALUES ('sess', part, first + cardinality(evs))
+	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
+END $$;
+CREATE FUNCTION sev(id text, usr text, ts text, typ text DEFAULT 'page_view', utm text DEFAULT NULL) RETURNS text
+LANGUAGE sql AS $$
+	SELECT format('{"event_id":"%s","event_type":"%s","user_id":"%s","ts":"%s","page_url":"/%s"%s%s}',
+		id, typ, usr, ts, id,
+		CASE typ WHEN 'purchase' THEN ',"order_id":"o' || id || '","price":10,"quantity":2' ELSE '' END,
+		CASE WHEN utm IS NOT NULL THEN ',"utm_source":"' || utm || '","utm_campaign":"c"' ELSE '' END)
+$$;
+-- sessions minus the full recomputation, both ways
+CREATE FUNCTION sessions_diff() RETURNS bigint
+LANGUAGE sql AS $$
+	WITH g AS (SELECT session_id, user_id, session_start, session_end, session_date,
+			first_event_id, last_event_id, events, page_views, add_to_carts, checkouts,
+			purchases, revenue, converted, landing_page, exit_page, utm_source,
+			utm_campaign, device, country FROM clickstream.sessions),
+	f AS (SELECT * FROM clickstream.session_rows('clickstream.events'))
+	SELECT (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE f) a) +
+		   (SELECT count(*) FROM (TABLE f EXCEPT ALL TABLE g) b)
+$$;
+CREATE FUNCTION user_sessions(usr text) RETURNS TABLE (session_start text, session_end text,
+	events integer, first_event_id text, last_event_id text, landing_page text, exit_page text,
+	purchases integer, revenue numeric, converted boolean)
+LANGUAGE sql AS $$
+	SELECT to_char(session_start, 'HH24:MI'), to_char(session_end, 'HH24:MI'), events,
+		   first_event_id, last_event_id, landing_page, exit_page, purchases, revenue, converted
+	FROM clickstream.sessions WHERE user_id = usr ORDER BY session_start
+$$;
+
+SELECT sessions_diff() AS diff, (SELECT count(*) FROM clickstream.sessions) AS sessions;
+
+-- two sessions, then a late event that bridges them: one session
+SELECT feed_events(0, ARRAY[sev('m1', 'mia', '2026-03-01T10:00:00Z'), sev('m2', 'mia', '2026-03-01T10:20:00Z'),
+	sev('m3', 'mia', '2026-03-01T11:10:00Z'), sev('m4', 'mia', '2026-03-01T11:15:00Z', 'purchase')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('mia');
+SELECT feed_events(0, ARRAY[sev('m5', 'mia', '2026-03-01T10:45:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('mia');
+SELECT event_id, session_start FROM clickstream.event_sessions WHERE user_id = 'mia' ORDER BY ts;
+
+-- an event inside an existing gap extends a session; one after it too, in
+-- the next refresh: still one session
+SELECT feed_events(0, ARRAY[sev('n1', 'noa', '2026-03-01T10:00:00Z'), sev('n2', 'noa', '2026-03-01T10:50:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('noa');
+SELECT feed_events(0, ARRAY[sev('n3', 'noa', '2026-03-01T10:25:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('noa');
+SELECT feed_events(0, ARRAY[sev('n4', 'noa', '2026-03-01T11:10:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('noa');
+-- an event before the first session: its start moves, the id changes
+SELECT feed_events(0, ARRAY[sev('n0', 'noa', '2026-03-01T09:40:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM user_sessions('noa');
+SELECT sessions_diff() AS diff;
+
+-- Property: random streams in random batch splits, with late events; after
+-- every refresh, sessions equals the full recomputation
+CREATE TEMP TABLE rounds (run integer, batch integer, events integer, sessions bigint, diff bigint);
+CREATE PROCEDURE property(run integer, seed float8, total integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+	pos bigint := 0;
+	size integer;
+	batch integer := 0;
+BEGIN
+	PERFORM setseed(seed);
+	DROP TABLE IF EXISTS stream;
+	CREATE TEMP TABLE stream AS
+	SELECT row_number() OVER (ORDER BY arrival) AS n, payload
+	FROM (
+		SELECT sev(run || 'r' || g, 'ru' || (1 + floor(random() * 200))::int,
+				   to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+				   (ARRAY['page_view', 'page_view', 'add_to_cart', 'begin_checkout', 'purchase'])[1 + floor(random() * 5)::int],
+				   CASE WHEN random() < 0.1 THEN (ARRAY['google', 'mail'])[1 + floor(random() * 2)::int] END) AS payload,
+			   -- most arrive about in order, some hours late, a few days late
+			   t + CASE WHEN random() < 0.9 THEN random() * interval '10 minutes'
+						WHEN random() < 0.8 THEN random() * interval '6 hours'
+						ELSE random() * interval '3 days' END AS arrival
+		FROM (SELECT g, date_trunc('minute', timestamptz '2026-03-05 00:00Z'
+				+ random() * random() * interval '2 days') AS t
+			  FROM generate_series(1, total) g) x
+	) y;
+	WHILE pos < total LOOP
+		size := 1 + floor(random() * 400)::int;
+		batch := batch + 1;
+		PERFORM feed_events(1 + floor(random() * 3)::int,
+			ARRAY(SELECT payload FROM stream WHERE n > pos AND n <= pos + size ORDER BY n));
+		pos := pos + size;
+		CALL clickstream.refresh();
+		INSERT INTO rounds SELECT run, batch, least(size, total - pos + size),
+			(SELECT count(*) FROM clickstream.sessions), sessions_diff();
+	END LOOP;
+END $$;
+CALL property(1, 0.5, 4000);
+-- the same with every rule on: short timeout and maximum, midnight, campaign
+ALTER SYSTEM SET clickstream.session_timeout = '10min';
+ALTER SYSTEM SET clickstream.session_max_duration = '1h';
+ALTER SYSTEM SET clickstream.session_split_at_midnight = on;
+ALTER SYSTEM SET clickstream.session_split_on_campaign = on;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT clickstream.session_rules();
+CALL property(2, 0.75, 4000);
+SELECT run, count(*) AS refreshes, sum(events) AS events, max(diff) AS max_diff,
+	   count(DISTINCT sessions) > 10 AS sessions_changed
+FROM rounds GROUP BY run ORDER BY run;
+SELECT sum(events) AS session_events, count(*) AS sessions, count(*) FILTER (WHERE converted) AS converted,
+	   count(*) FILTER (WHERE utm_source IS NOT NULL) AS with_campaign
+FROM clickstream.sessions WHERE user_id LIKE 'ru%';
+
+-- what refresh recorded
+SELECT status, sessions_written > 0 AS wrote_sessions, gold_time > '0' AS timed
+FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
+
+-- a change of the rules rebuilds sessions at the next refresh
+ALTER SYSTEM RESET clickstream.session_timeout;
+ALTER SYSTEM RESET clickstream.session_max_duration;
+ALTER SYSTEM RESET clickstream.session_split_at_midnight;
+ALTER SYSTEM RESET clickstream.session_split_on_campaign;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL clickstream.refresh();
+SELECT sessions_diff() AS diff, count(*) AS sessions FROM clickstream.sessions WHERE user_id LIKE 'ru%';
+
+-- the settings
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'clickstream.session%' ORDER BY name;
+
+DROP EXTENSION clickstream;
