@@ -51,12 +51,15 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver
+.PHONY: bench bench-silver bench-sessions
 bench: all
 	bash test/bench/ingest.sh
 
 bench-silver: all
 	bash test/bench/silver.sh
+
+bench-sessions: all
+	bash test/bench/sessions.sh
 
 # The TAP tests alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck

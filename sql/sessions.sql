@@ -85,17 +85,20 @@ INSERT INTO ev (user_id, ts, event_id) VALUES
  ('1', '2026-01-01 10:51Z', '11'), ('2', '2026-01-01 12:00Z', '12');
 SELECT * FROM show('SELECT user_id::int AS user_id, ts, event_id::bigint AS event_id, 42 AS other FROM ev');
 
--- session_id: a version-3 UUID of user_id, NUL, session_start (big-endian
--- microseconds since 2000-01-01) and the first event_id
+-- session_id: PostgreSQL's 64-bit hash (seeds 0 and 1) of
+-- octet_length(user_id) ':' user_id ':' start (microseconds since 2000) ':'
+-- first event_id, as a version-8 UUID
 WITH z AS (SELECT DISTINCT user_id, session_id, session_start, first_value(event_id) OVER (
 		PARTITION BY session_id ORDER BY event_index) AS first_id
 	FROM clickstream.sessionize('SELECT * FROM ev')),
-h AS (SELECT z.*, md5(convert_to(user_id, 'UTF8') || '\x00'::bytea ||
-		int8send((extract(epoch FROM session_start - timestamptz '2000-01-01 00:00Z') * 1000000)::bigint) ||
-		convert_to(first_id, 'UTF8')) AS m FROM z)
+k AS (SELECT z.*, octet_length(user_id) || ':' || user_id || ':' ||
+		(extract(epoch FROM session_start - timestamptz '2000-01-01 00:00Z') * 1000000)::bigint ||
+		':' || coalesce(first_id, '') AS key FROM z),
+h AS (SELECT k.*, lpad(to_hex(hashtextextended(key, 0)), 16, '0') ||
+		lpad(to_hex(hashtextextended(key, 1)), 16, '0') AS x FROM k)
 SELECT count(*) AS sessions,
-	   count(*) FILTER (WHERE session_id = (substr(m, 1, 12) || '3' || substr(m, 14, 3) ||
-			to_hex((('x' || substr(m, 17, 1))::bit(4)::int & 3) | 8) || substr(m, 18))::uuid) AS ids_as_documented
+	   count(*) FILTER (WHERE session_id = (substr(x, 1, 12) || '8' || substr(x, 14, 3) ||
+			to_hex((('x' || substr(x, 17, 1))::bit(4)::int & 3) | 8) || substr(x, 18))::uuid) AS ids_as_documented
 FROM h;
 
 -- errors

@@ -31,7 +31,6 @@
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "common/int.h"
-#include "common/md5.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
@@ -48,6 +47,7 @@
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(clickstream_sessionize);
+PG_FUNCTION_INFO_V1(clickstream_sessions_of);
 
 /* Bytes of one arena block. */
 #define SESS_ARENA_BLOCK (64 * 1024)
@@ -55,6 +55,14 @@ PG_FUNCTION_INFO_V1(clickstream_sessionize);
 #define SESS_MAX_BATCHES 1024
 /* In-memory size of a batch's tuplestore before it goes to its file. */
 #define SESS_SPILL_KB 64
+/* Events ahead whose records are fetched into the cache while emitting. */
+#define SESS_PREFETCH_AHEAD 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SessPrefetch(p) __builtin_prefetch(p)
+#else
+#define SessPrefetch(p) ((void) (p))
+#endif
 
 /* Input columns, found by name in the query's result. */
 enum
@@ -65,7 +73,7 @@ static const char *const SessInputNames[IN_NCOLS] = {
 	"user_id", "ts", "event_id", "utm_source", "utm_campaign"
 };
 
-/* Output columns, as declared in SQL. */
+/* Output columns of sessionize() (one row per event), as declared in SQL. */
 enum
 {
 	OUT_USER, OUT_EVENT_ID, OUT_TS, OUT_SESSION_ID, OUT_SESSION_INDEX,
@@ -73,25 +81,48 @@ enum
 	OUT_NCOLS
 };
 
-/* One event held in memory; strings are text varlenas in the arena. */
+/* Output columns of sessions_of() (one row per session), as declared. */
+enum
+{
+	SOUT_USER, SOUT_SESSION_ID, SOUT_SESSION_INDEX, SOUT_SESSION_START,
+	SOUT_SESSION_END, SOUT_EVENTS, SOUT_FIRST_EVENT_ID, SOUT_LAST_EVENT_ID,
+	SOUT_NCOLS
+};
+
+/*
+ * One event held in memory, in the arena in arrival order.  With
+ * split_on_campaign its utm_source and utm_campaign (text pointers, NULL when
+ * NULL) follow, then its event_id (a text varlena) when it has one: see
+ * SessEventId() and SessEventCampaign().
+ */
 typedef struct SessEvent
 {
-	TimestampTz ts;
-	text	   *event_id;		/* NULL when NULL */
-	text	   *utm_source;		/* only with split_on_campaign */
-	text	   *utm_campaign;
-	struct SessEvent *next;		/* next event of the same user */
+	uint32		user;			/* index into SessState.userv */
+	bool		has_id;			/* an event_id follows (else it is NULL) */
 } SessEvent;
 
-/* One user held in memory, with its events as a list. */
+/* An event as grouped and sorted: its time and its record. */
+typedef struct SessSlot
+{
+	TimestampTz ts;
+	SessEvent  *ev;
+} SessSlot;
+
+/* A user of the batch in memory. */
+typedef struct SessUserInfo
+{
+	text	   *user;			/* in the arena */
+	uint32		hash;
+	int64		nevents;
+} SessUserInfo;
+
+/* An entry of the users' hash table: user to index into userv. */
 typedef struct SessUser
 {
-	text	   *user;			/* key, in the arena */
+	text	   *user;
 	uint32		hash;
+	uint32		index;
 	char		status;
-	int64		nevents;
-	SessEvent  *head;
-	SessEvent  *tail;
 } SessUser;
 
 static inline bool SessTextEqual(const text *a, const text *b);
@@ -127,18 +158,30 @@ typedef struct SessState
 	/* input: attribute numbers (0-based, -1 when absent) and converters */
 	int			att[IN_NCOLS];
 	int			natts;			/* columns to deform: 1 + the last used */
+	Size		id_offset;		/* of the event_id in an event record */
 	bool		as_text[IN_NCOLS];	/* binary-compatible with text */
 	FmgrInfo	out[IN_NCOLS];	/* output functions of the others */
 	MemoryContext rowcxt;		/* reset after every row */
 
 	/* the batch in memory */
-	MemoryContext batchcxt;		/* arena blocks and the users' table */
-	sessusers_hash *users;
+	MemoryContext batchcxt;		/* everything below */
+	sessusers_hash *users;		/* user -> index into userv */
+	SessUserInfo *userv;
+	uint32		nusers;
+	uint32		maxusers;
+	SessSlot   *slots;			/* events in arrival order */
+	SessSlot   *grouped_end;	/* end of the events grouped by user */
+	int64		nslots;
+	int64		maxslots;
 	char	   *arena;			/* free part of the current block */
 	Size		arena_left;
+	char	   *keys;			/* same, for user ids: kept apart, dense */
+	Size		keys_left;
+	text	   *last_user;		/* user of the previous event, if in memory */
+	uint32		last_index;		/* and its index into userv */
 	Size		used;			/* bytes of the batch in memory */
 	Size		limit;			/* grow (split) beyond this */
-	bool		growing;		/* SessGrow is copying users over */
+	bool		growing;		/* SessGrow is copying events over */
 
 	/* batches */
 	int			nbatch;			/* a power of 2 */
@@ -148,12 +191,27 @@ typedef struct SessState
 	TupleTableSlot *spillslot;
 
 	/* output */
+	bool		per_session;	/* sessions_of(): a row per session */
 	Tuplestorestate *out_store;
 	TupleDesc	out_desc;
-	MemoryContext usercxt;		/* reset after every user */
 	StringInfoData idbuf;		/* session id input */
 	uint64		rows_in;
+	uint64		loose;			/* rows with a NULL user or ts */
 } SessState;
+
+/* The event_id of an event record, NULL when NULL. */
+static inline text *
+SessEventId(const SessState *st, const SessEvent *e)
+{
+	return e->has_id ? (text *) ((char *) e + st->id_offset) : NULL;
+}
+
+/* The utm_source and utm_campaign of an event record (split_on_campaign). */
+static inline text **
+SessEventCampaign(const SessEvent *e)
+{
+	return (text **) ((char *) e + MAXALIGN(sizeof(SessEvent)));
+}
 
 /* The DestReceiver the query's rows arrive at. */
 typedef struct SessReceiver
@@ -204,18 +262,17 @@ SessTextCompare(const text *a, const text *b)
 
 /* The documented event order: ts, then event_id (byte order, NULL last). */
 static inline int
-SessEventCompare(const SessEvent *a, const SessEvent *b)
+SessSlotCompare(const SessSlot *a, const SessSlot *b, SessState *st)
 {
 	if (a->ts != b->ts)
 		return a->ts < b->ts ? -1 : 1;
-	return SessTextCompare(a->event_id, b->event_id);
+	return SessTextCompare(SessEventId(st, a->ev), SessEventId(st, b->ev));
 }
 
-typedef SessEvent *SessEventPtr;
-
-#define ST_SORT SessSortEvents
-#define ST_ELEMENT_TYPE SessEventPtr
-#define ST_COMPARE(a, b) SessEventCompare(*(a), *(b))
+#define ST_SORT SessSortSlots
+#define ST_ELEMENT_TYPE SessSlot
+#define ST_COMPARE_ARG_TYPE SessState
+#define ST_COMPARE(a, b, arg) SessSlotCompare(a, b, arg)
 #define ST_SCOPE static
 #define ST_DEFINE
 #include "lib/sort_template.h"
@@ -260,30 +317,33 @@ SessBoolArg(FunctionCallInfo fcinfo, int argno, const char *name)
 	return PG_GETARG_BOOL(argno);
 }
 
-/* Memory for the batch in memory, from the arena (never freed alone). */
+/*
+ * Memory for the batch in memory from one of its arenas (*arena, *left):
+ * blocks of the batch's context, never freed alone.
+ */
 static void *
-SessArenaAlloc(SessState *st, Size size)
+SessArenaAlloc(SessState *st, char **arena, Size *left, Size size)
 {
 	void	   *p;
 
 	size = MAXALIGN(size);
-	if (size > st->arena_left)
+	if (size > *left)
 	{
 		Size		block = Max(size, SESS_ARENA_BLOCK);
 
-		st->arena = MemoryContextAllocHuge(st->batchcxt, block);
-		st->arena_left = block;
+		*arena = MemoryContextAllocHuge(st->batchcxt, block);
+		*left = block;
 		st->used += block;
 	}
-	p = st->arena;
-	st->arena += size;
-	st->arena_left -= size;
+	p = *arena;
+	*arena += size;
+	*left -= size;
 	return p;
 }
 
-/* A copy of a (nullable) text value in the arena, with a 4-byte header. */
+/* A copy of a (nullable) text value in an arena, with a 4-byte header. */
 static text *
-SessArenaText(SessState *st, const text *t)
+SessArenaText(SessState *st, char **arena, Size *left, const text *t)
 {
 	Size		len;
 	text	   *copy;
@@ -291,22 +351,32 @@ SessArenaText(SessState *st, const text *t)
 	if (t == NULL)
 		return NULL;
 	len = VARSIZE_ANY_EXHDR(t);
-	copy = SessArenaAlloc(st, VARHDRSZ + len);
+	copy = SessArenaAlloc(st, arena, left, VARHDRSZ + len);
 	SET_VARSIZE(copy, VARHDRSZ + len);
 	memcpy(VARDATA(copy), VARDATA_ANY(t), len);
 	return copy;
 }
 
-/* Start an empty batch in memory: a new arena and users' table. */
+/* Start an empty batch in memory: a new arena, users and events. */
 static void
 SessBatchStart(SessState *st, MemoryContext parent)
 {
 	st->batchcxt = AllocSetContextCreate(parent, "sessionize batch",
 										 ALLOCSET_DEFAULT_SIZES);
 	st->users = sessusers_create(st->batchcxt, 1024, NULL);
+	st->maxusers = 1024;
+	st->nusers = 0;
+	st->userv = MemoryContextAlloc(st->batchcxt, sizeof(SessUserInfo) * st->maxusers);
+	st->maxslots = 16384;
+	st->nslots = 0;
+	st->slots = MemoryContextAlloc(st->batchcxt, sizeof(SessSlot) * st->maxslots);
 	st->arena = NULL;
 	st->arena_left = 0;
-	st->used = st->users->size * sizeof(SessUser);
+	st->keys = NULL;
+	st->keys_left = 0;
+	st->last_user = NULL;
+	st->used = st->users->size * sizeof(SessUser) +
+		st->maxusers * sizeof(SessUserInfo) + st->maxslots * sizeof(SessSlot);
 }
 
 /* The batch a user's hash belongs to (bits apart from the table's). */
@@ -345,18 +415,20 @@ SessSpill(SessState *st, int batch, text *user, TimestampTz ts, text *event_id,
 }
 
 /*
- * Double the number of batches: users of the other half go to their files,
- * the rest is copied to a fresh arena.  When that frees little (one user or
- * a few hold most of the memory), the limit rises instead of splitting on.
+ * Double the number of batches: the events of users of the other half go to
+ * their files, the rest is copied to a fresh batch.  When that frees little
+ * (one user or a few hold most of the memory), the limit rises instead of
+ * splitting on.
  */
 static void
 SessGrow(SessState *st)
 {
 	MemoryContext oldcxt = st->batchcxt;
 	MemoryContext parent = MemoryContextGetParent(oldcxt);
-	sessusers_hash *olds = st->users;
-	sessusers_iterator it;
-	SessUser   *u;
+	SessSlot   *slots = st->slots;
+	int64		nslots = st->nslots;
+	SessUserInfo *userv = st->userv;
+	int64		i;
 
 	if (st->nbatch >= SESS_MAX_BATCHES)
 	{
@@ -366,26 +438,28 @@ SessGrow(SessState *st)
 	st->nbatch *= 2;
 	SessBatchStart(st, parent);
 	st->growing = true;
-
-	sessusers_start_iterate(olds, &it);
-	while ((u = sessusers_iterate(olds, &it)) != NULL)
+	for (i = 0; i < nslots; i++)
 	{
+		SessEvent  *e = slots[i].ev;
+		SessUserInfo *u = &userv[e->user];
 		int			batch = SessBatchOf(st, u->hash);
-		SessEvent  *e;
 
+		text	   *utm_source = NULL;
+		text	   *utm_campaign = NULL;
+
+		if (st->rules.split_on_campaign)
+		{
+			utm_source = SessEventCampaign(e)[0];
+			utm_campaign = SessEventCampaign(e)[1];
+		}
 		if (batch != st->curbatch)
-		{
-			for (e = u->head; e != NULL; e = e->next)
-				SessSpill(st, batch, u->user, e->ts, e->event_id,
-						  e->utm_source, e->utm_campaign);
-		}
+			SessSpill(st, batch, u->user, slots[i].ts, SessEventId(st, e),
+					  utm_source, utm_campaign);
 		else
-		{
-			for (e = u->head; e != NULL; e = e->next)
-				SessAdd(st, u->user, e->ts, e->event_id,
-						e->utm_source, e->utm_campaign);
-		}
-		CHECK_FOR_INTERRUPTS();
+			SessAdd(st, u->user, slots[i].ts, SessEventId(st, e),
+					utm_source, utm_campaign);
+		if ((i & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(oldcxt);
 	st->growing = false;
@@ -405,38 +479,74 @@ SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
 	SessEvent  *e;
 	bool		found;
 	uint32		size_before;
+	Size		idlen;
 
-	hash = hash_bytes((const unsigned char *) VARDATA_ANY(user),
-					  VARSIZE_ANY_EXHDR(user));
-	batch = SessBatchOf(st, hash);
-	if (batch != st->curbatch)
+	/*
+	 * Input grouped by user (silver is written sorted by user, day by day)
+	 * comes as runs of one user: those need no hashing at all.
+	 */
+	if (st->last_user == NULL || !SessTextEqual(user, st->last_user))
 	{
-		SessSpill(st, batch, user, ts, event_id, utm_source, utm_campaign);
-		return;
+		hash = hash_bytes((const unsigned char *) VARDATA_ANY(user),
+						  VARSIZE_ANY_EXHDR(user));
+		batch = SessBatchOf(st, hash);
+		if (batch != st->curbatch)
+		{
+			st->last_user = NULL;
+			SessSpill(st, batch, user, ts, event_id, utm_source, utm_campaign);
+			return;
+		}
+
+		size_before = st->users->size;
+		u = sessusers_insert_hash(st->users, user, hash, &found);
+		if (!found)
+		{
+			if (st->nusers == st->maxusers)
+			{
+				st->used += st->maxusers * sizeof(SessUserInfo);
+				st->maxusers *= 2;
+				st->userv = repalloc_huge(st->userv, sizeof(SessUserInfo) * st->maxusers);
+			}
+			u->user = SessArenaText(st, &st->keys, &st->keys_left, user);
+			u->index = st->nusers++;
+			st->userv[u->index].user = u->user;
+			st->userv[u->index].hash = hash;
+			st->userv[u->index].nevents = 0;
+			if (st->users->size != size_before)
+				st->used += (st->users->size - size_before) * sizeof(SessUser);
+		}
+		st->last_user = u->user;
+		st->last_index = u->index;
+	}
+	st->userv[st->last_index].nevents++;
+
+	idlen = event_id ? VARSIZE_ANY_EXHDR(event_id) : 0;
+	e = SessArenaAlloc(st, &st->arena, &st->arena_left,
+					   st->id_offset + (event_id ? VARHDRSZ + idlen : 0));
+	e->user = st->last_index;
+	e->has_id = event_id != NULL;
+	if (event_id)
+	{
+		text	   *id = SessEventId(st, e);
+
+		SET_VARSIZE(id, VARHDRSZ + idlen);
+		memcpy(VARDATA(id), VARDATA_ANY(event_id), idlen);
+	}
+	if (st->rules.split_on_campaign)
+	{
+		SessEventCampaign(e)[0] = SessArenaText(st, &st->arena, &st->arena_left, utm_source);
+		SessEventCampaign(e)[1] = SessArenaText(st, &st->arena, &st->arena_left, utm_campaign);
 	}
 
-	size_before = st->users->size;
-	u = sessusers_insert_hash(st->users, user, hash, &found);
-	if (!found)
+	if (st->nslots == st->maxslots)
 	{
-		u->user = SessArenaText(st, user);
-		u->nevents = 0;
-		u->head = u->tail = NULL;
-		if (st->users->size != size_before)
-			st->used += (st->users->size - size_before) * sizeof(SessUser);
+		st->used += st->maxslots * sizeof(SessSlot);
+		st->maxslots *= 2;
+		st->slots = repalloc_huge(st->slots, sizeof(SessSlot) * st->maxslots);
 	}
-	e = SessArenaAlloc(st, sizeof(SessEvent));
-	e->ts = ts;
-	e->event_id = SessArenaText(st, event_id);
-	e->utm_source = SessArenaText(st, utm_source);
-	e->utm_campaign = SessArenaText(st, utm_campaign);
-	e->next = NULL;
-	if (u->tail)
-		u->tail->next = e;
-	else
-		u->head = e;
-	u->tail = e;
-	u->nevents++;
+	st->slots[st->nslots].ts = ts;
+	st->slots[st->nslots].ev = e;
+	st->nslots++;
 
 	if (st->used > st->limit && !st->growing)
 		SessGrow(st);
@@ -467,130 +577,180 @@ SessFurtherThan(TimestampTz a, TimestampTz b, int64 limit)
 	return d > limit;
 }
 
-/* The deterministic id of a session: a name-based (MD5, version 3) UUID. */
-static pg_uuid_t *
-SessSessionId(SessState *st, const text *user, const SessEvent *first)
+/*
+ * The deterministic id of a session, from the key
+ *	  octet_length(user_id) ':' user_id ':' session_start ':' first event_id
+ * (session_start in microseconds since 2000-01-01, in decimal; the event id
+ * empty when NULL): PostgreSQL's 64-bit hash of the key with seed 0, then
+ * with seed 1, as a UUID of version 8 (so, in SQL, from hashtextextended()).
+ */
+static void
+SessSessionId(SessState *st, const text *user, const SessSlot *first, pg_uuid_t *id)
 {
-	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	uint64		ts = pg_hton64((uint64) first->ts);
-	const char *errstr = NULL;
+	text	   *event_id = SessEventId(st, first->ev);
+	char		num[MAXINT8LEN + 1];
+	uint64		h[2];
+	int			i;
 
 	resetStringInfo(&st->idbuf);
+	pg_ltoa((int32) VARSIZE_ANY_EXHDR(user), num);
+	appendStringInfoString(&st->idbuf, num);
+	appendStringInfoChar(&st->idbuf, ':');
 	appendBinaryStringInfo(&st->idbuf, VARDATA_ANY(user), VARSIZE_ANY_EXHDR(user));
-	appendStringInfoChar(&st->idbuf, '\0');
-	appendBinaryStringInfo(&st->idbuf, (const char *) &ts, sizeof(ts));
-	if (first->event_id)
-		appendBinaryStringInfo(&st->idbuf, VARDATA_ANY(first->event_id),
-							   VARSIZE_ANY_EXHDR(first->event_id));
-	if (!pg_md5_binary(st->idbuf.data, st->idbuf.len, id->data, &errstr))
-		elog(ERROR, "could not compute a session id: %s", errstr);
-	id->data[6] = (id->data[6] & 0x0f) | 0x30;
+	appendStringInfoChar(&st->idbuf, ':');
+	pg_lltoa(first->ts, num);
+	appendStringInfoString(&st->idbuf, num);
+	appendStringInfoChar(&st->idbuf, ':');
+	if (event_id)
+		appendBinaryStringInfo(&st->idbuf, VARDATA_ANY(event_id),
+							   VARSIZE_ANY_EXHDR(event_id));
+	for (i = 0; i < 2; i++)
+		h[i] = pg_hton64(hash_bytes_extended((const unsigned char *) st->idbuf.data,
+											 st->idbuf.len, i));
+	memcpy(id->data, h, UUID_LEN);
+	id->data[6] = (id->data[6] & 0x0f) | 0x80;
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;
-	return id;
 }
 
 /* Emit the rows of one session: events ev[0..n) of user. */
 static void
-SessEmitSession(SessState *st, Datum user, const text *user_text,
-				SessEvent **ev, int64 n, int32 session_index)
+SessEmitSession(SessState *st, text *user, SessSlot *ev, int64 n,
+				int32 session_index)
 {
 	Datum		values[OUT_NCOLS];
 	bool		nulls[OUT_NCOLS];
+	pg_uuid_t	id;
 	int64		i;
 
+	SessSessionId(st, user, &ev[0], &id);
 	memset(nulls, 0, sizeof(nulls));
-	values[OUT_USER] = user;
-	values[OUT_SESSION_ID] = UUIDPGetDatum(SessSessionId(st, user_text, ev[0]));
+	if (st->per_session)
+	{
+		text	   *first = SessEventId(st, ev[0].ev);
+		text	   *last = SessEventId(st, ev[n - 1].ev);
+
+		values[SOUT_USER] = PointerGetDatum(user);
+		values[SOUT_SESSION_ID] = UUIDPGetDatum(&id);
+		values[SOUT_SESSION_INDEX] = Int32GetDatum(session_index);
+		values[SOUT_SESSION_START] = TimestampTzGetDatum(ev[0].ts);
+		values[SOUT_SESSION_END] = TimestampTzGetDatum(ev[n - 1].ts);
+		values[SOUT_EVENTS] = Int64GetDatum(n);
+		values[SOUT_FIRST_EVENT_ID] = PointerGetDatum(first);
+		nulls[SOUT_FIRST_EVENT_ID] = first == NULL;
+		values[SOUT_LAST_EVENT_ID] = PointerGetDatum(last);
+		nulls[SOUT_LAST_EVENT_ID] = last == NULL;
+		tuplestore_putvalues(st->out_store, st->out_desc, values, nulls);
+		return;
+	}
+	values[OUT_USER] = PointerGetDatum(user);
+	values[OUT_SESSION_ID] = UUIDPGetDatum(&id);
 	values[OUT_SESSION_INDEX] = Int32GetDatum(session_index);
-	values[OUT_SESSION_START] = TimestampTzGetDatum(ev[0]->ts);
-	values[OUT_SESSION_END] = TimestampTzGetDatum(ev[n - 1]->ts);
+	values[OUT_SESSION_START] = TimestampTzGetDatum(ev[0].ts);
+	values[OUT_SESSION_END] = TimestampTzGetDatum(ev[n - 1].ts);
 	values[OUT_SESSION_EVENTS] = Int64GetDatum(n);
 	for (i = 0; i < n; i++)
 	{
-		values[OUT_EVENT_ID] = PointerGetDatum(ev[i]->event_id);
-		nulls[OUT_EVENT_ID] = ev[i]->event_id == NULL;
-		values[OUT_TS] = TimestampTzGetDatum(ev[i]->ts);
+		text	   *event_id;
+
+		if (ev + i + SESS_PREFETCH_AHEAD < st->grouped_end)
+			SessPrefetch(ev[i + SESS_PREFETCH_AHEAD].ev);
+		event_id = SessEventId(st, ev[i].ev);
+
+		values[OUT_EVENT_ID] = PointerGetDatum(event_id);
+		nulls[OUT_EVENT_ID] = event_id == NULL;
+		values[OUT_TS] = TimestampTzGetDatum(ev[i].ts);
 		values[OUT_EVENT_INDEX] = Int64GetDatum(i + 1);
 		tuplestore_putvalues(st->out_store, st->out_desc, values, nulls);
 	}
 }
 
-/* Sort one user's events and emit them session by session. */
+/* Walk one user's sorted events and emit them session by session. */
 static void
-SessEmitUser(SessState *st, SessUser *u)
+SessEmitUser(SessState *st, text *user, SessSlot *ev, int64 n)
 {
 	const SessRules *r = &st->rules;
-	MemoryContext old = MemoryContextSwitchTo(st->usercxt);
-	SessEvent **ev;
-	SessEvent  *e;
-	int64		n = u->nevents;
 	int64		i;
 	int64		first = 0;
 	int32		session_index = 0;
 	int64		day_prev = 0;
-	Datum		user = PointerGetDatum(u->user);
-
-	ev = MemoryContextAllocHuge(st->usercxt, sizeof(SessEvent *) * n);
-	i = 0;
-	for (e = u->head; e != NULL; e = e->next)
-		ev[i++] = e;
-	SessSortEvents(ev, n);
 
 	if (r->split_at_midnight)
-		day_prev = SessLocalDay(r, ev[0]->ts);
-	for (i = 1; i < n; i++)
+		day_prev = SessLocalDay(r, ev[0].ts);
+	for (i = 1; i <= n; i++)
 	{
-		const SessEvent *cur = ev[i];
-		const SessEvent *start = ev[first];
-		bool		split;
+		bool		split = i == n;
 
-		split = SessFurtherThan(ev[i - 1]->ts, cur->ts, r->timeout) ||
-			SessFurtherThan(start->ts, cur->ts, r->max_duration);
-		if (r->split_at_midnight)
+		if (!split)
 		{
-			int64		day = SessLocalDay(r, cur->ts);
 
-			split = split || day != day_prev;
-			day_prev = day;
+			split = SessFurtherThan(ev[i - 1].ts, ev[i].ts, r->timeout) ||
+				SessFurtherThan(ev[first].ts, ev[i].ts, r->max_duration);
+			if (r->split_at_midnight)
+			{
+				int64		day = SessLocalDay(r, ev[i].ts);
+
+				split = split || day != day_prev;
+				day_prev = day;
+			}
+			if (!split && r->split_on_campaign)
+			{
+				text	  **cur = SessEventCampaign(ev[i].ev);
+				text	  **start = SessEventCampaign(ev[first].ev);
+
+				if (cur[0] != NULL || cur[1] != NULL)
+					split = !SessTextEqualNull(cur[0], start[0]) ||
+						!SessTextEqualNull(cur[1], start[1]);
+			}
 		}
-		if (!split && r->split_on_campaign &&
-			(cur->utm_source != NULL || cur->utm_campaign != NULL))
-			split = !SessTextEqualNull(cur->utm_source, start->utm_source) ||
-				!SessTextEqualNull(cur->utm_campaign, start->utm_campaign);
 		if (split)
 		{
 			if (session_index == PG_INT32_MAX)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("user has more than %d sessions", PG_INT32_MAX)));
-			SessEmitSession(st, user, u->user, ev + first, i - first, ++session_index);
+						 errmsg("a user has more than %d sessions", PG_INT32_MAX)));
+			SessEmitSession(st, user, ev + first, i - first, ++session_index);
 			first = i;
 		}
 		if ((i & 0xFFFF) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
-	if (session_index == PG_INT32_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("user has more than %d sessions", PG_INT32_MAX)));
-	SessEmitSession(st, user, u->user, ev + first, n - first, ++session_index);
-
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(st->usercxt);
 }
 
-/* Emit every user of the batch in memory, then empty it. */
+/*
+ * Emit every user of the batch in memory, then empty it.  The events are
+ * grouped by user with a counting sort (sequential passes, no comparison),
+ * then each user's run is sorted on its own.
+ */
 static void
 SessEmitBatch(SessState *st)
 {
 	MemoryContext parent = MemoryContextGetParent(st->batchcxt);
-	sessusers_iterator it;
-	SessUser   *u;
+	int64	   *next;
+	SessSlot   *grouped;
+	int64		i;
+	int64		pos = 0;
+	uint32		u;
 
-	sessusers_start_iterate(st->users, &it);
-	while ((u = sessusers_iterate(st->users, &it)) != NULL)
+	next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * (st->nusers + 1));
+	for (u = 0; u < st->nusers; u++)
 	{
-		SessEmitUser(st, u);
+		next[u] = pos;
+		pos += st->userv[u].nevents;
+	}
+	grouped = MemoryContextAllocHuge(st->batchcxt,
+									 sizeof(SessSlot) * Max(st->nslots, 1));
+	for (i = 0; i < st->nslots; i++)
+		grouped[next[st->slots[i].ev->user]++] = st->slots[i];
+	st->grouped_end = grouped + st->nslots;
+
+	pos = 0;
+	for (u = 0; u < st->nusers; u++)
+	{
+		int64		n = st->userv[u].nevents;
+
+		SessSortSlots(grouped + pos, n, st);
+		SessEmitUser(st, st->userv[u].user, grouped + pos, n);
+		pos += n;
 		CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(st->batchcxt);
@@ -618,6 +778,12 @@ SessEmitLoose(SessState *st, text *user, bool ts_null, TimestampTz ts, text *eve
 	{
 		values[i] = (Datum) 0;
 		nulls[i] = true;
+	}
+	if (st->per_session)
+	{
+		/* a session of its own is not what it is: counted apart */
+		st->loose++;
+		return;
 	}
 	if (user)
 	{
@@ -761,14 +927,9 @@ SessBindColumns(SessState *st, TupleDesc desc)
 	}
 }
 
-/*
- * clickstream.sessionize(query text, timeout interval, max_duration interval,
- *		split_at_midnight boolean, split_on_campaign boolean)
- * RETURNS TABLE (user_id, event_id, ts, session_id, session_index,
- *		session_start, session_end, event_index, session_events)
- */
-Datum
-clickstream_sessionize(PG_FUNCTION_ARGS)
+/* The body of sessionize() and sessions_of(). */
+static Datum
+SessRun(FunctionCallInfo fcinfo, bool per_session)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext callcxt;
@@ -794,10 +955,13 @@ clickstream_sessionize(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(callcxt);
 
 	st = palloc0(sizeof(SessState));
+	st->per_session = per_session;
 	st->rules.timeout = SessIntervalArg(fcinfo, 1, "timeout");
 	st->rules.max_duration = SessIntervalArg(fcinfo, 2, "max_duration");
 	st->rules.split_at_midnight = SessBoolArg(fcinfo, 3, "split_at_midnight");
 	st->rules.split_on_campaign = SessBoolArg(fcinfo, 4, "split_on_campaign");
+	st->id_offset = MAXALIGN(sizeof(SessEvent)) +
+		(st->rules.split_on_campaign ? MAXALIGN(2 * sizeof(text *)) : 0);
 	if (st->rules.split_at_midnight)
 	{
 		st->rules.tz = pg_tzset(cs_timezone);
@@ -811,8 +975,6 @@ clickstream_sessionize(PG_FUNCTION_ARGS)
 	st->out_desc = rsinfo->setDesc;
 	st->rowcxt = AllocSetContextCreate(callcxt, "sessionize row",
 									   ALLOCSET_SMALL_SIZES);
-	st->usercxt = AllocSetContextCreate(callcxt, "sessionize user",
-										ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&st->idbuf);
 	st->nbatch = 1;
 	st->curbatch = 0;
@@ -886,7 +1048,34 @@ clickstream_sessionize(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	ExecDropSingleTupleTableSlot(st->spillslot);
+	if (st->loose > 0)
+		ereport(NOTICE,
+				(errmsg("%llu rows with a NULL user_id or ts belong to no session",
+						(unsigned long long) st->loose)));
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(callcxt);
 	return (Datum) 0;
+}
+
+/*
+ * clickstream.sessionize(events text, timeout interval, max_duration interval,
+ *		split_at_midnight boolean, split_on_campaign boolean)
+ * RETURNS TABLE (user_id, event_id, ts, session_id, session_index,
+ *		session_start, session_end, event_index, session_events)
+ */
+Datum
+clickstream_sessionize(PG_FUNCTION_ARGS)
+{
+	return SessRun(fcinfo, false);
+}
+
+/*
+ * clickstream.sessions_of(events text, ...same...)
+ * RETURNS TABLE (user_id, session_id, session_index, session_start,
+ *		session_end, events, first_event_id, last_event_id)
+ */
+Datum
+clickstream_sessions_of(PG_FUNCTION_ARGS)
+{
+	return SessRun(fcinfo, true);
 }

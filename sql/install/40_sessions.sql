@@ -30,6 +30,21 @@ LANGUAGE C VOLATILE ROWS 100000;
 COMMENT ON FUNCTION clickstream.sessionize(text, interval, interval, boolean, boolean) IS
 'Assign every row of the events query to a session of its user, without sorting all rows: the query must return columns named user_id and ts (timestamptz); event_id (tie-break and join key), utm_source and utm_campaign are used when present; other columns are ignored. Per user, in (ts, event_id) order, a new session starts after a gap longer than timeout, when an event is more than max_duration after the session''s first event, optionally at midnight in clickstream.timezone and when an event carries another campaign than the session''s first event. Rows with a NULL user_id or ts come back with NULL session columns. Memory follows work_mem (batches spill to temporary files). Defaults come from the clickstream.session_* settings.';
 
+CREATE FUNCTION clickstream.sessions_of(
+	events text,
+	timeout interval DEFAULT current_setting('clickstream.session_timeout')::interval,
+	max_duration interval DEFAULT current_setting('clickstream.session_max_duration')::interval,
+	split_at_midnight boolean DEFAULT current_setting('clickstream.session_split_at_midnight')::boolean,
+	split_on_campaign boolean DEFAULT current_setting('clickstream.session_split_on_campaign')::boolean)
+RETURNS TABLE (user_id text, session_id uuid, session_index integer,
+	session_start timestamptz, session_end timestamptz, events bigint,
+	first_event_id text, last_event_id text)
+AS 'MODULE_PATHNAME', 'clickstream_sessions_of'
+LANGUAGE C VOLATILE ROWS 20000;
+
+COMMENT ON FUNCTION clickstream.sessions_of(text, interval, interval, boolean, boolean) IS
+'The sessions of the events query, one row per session (user, id, number, start, end, events, first and last event_id): the same sessions as clickstream.sessionize() with the same arguments. Rows with a NULL user_id or ts belong to no session and are only counted in a NOTICE.';
+
 -- The sessions table ------------------------------------------------------------
 
 CREATE TABLE clickstream.sessions (
@@ -87,6 +102,7 @@ CREATE TABLE clickstream.gold_state (
 	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
 	touch_id bigint NOT NULL DEFAULT 0,
 	session_rules jsonb,
+	timezone_changed boolean NOT NULL DEFAULT false,
 	updated_at timestamptz
 );
 INSERT INTO clickstream.gold_state DEFAULT VALUES;
@@ -96,6 +112,7 @@ COMMENT ON TABLE clickstream.gold_state IS
 COMMENT ON COLUMN clickstream.gold_state.singleton IS 'Always true: the table has one row.';
 COMMENT ON COLUMN clickstream.gold_state.touch_id IS 'Gold watermark: touched rows up to this touch_id are reflected in gold.';
 COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.session_rules() when sessions was last brought up to date; a change makes the next refresh rebuild sessions.';
+COMMENT ON COLUMN clickstream.gold_state.timezone_changed IS 'clickstream.timezone changed at some point: silver then holds event_date values derived in different zones, and gold looks for a user''s events two days around their times instead of on the exact days.';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 
 CREATE FUNCTION clickstream.session_rules()
@@ -188,8 +205,10 @@ BEGIN
 		utm_campaign, device, country)
 	SELECT * FROM clickstream.session_rows('clickstream.events');
 	GET DIAGNOSTICS written = ROW_COUNT;
-	UPDATE clickstream.gold_state
+	UPDATE clickstream.gold_state g
 	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
+		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
+			<> current_setting('clickstream.timezone'), false),
 		session_rules = clickstream.session_rules(), updated_at = now();
 	RETURN written;
 END
@@ -233,6 +252,7 @@ DECLARE
 	timeout interval := current_setting('clickstream.session_timeout')::interval;
 	midnight boolean := current_setting('clickstream.session_split_at_midnight')::boolean;
 	tz text := current_setting('clickstream.timezone');
+	margin integer;
 	one_day date;
 BEGIN
 	users := 0;
@@ -257,22 +277,24 @@ BEGIN
 		RETURN;
 	END IF;
 
+	-- event_date is the day of ts in the zone of its promotion: exact unless
+	-- the zone ever changed
+	margin := CASE WHEN gold.timezone_changed THEN 2 ELSE 0 END;
 	PERFORM clickstream.gold_scratch();
 	DELETE FROM pg_temp.clickstream_dirty;
 	DELETE FROM pg_temp.clickstream_affected;
 
 	-- Per user: recompute from the latest session that starts before the
-	-- first new event (else from that event), up to the first later session
-	-- that starts after a gap (or a midnight) that the new events cannot
-	-- close (else to the end).
+	-- first new event, unless that one ended long enough before it (a gap
+	-- over the timeout, or a midnight with that option: the new events start
+	-- a session of their own whatever came before), in which case from that
+	-- event; up to the first later session that starts after a gap (or a
+	-- midnight) that the new events cannot close, or to the end.
 	INSERT INTO pg_temp.clickstream_dirty
-	SELECT t.user_id,
-		   coalesce(p.session_start, t.first_ts), coalesce(p.first_event_id, ''),
+	SELECT t.user_id, f.from_ts, f.from_id,
 		   coalesce(n.session_start, 'infinity'), coalesce(n.first_event_id, ''),
-		   -- days of the range, with a margin for events whose event_date
-		   -- was derived in another time zone
-		   (coalesce(p.session_start, t.first_ts) AT TIME ZONE tz)::date - 2,
-		   (greatest(coalesce(n.session_start, l.session_end), t.last_ts) AT TIME ZONE tz)::date + 2
+		   (f.from_ts AT TIME ZONE tz)::date - margin,
+		   (greatest(coalesce(n.session_start, l.session_end), t.last_ts) AT TIME ZONE tz)::date + margin
 	FROM (
 		SELECT x.user_id, min(x.first_ts) AS first_ts, max(x.last_ts) AS last_ts
 		FROM clickstream.touched x
@@ -280,20 +302,31 @@ BEGIN
 		GROUP BY x.user_id
 	) t
 	LEFT JOIN LATERAL (
-		SELECT s.session_start, s.first_event_id
+		SELECT s.session_start, s.session_end, s.first_event_id
 		FROM clickstream.sessions s
 		WHERE s.user_id = t.user_id AND s.session_start < t.first_ts
 		ORDER BY s.session_start DESC, s.first_event_id DESC
 		LIMIT 1
 	) p ON true
+	CROSS JOIN LATERAL (
+		SELECT CASE WHEN p.session_start IS NULL
+					  OR t.first_ts - p.session_end > timeout
+					  OR (midnight AND (p.session_end AT TIME ZONE tz)::date
+									   <> (t.first_ts AT TIME ZONE tz)::date)
+				   THEN t.first_ts ELSE p.session_start END AS from_ts,
+			   CASE WHEN p.session_start IS NULL
+					  OR t.first_ts - p.session_end > timeout
+					  OR (midnight AND (p.session_end AT TIME ZONE tz)::date
+									   <> (t.first_ts AT TIME ZONE tz)::date)
+				   THEN '' ELSE p.first_event_id END AS from_id
+	) f
 	LEFT JOIN LATERAL (
 		SELECT x.session_start, x.first_event_id
 		FROM (
 			SELECT s.session_start, s.first_event_id,
 				   greatest(lag(s.session_end) OVER w, t.last_ts) AS before_start
 			FROM clickstream.sessions s
-			WHERE s.user_id = t.user_id
-				AND s.session_start >= coalesce(p.session_start, t.first_ts)
+			WHERE s.user_id = t.user_id AND s.session_start >= f.from_ts
 			WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
 		) x
 		WHERE x.session_start > t.last_ts
@@ -313,7 +346,8 @@ BEGIN
 	GET DIAGNOSTICS users = ROW_COUNT;
 	ANALYZE pg_temp.clickstream_dirty;
 
-	-- Their events, one daily partition at a time (index probes per user).
+	-- Their events, one daily partition at a time, by index probes per user
+	-- (LATERAL: never a scan of a whole day for a few users).
 	FOR one_day IN
 		SELECT DISTINCT g::date
 		FROM pg_temp.clickstream_dirty d, generate_series(d.lo_date, d.hi_date, '1 day') g
@@ -322,20 +356,32 @@ BEGIN
 		INSERT INTO pg_temp.clickstream_affected
 		SELECT e.*
 		FROM pg_temp.clickstream_dirty d
-		JOIN clickstream.events e
-			ON e.user_id = d.user_id
-			AND e.ts >= d.from_ts AND e.ts <= d.to_ts
-			AND (e.ts, e.event_id) >= (d.from_ts, d.from_id)
-			AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
-		WHERE e.event_date = one_day AND one_day BETWEEN d.lo_date AND d.hi_date;
+		CROSS JOIN LATERAL (
+			SELECT e.*
+			FROM clickstream.events e
+			WHERE e.event_date = one_day
+				AND e.user_id = d.user_id
+				AND e.ts >= d.from_ts AND e.ts <= d.to_ts
+				AND (e.ts, e.event_id) >= (d.from_ts, d.from_id)
+				AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
+		) e
+		WHERE one_day BETWEEN d.lo_date AND d.hi_date;
 	END LOOP;
 	ANALYZE pg_temp.clickstream_affected;
 
+	-- the sessions replaced, found by index probes per user
 	DELETE FROM clickstream.sessions s
-	USING pg_temp.clickstream_dirty d
-	WHERE s.user_id = d.user_id
-		AND (s.session_start, s.first_event_id) >= (d.from_ts, d.from_id)
-		AND (s.session_start, s.first_event_id) < (d.to_ts, d.to_id);
+	WHERE s.ctid = ANY (ARRAY(
+		SELECT x.ctid
+		FROM pg_temp.clickstream_dirty d
+		CROSS JOIN LATERAL (
+			SELECT s2.ctid
+			FROM clickstream.sessions s2
+			WHERE s2.user_id = d.user_id
+				AND s2.session_start >= d.from_ts AND s2.session_start <= d.to_ts
+				AND (s2.session_start, s2.first_event_id) >= (d.from_ts, d.from_id)
+				AND (s2.session_start, s2.first_event_id) < (d.to_ts, d.to_id)
+		) x));
 	GET DIAGNOSTICS sessions_removed = ROW_COUNT;
 
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,

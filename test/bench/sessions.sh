@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Sessions benchmark, on the same server in one run:
+#   1. clickstream.sessionize() over N silver events (default 5M, ~500k users);
+#   2. the standard SQL window-function sessionization (lag + sum over) of
+#      the same events, giving the same session boundaries (checked);
+#   3. DuckDB (@duckdb/node-api) running that window query on the same
+#      events, exported to CSV (load time reported apart);
+# then one incremental refresh bringing 1 minute of new events (1000/s),
+# on a history H (the first tenth of the events) and on 10xH (all of them).
+# Targets: sessionize >= 5x the SQL window version and >= DuckDB; refresh
+# time on 10xH <= 1.2x the time on H.
+# Both shapes are timed: sessionize() (every event with its session) against
+# the window query, and sessions_of() (one row per session) against the
+# window query grouped into sessions.
+# Usage: test/bench/sessions.sh [events]   (default 5000000)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+n=${1:-5000000}
+users=$((n / 10))
+rate=6		# events/s of simulated time: 5M events span ~9.6 days
+
+bash "$root/tools/setup.sh" >/dev/null
+
+source "$root/tools/cluster.sh"
+cs_workdir sessionbench
+port=54351
+q() { cs_psql -q -Atc "$1"; }
+now() { date +%s.%N; }
+secs() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
+trap 'cs_stop; [ -n "${CS_KEEP:-}" ] || rm -rf "$work"' EXIT
+
+duck=${CS_DUCKDB_DIR:-/tmp/clickstream-duckdb}
+if [ ! -d "$duck/node_modules/@duckdb/node-api" ]; then
+	mkdir -p "$duck"
+	(cd "$duck" && npm install --silent --no-audit --no-fund @duckdb/node-api >/dev/null)
+fi
+
+brokers=127.0.0.1:9
+cs_start_cluster "$port" "clickstream.enabled = off
+max_wal_size = '8GB'
+shared_buffers = '2GB'
+maintenance_work_mem = '1GB'"
+q "CREATE EXTENSION clickstream"
+
+echo "generating $n events of $users users ($rate/s of simulated time)"
+start=2026-01-01T00:00:00Z
+"$root/tools/eventgen" --count "$n" --fast --seed 1 --start $start --rate $rate \
+	--users "$users" --output "$work/history.copy" --format copy --partitions 16 2>/dev/null
+chmod 644 "$work/history.copy"
+
+# Silver, loaded directly (this benchmark is about sessions, not refresh).
+q "CREATE UNLOGGED TABLE bench_raw (LIKE clickstream.bronze INCLUDING DEFAULTS)"
+q "COPY bench_raw (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/history.copy'"
+q "CREATE UNLOGGED TABLE bench_silver AS
+   SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id,
+		  e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source,
+		  e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs,
+		  b.kafka_topic, b.kafka_partition, b.kafka_offset, 0::bigint AS run_id
+   FROM bench_raw b, LATERAL clickstream.parse_event(b.payload) e WHERE e.reason IS NULL"
+q "DROP TABLE bench_raw"
+load_silver() {	# load_silver WHERE-clause: silver = those events, sessions rebuilt
+	q "TRUNCATE clickstream.events, clickstream.event_ids, clickstream.sessions, clickstream.touched,
+			  clickstream.bronze, clickstream.ingest_positions, clickstream.watermarks, clickstream.refresh_history"
+	q "SELECT clickstream.create_partitions(ARRAY(SELECT DISTINCT event_date FROM bench_silver WHERE $1))" >/dev/null
+	q "INSERT INTO clickstream.events SELECT * FROM bench_silver WHERE $1 ORDER BY user_id, ts"
+	q "INSERT INTO clickstream.event_ids SELECT event_id, event_date FROM bench_silver WHERE $1"
+	q "VACUUM ANALYZE clickstream.events"
+	q "VACUUM ANALYZE clickstream.event_ids"
+	t0=$(now)
+	q "SELECT clickstream.rebuild_sessions()" >/dev/null
+	t1=$(now)
+	q "VACUUM ANALYZE clickstream.sessions"
+	echo "  silver: $(q "SELECT count(*) || ' events, ' || count(DISTINCT user_id) || ' users, ' || min(ts)::date || ' to ' || max(ts)::date FROM clickstream.events"); sessions: $(q "SELECT count(*) FROM clickstream.sessions") (full rebuild $(secs "$t0" "$t1") s)"
+}
+
+echo "== sessionize vs SQL window vs DuckDB, all $n events"
+load_silver true
+q "CHECKPOINT"
+
+# Same boundaries: the SQL window version knows only the timeout rule, so
+# sessionize runs without a maximum duration here.  Checksums over every
+# event's session number (per event) or every session (per session).
+sessionize_args="'SELECT user_id, ts, event_id FROM clickstream.events', max_duration => '10000 days'"
+window_sql="SELECT user_id, ts, sum(CASE WHEN prev IS NULL OR ts - prev > interval '30 minutes' THEN 1 ELSE 0 END)
+			   OVER (PARTITION BY user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING) AS session_index
+	FROM (SELECT user_id, ts, event_id,
+				 lag(ts) OVER (PARTITION BY user_id ORDER BY ts, event_id) AS prev
+		  FROM clickstream.events) x"
+per_event_check="count(*) || ' ' || sum(session_index) || ' ' || sum(session_index * (floor(extract(epoch FROM ts))::bigint % 997))"
+per_session_check="count(*) || ' ' || sum(session_index) || ' ' || sum(events) || ' ' || sum(floor(extract(epoch FROM session_start))::bigint % 997)"
+pg_event_c="SELECT $per_event_check FROM clickstream.sessionize($sessionize_args)"
+pg_event_w="SELECT $per_event_check FROM ($window_sql) y"
+pg_session_c="SELECT $per_session_check FROM clickstream.sessions_of($sessionize_args)"
+pg_session_w="SELECT $per_session_check FROM (
+	SELECT user_id, session_index, min(ts) AS session_start, count(*) AS events
+	FROM ($window_sql) y GROUP BY user_id, session_index) z"
+
+q "COPY (SELECT user_id, (extract(epoch FROM ts) * 1000000)::bigint AS ts_us, event_id FROM clickstream.events) TO '$work/events.csv' WITH (FORMAT csv, HEADER)"
+chmod 644 "$work/events.csv"
+cat > "$work/duck.mjs" <<'JS'
+import { DuckDBInstance } from '@duckdb/node-api';
+const [file, rounds] = [process.argv[2], Number(process.argv[3])];
+const db = await DuckDBInstance.create(':memory:');
+const con = await db.connect();
+let t = performance.now();
+await con.run(`CREATE TABLE events AS SELECT user_id, make_timestamp(ts_us) AS ts, event_id
+	FROM read_csv('${file}', header = true, columns = {'user_id': 'VARCHAR', 'ts_us': 'BIGINT', 'event_id': 'VARCHAR'})`);
+console.log(`load ${((performance.now() - t) / 1000).toFixed(2)}`);
+const sessionized = `SELECT user_id, ts, sum(CASE WHEN prev IS NULL OR ts - prev > INTERVAL 30 MINUTE THEN 1 ELSE 0 END)
+			   OVER (PARTITION BY user_id ORDER BY ts, event_id ROWS UNBOUNDED PRECEDING) AS session_index
+	FROM (SELECT user_id, ts, event_id, lag(ts) OVER (PARTITION BY user_id ORDER BY ts, event_id) AS prev
+		  FROM events)`;
+const queries = {
+	event: `SELECT count(*) || ' ' || sum(session_index) || ' ' || sum(session_index * ((epoch_ms(ts) // 1000) % 997)) FROM (${sessionized})`,
+	session: `SELECT count(*) || ' ' || sum(session_index) || ' ' || sum(events) || ' ' || sum((epoch_ms(session_start) // 1000) % 997) FROM (
+		SELECT user_id, session_index, min(ts) AS session_start, count(*) AS events FROM (${sessionized}) GROUP BY user_id, session_index)`,
+};
+for (let i = 0; i < rounds; i++)
+	for (const [name, query] of Object.entries(queries)) {
+		t = performance.now();
+		const r = await con.runAndReadAll(query);
+		console.log(`${name} ${((performance.now() - t) / 1000).toFixed(2)} ${r.getRows()[0][0]}`);
+	}
+JS
+cp "$work/duck.mjs" "$duck/duck.mjs"
+
+best() { printf '%s\n' "$@" | sort -g | head -n1; }
+timed() {	# timed QUERY WORK_MEM: seconds; the result goes to $work/result
+	local t0 t1
+	t0=$(now); cs_psql -q -Atc "SET work_mem = '$2'" -c "$1" > "$work/result"; t1=$(now)
+	secs "$t0" "$t1"
+}
+declare -A times
+for round in 1 2 3; do
+	line="  round $round:"
+	for kind in event session; do
+		cq=pg_${kind}_c; wq=pg_${kind}_w
+		t=$(timed "${!cq}" 1GB); times[$kind.c]+="$t "; c_sum=$(cat "$work/result")
+		t=$(timed "${!wq}" 1GB); times[$kind.w]+="$t "; w_sum=$(cat "$work/result")
+		t=$(timed "${!cq}" 4MB); times[$kind.c4]+="$t "; c4_sum=$(cat "$work/result")
+		[ "$c_sum" = "$w_sum" ] && [ "$c_sum" = "$c4_sum" ] || {
+			echo "per $kind: different boundaries: C $c_sum, window $w_sum, C at 4MB $c4_sum" >&2; exit 1; }
+		eval "${kind}_sum=\$c_sum"
+		line+=" per $kind: C $(echo ${times[$kind.c]} | awk '{print $NF}') s, SQL $(echo ${times[$kind.w]} | awk '{print $NF}') s, C at 4MB $(echo ${times[$kind.c4]} | awk '{print $NF}') s;"
+	done
+	echo "$line (checksums equal)"
+done
+duck_out=$(cd "$duck" && node duck.mjs "$work/events.csv" 3)
+for kind in event session; do
+	sums=$(echo "$duck_out" | awk -v k=$kind '$1 == k {$1 = ""; $2 = ""; print substr($0, 3)}' | sort -u)
+	want=${kind}_sum
+	[ "$sums" = "${!want}" ] || { echo "DuckDB per $kind differs: $sums vs ${!want}" >&2; exit 1; }
+	times[$kind.d]=$(echo "$duck_out" | awk -v k=$kind '$1 == k {print $2}' | tr '\n' ' ')
+done
+duck_version=$(cd "$duck" && node -e "import('@duckdb/node-api').then(async d => { const c = await (await d.DuckDBInstance.create()).connect(); console.log((await c.runAndReadAll('select version()')).getRows()[0][0]) })")
+echo "  DuckDB $duck_version (node $(node --version)): load $(echo "$duck_out" | awk '/^load/ {print $2}') s, per event ${times[event.d]}s, per session ${times[session.d]}s (checksums equal)"
+for kind in event session; do
+	c=$(best ${times[$kind.c]}); w=$(best ${times[$kind.w]}); d=$(best ${times[$kind.d]}); c4=$(best ${times[$kind.c4]})
+	name=$([ $kind = event ] && echo "sessionize (per event)" || echo "sessions_of (per session)")
+	echo "  best of 3, $name: C $c s, SQL window $w s ($(printf '%.1f' "$(echo "$w / $c" | bc -l)")x slower), DuckDB $d s ($(printf '%.2f' "$(echo "$d / $c" | bc -l)")x the C time), C at work_mem 4MB $c4 s"
+done
+
+echo "== incremental refresh: 1 minute of new events (1000/s), history H vs 10xH"
+end_all=$(q "SELECT max(ts) FROM bench_silver")
+cut=$(q "SELECT min(ts) + (max(ts) - min(ts)) / 10 FROM bench_silver")
+minutes() {	# minutes START: 3 files of 1 minute of events from START
+	local epoch_ms
+	epoch_ms=$(q "SELECT (extract(epoch FROM '$1'::timestamptz) * 1000)::bigint + 60000")
+	for m in 0 1 2; do
+		"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
+			--start $((epoch_ms + m * 60000)) --users "$users" \
+			--output "$work/minute$m.copy" --format copy --partitions 16 2>/dev/null
+		chmod 644 "$work/minute$m.copy"
+	done
+}
+incremental() {	# incremental LABEL: feed 3 minutes one by one, refresh after each
+	local times=()
+	q "CALL clickstream.refresh()"	# settle (empty)
+	for m in 0 1 2; do
+		q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/minute$m.copy'"
+		q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
+		   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2
+		   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+		q "INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
+		   SELECT kafka_topic, kafka_partition, min(kafka_offset) FROM clickstream.bronze GROUP BY 1, 2
+		   ON CONFLICT (topic, partition) DO NOTHING"
+		q "CALL clickstream.refresh()"
+		r=$(q "SELECT round(extract(epoch FROM duration)::numeric, 3) || ' ' || round(extract(epoch FROM gold_time)::numeric, 3) || ' ' || rows_promoted || ' ' || sessions_written
+			   FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1")
+		set -- $r
+		times+=("$1")
+		echo "  $LABEL minute $m: refresh $1 s (gold $2 s), $3 events promoted, $4 sessions written"
+	done
+	echo "${times[@]}" > "$work/times.$LABEL"
+}
+LABEL=H
+load_silver "ts < '$cut'"
+minutes "$cut"
+incremental
+LABEL=10xH
+load_silver true
+minutes "$end_all"
+incremental
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+h=$(median $(cat "$work/times.H")); h10=$(median $(cat "$work/times.10xH"))
+echo "  median refresh: H $h s, 10xH $h10 s, ratio $(printf '%.2f' "$(echo "$h10 / $h" | bc -l)") (target <= 1.2)"
