@@ -43,7 +43,7 @@ echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed,
 	--manifest "$work/manifest" 2> "$work/eventgen.log" &
 gen_pid=$!
 
-printf '\n%6s %12s %10s %12s %12s %8s %10s\n' "t (s)" "ingested" "rows/s" "in bronze" "silver" "dead" "lag"
+printf '\n%6s %12s %10s %12s %12s %10s %8s %10s\n' "t (s)" "ingested" "rows/s" "in bronze" "silver" "sessions" "dead" "lag"
 start=$(date +%s)
 while kill -0 "$gen_pid" 2>/dev/null; do
 	sleep 4
@@ -52,9 +52,10 @@ while kill -0 "$gen_pid" 2>/dev/null; do
 	       round((SELECT sum(messages_per_sec) FROM clickstream.status)),
 	       (SELECT count(*) FROM clickstream.bronze),
 	       (SELECT count(*) FROM clickstream.events),
+	       (SELECT count(*) FROM clickstream.sessions),
 	       (SELECT count(*) FROM clickstream.dead_letters),
 	       (SELECT coalesce(sum(lag), 0) FROM clickstream.status)" |
-		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%6d %12d %10d %12d %12d %8d %10d\n", t, $1, $2, $3, $4, $5, $6}'
+		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%6d %12d %10d %12d %12d %10d %8d %10d\n", t, $1, $2, $3, $4, $5, $6, $7}'
 done
 gen_pid=""
 produced=$(grep '^messages=' "$work/manifest" | cut -d= -f2)
@@ -87,8 +88,28 @@ SELECT stage, reason, count(*), max(detail) AS example FROM clickstream.dead_let
 
 \echo '-- refresh runs (pg_cron and the demo)'
 SELECT run_id, status, steps, rows_read, rows_promoted, rows_duplicate, rows_rejected,
-       partitions_created, round(extract(epoch FROM duration)::numeric, 2) AS seconds
+       partitions_created, sessions_written, round(extract(epoch FROM duration)::numeric, 2) AS seconds,
+       round(extract(epoch FROM gold_time)::numeric, 2) AS gold_seconds
 FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 5;
+
+\echo '-- gold: sessions per day (kept by every refresh), and the same from a full recomputation'
+SELECT session_date, count(*) AS sessions, count(DISTINCT user_id) AS users,
+       round(avg(events), 1) AS events_per_session,
+       to_char(avg(duration), 'MI:SS') AS avg_duration,
+       round(100.0 * avg(converted::int), 2) AS conversion_pct, sum(revenue) AS revenue,
+       count(*) FILTER (WHERE utm_source IS NOT NULL) AS from_campaigns
+FROM clickstream.sessions GROUP BY 1 ORDER BY 1;
+SELECT (SELECT count(*) FROM clickstream.sessions) AS sessions_kept,
+       (SELECT count(*) FROM clickstream.session_rows('clickstream.events')) AS sessions_recomputed,
+       (SELECT count(*) FROM (
+            SELECT session_id, events, revenue, session_end FROM clickstream.sessions
+            EXCEPT SELECT session_id, events, revenue, session_end
+                   FROM clickstream.session_rows('clickstream.events')) d) AS differing;
+
+\echo '-- gold: top landing pages and sources'
+SELECT landing_page, coalesce(utm_source, '(direct)') AS source, count(*) AS sessions,
+       round(100.0 * avg(converted::int), 1) AS conversion_pct
+FROM clickstream.sessions GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5;
 
 \echo '-- silver by day (late events land in their own day) and what the last runs touched'
 SELECT event_date, count(*) AS events, count(DISTINCT user_id) AS users,

@@ -401,3 +401,35 @@ COMMENT ON FUNCTION clickstream.refresh_sessions() IS
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_sessions() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_sessions() FROM PUBLIC;
+
+-- Quality checks of gold ----------------------------------------------------------
+
+INSERT INTO clickstream.quality_checks (name, layer, severity, description, query, builtin) VALUES
+('sessions_cover_events', 'gold', 'error',
+ 'Every silver event is counted in exactly one session of its user: per user, the number of events in silver and the sum of sessions.events agree.',
+ $q$SELECT count(*) FROM (
+        SELECT user_id, count(*) AS n FROM clickstream.events GROUP BY user_id) e
+    FULL JOIN (
+        SELECT user_id, sum(events) AS n FROM clickstream.sessions GROUP BY user_id) s
+    USING (user_id)
+    WHERE e.n IS DISTINCT FROM s.n$q$, true),
+('sessions_do_not_overlap', 'gold', 'error',
+ 'The sessions of a user do not overlap: each starts after the previous one ends, in (ts, event_id) order.',
+ $q$SELECT count(*) FROM (
+        SELECT session_start, first_event_id,
+               lag(session_end) OVER w AS prev_end, lag(last_event_id) OVER w AS prev_last
+        FROM clickstream.sessions
+        WHERE ($1::date IS NULL OR session_date >= $1::date - 1)
+        WINDOW w AS (PARTITION BY user_id ORDER BY session_start, first_event_id)) x
+    WHERE (prev_end, prev_last) >= (session_start, first_event_id)$q$, true),
+('sessions_consistent', 'gold', 'error',
+ 'Session rows are consistent: at least one event, counts by type within the total, converted exactly when there is a purchase, start not after end.',
+ $q$SELECT count(*) FROM clickstream.sessions
+    WHERE ($1::date IS NULL OR session_date >= $1::date)
+      AND (events < 1 OR page_views + add_to_carts + checkouts + purchases > events
+           OR converted <> (purchases > 0) OR session_start > session_end
+           OR (events = 1 AND first_event_id <> last_event_id))$q$, true),
+('gold_up_to_date', 'pipeline', 'warning',
+ 'Gold has applied every touched row (a refresh that failed in its gold step leaves some behind until the next run).',
+ $q$SELECT count(*) FROM clickstream.touched
+    WHERE touch_id > (SELECT touch_id FROM clickstream.gold_state)$q$, true);

@@ -143,6 +143,24 @@ is($node->safe_psql('postgres',
 		"SELECT sum(events) FROM clickstream.touched"),
 	$m->{valid}, 'touched accounts for every promoted event');
 
+# gold came through the crashes too: sessions equal a full recomputation
+is($node->safe_psql('postgres', q{
+		SELECT count(*) FROM (
+			(SELECT session_id, user_id, session_start, session_end, events, revenue,
+					landing_page, exit_page FROM clickstream.sessions
+			 EXCEPT ALL
+			 SELECT session_id, user_id, session_start, session_end, events, revenue,
+					landing_page, exit_page FROM clickstream.session_rows('clickstream.events'))
+			UNION ALL
+			(SELECT session_id, user_id, session_start, session_end, events, revenue,
+					landing_page, exit_page FROM clickstream.session_rows('clickstream.events')
+			 EXCEPT ALL
+			 SELECT session_id, user_id, session_start, session_end, events, revenue,
+					landing_page, exit_page FROM clickstream.sessions)) d}),
+	'0', 'sessions equal a full recomputation from silver after the crashes');
+is($node->safe_psql('postgres', 'SELECT sum(events) FROM clickstream.sessions'),
+	$m->{valid}, 'every promoted event is in exactly one session');
+
 $node->stop;
 stop_broker($addr);
 done_testing();
