@@ -12,13 +12,14 @@ OBJS = \
 	src/worker.o \
 	src/kafka.o \
 	src/bronze.o \
-	src/silver.o
+	src/silver.o \
+	src/funnel.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze silver
+REGRESS = bronze silver funnel
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --encoding=UTF8 --no-locale
 
 TAP_TESTS = 1
@@ -50,12 +51,15 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver
+.PHONY: bench bench-silver bench-funnel
 bench: all
 	bash test/bench/ingest.sh
 
 bench-silver: all
 	bash test/bench/silver.sh
+
+bench-funnel: all
+	bash test/bench/funnel.sh
 
 # The TAP tests alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck

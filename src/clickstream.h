@@ -11,6 +11,7 @@
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  silver.c       the event parser and validator behind clickstream.refresh()
+ *	  funnel.c       funnel_agg, funnel_steps and retention aggregates
  *
  *-------------------------------------------------------------------------
  */
