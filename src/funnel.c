@@ -44,6 +44,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/primnodes.h"
 #include "port/pg_bitutils.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -72,9 +73,6 @@ PG_FUNCTION_INFO_V1(clickstream_retention_final);
 
 /* First word of a serialized state, and the version of its layout. */
 #define FUNNEL_SERIAL_MAGIC		0x314C4E46	/* "FNL1" */
-
-/* Rows a new state has room for before it first grows. */
-#define FUNNEL_INITIAL_ROWS		8
 
 /* Witness arena size below which it is never compacted. */
 #define FUNNEL_MIN_COMPACT_NODES 65536
@@ -106,8 +104,16 @@ typedef struct FunnelState
 	int64		nrows;
 	int64		maxrows;
 	bool		sorted;			/* rows are in FunnelRowCompare order */
-	uint64	   *rows;
+	uint64	   *rows;			/* inline_rows until they outgrow it */
+	uint64		inline_rows[FLEXIBLE_ARRAY_MEMBER];
 } FunnelState;
+
+/*
+ * A new state and its first rows are one allocation of this size (a power
+ * of two, as the allocator rounds up anyway): one cache miss less per row
+ * than a separate array, and one allocation per group.
+ */
+#define FUNNEL_STATE_BYTES		128
 
 /* The arguments the cached spec was built from (fn_extra of a transfn). */
 typedef struct FunnelArgCache
@@ -115,6 +121,7 @@ typedef struct FunnelArgCache
 	Interval	window;
 	int32		nconds;
 	bool		has_options;
+	bool		constant;		/* window and options are constants */
 	text	   *options;		/* a copy, or NULL */
 	const FunnelSpec *spec;
 } FunnelArgCache;
@@ -142,6 +149,9 @@ typedef struct FunnelNode
 	int32		parent;
 } FunnelNode;
 
+/* Funnels up to this many steps run their final pass without palloc. */
+#define FUNNEL_PASS_INLINE_STEPS 63
+
 /* The final pass over the sorted rows. */
 typedef struct FunnelPass
 {
@@ -165,6 +175,11 @@ typedef struct FunnelPass
 	int32		nnodes;
 	int32		maxnodes;
 	int64	   *best_ts;		/* its step timestamps, [nsteps] */
+	/* the arrays above for small funnels (not initialized) */
+	FunnelAttempt old_buf[FUNNEL_PASS_INLINE_STEPS + 1];
+	FunnelAttempt fresh_buf[FUNNEL_PASS_INLINE_STEPS + 1];
+	uint64		active_buf[2];
+	FunnelMove	moves_buf[2 * FUNNEL_PASS_INLINE_STEPS + 2];
 } FunnelPass;
 
 /* Serialized state header; the exclusions and the rows follow it. */
@@ -462,38 +477,61 @@ FunnelSpecBuild(MemoryContext cxt, const Interval *window, const char *options,
 	return spec;
 }
 
-/* Create an empty state in the aggregate's context. */
+/* Create an empty state with room for capacity rows, in cxt. */
 static FunnelState *
-FunnelStateCreate(MemoryContext aggcxt, const FunnelSpec *spec, int64 capacity)
+FunnelStateCreate(MemoryContext cxt, const FunnelSpec *spec, int64 capacity)
 {
-	FunnelState *state = MemoryContextAlloc(aggcxt, sizeof(FunnelState));
-	Size		bytes;
+	Size		rowbytes = sizeof(uint64) * (1 + spec->nwords);
+	Size		inline_rows = (FUNNEL_STATE_BYTES - offsetof(FunnelState, inline_rows)) / rowbytes;
+	FunnelState *state;
 
+	if ((Size) capacity <= inline_rows)
+		capacity = inline_rows;
+	if (capacity > 0 && (Size) capacity <= (MaxAllocSize / 2) / rowbytes)
+	{
+		state = MemoryContextAlloc(cxt, offsetof(FunnelState, inline_rows) +
+								   (Size) capacity * rowbytes);
+		state->rows = state->inline_rows;
+	}
+	else
+	{
+		capacity = Max(capacity, 1);
+		state = MemoryContextAlloc(cxt, offsetof(FunnelState, inline_rows));
+		state->rows = MemoryContextAllocHuge(cxt, (Size) capacity * rowbytes);
+	}
 	state->spec = spec;
 	state->nrows = 0;
-	state->maxrows = Max(capacity, 1);
+	state->maxrows = capacity;
 	state->sorted = true;
-	bytes = (Size) state->maxrows * (1 + spec->nwords) * sizeof(uint64);
-	state->rows = MemoryContextAllocHuge(aggcxt, bytes);
 	return state;
 }
 
-/* Make room for n more rows (the rows keep their memory context). */
+/* Make room for n more rows (in the state's own memory context). */
 static void
 FunnelStateReserve(FunnelState *state, int64 n)
 {
 	int64		need = state->nrows + n;
-	int64		stride = 1 + state->spec->nwords;
+	Size		rowbytes = sizeof(uint64) * (1 + state->spec->nwords);
+	int64		newmax;
 
 	if (need <= state->maxrows)
 		return;
-	if (need > (int64) (MaxAllocHugeSize / (stride * sizeof(uint64))) / 2)
+	if (need > (int64) (MaxAllocHugeSize / rowbytes) / 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("funnel group too large: %lld matching rows", (long long) need)));
-	state->maxrows = Max(state->maxrows * 2, need);
-	state->rows = repalloc_huge(state->rows,
-								(Size) state->maxrows * stride * sizeof(uint64));
+	newmax = Max(Max(state->maxrows * 2, need), 16);
+	if (state->rows == state->inline_rows)
+	{
+		uint64	   *rows = MemoryContextAllocHuge(GetMemoryChunkContext(state),
+												  (Size) newmax * rowbytes);
+
+		memcpy(rows, state->rows, (Size) state->nrows * rowbytes);
+		state->rows = rows;
+	}
+	else
+		state->rows = repalloc_huge(state->rows, (Size) newmax * rowbytes);
+	state->maxrows = newmax;
 }
 
 /* Append one row; keeps track of whether the rows are still in order. */
@@ -529,6 +567,28 @@ FunnelStateSort(FunnelState *state)
 		qsort_arg(state->rows, state->nrows, sizeof(uint64) * (1 + nwords),
 				  FunnelRowCompareArg, &nwords);
 	state->sorted = true;
+}
+
+/* Are the window and the options of this aggregate call constants? */
+static bool
+FunnelArgsConstant(FunctionCallInfo fcinfo, bool has_options)
+{
+	Aggref	   *aggref = AggGetAggref(fcinfo);
+	TargetEntry *tle;
+
+	/* args: ts, window, [options,] conditions (then any ORDER BY columns) */
+	if (aggref == NULL || list_length(aggref->args) < (has_options ? 4 : 3))
+		return false;
+	tle = list_nth_node(TargetEntry, aggref->args, 1);
+	if (!IsA(tle->expr, Const))
+		return false;
+	if (has_options)
+	{
+		tle = list_nth_node(TargetEntry, aggref->args, 2);
+		if (!IsA(tle->expr, Const))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -584,7 +644,9 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 
 	/* the spec of these arguments: the cached one unless they changed */
 	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
-	if (cache == NULL ||
+	if (cache != NULL && cache->constant && cache->nconds == nconds)
+		;						/* constants: nothing can have changed */
+	else if (cache == NULL ||
 		cache->nconds != nconds ||
 		memcmp(&cache->window, window, sizeof(Interval)) != 0 ||
 		cache->has_options != has_options ||
@@ -613,12 +675,13 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 			memcpy(cache->options, options, len);
 		}
 		cache->spec = newspec;
+		cache->constant = FunnelArgsConstant(fcinfo, has_options);
 		fcinfo->flinfo->fn_extra = cache;
 	}
 	spec = cache->spec;
 
 	if (state == NULL)
-		state = FunnelStateCreate(aggcxt, spec, FUNNEL_INITIAL_ROWS);
+		state = FunnelStateCreate(aggcxt, spec, 0);
 	else if (state->spec != spec)
 	{
 		if (!FunnelSpecEqual(state->spec, spec))
@@ -669,6 +732,7 @@ clickstream_funnel_combine(PG_FUNCTION_ARGS)
 	FunnelState *b = PG_ARGISNULL(1) ? NULL : (FunnelState *) PG_GETARG_POINTER(1);
 	int64		stride;
 	bool		b_sorted;
+	bool		b_ours;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "clickstream_funnel_combine called in non-aggregate context");
@@ -680,9 +744,12 @@ clickstream_funnel_combine(PG_FUNCTION_ARGS)
 		PG_RETURN_POINTER(a);
 	}
 	stride = 1 + b->spec->nwords;
+	b_ours = GetMemoryChunkContext(b) == aggcxt;
 	if (a == NULL)
 	{
-		/* b may live in a short-lived context: copy it */
+		/* adopt b if our deserialize made it here, else copy it */
+		if (b_ours)
+			PG_RETURN_POINTER(b);
 		a = FunnelStateCreate(aggcxt, b->spec, b->nrows);
 		memcpy(a->rows, b->rows, (Size) b->nrows * stride * sizeof(uint64));
 		a->nrows = b->nrows;
@@ -704,6 +771,13 @@ clickstream_funnel_combine(PG_FUNCTION_ARGS)
 		   (Size) b->nrows * stride * sizeof(uint64));
 	a->nrows += b->nrows;
 	a->sorted = a->sorted && b_sorted;
+	if (b_ours)
+	{
+		/* a deserialized state, used by nothing else */
+		if (b->rows != b->inline_rows)
+			pfree(b->rows);
+		pfree(b);
+	}
 	PG_RETURN_POINTER(a);
 }
 
@@ -774,6 +848,7 @@ clickstream_funnel_deserialize(PG_FUNCTION_ARGS)
 	int			nwords;
 	int			nconds;
 	uint64		lastmask;
+	MemoryContext aggcxt;
 
 	if (len < sizeof(hdr))
 		FunnelBadSerial("too short");
@@ -825,11 +900,14 @@ clickstream_funnel_deserialize(PG_FUNCTION_ARGS)
 	}
 	pfree(spec);
 
-	state = palloc(sizeof(FunnelState));
-	state->spec = cached;
+	/*
+	 * Build it in the aggregate's memory, so that the combine function can
+	 * adopt it instead of copying (and free it once absorbed).
+	 */
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		aggcxt = CurrentMemoryContext;
+	state = FunnelStateCreate(aggcxt, cached, hdr.nrows);
 	state->nrows = hdr.nrows;
-	state->maxrows = Max(hdr.nrows, 1);
-	state->rows = palloc(Max(len, rowbytes));
 	memcpy(state->rows, p, len);
 
 	/* no condition bit beyond the last one; recheck the order ourselves */
@@ -926,22 +1004,46 @@ static void
 FunnelPassInit(FunnelPass *pass, const FunnelSpec *spec, bool witness)
 {
 	int			nsteps = spec->nsteps;
+	bool		small = nsteps <= FUNNEL_PASS_INLINE_STEPS;
+	bool		increase = (spec->modes & FUNNEL_STRICT_INCREASE) != 0;
 
-	memset(pass, 0, sizeof(FunnelPass));
+	/* not a memset of the whole struct: the buffers are large */
 	pass->spec = spec;
 	pass->nsteps = nsteps;
 	pass->cascade = (spec->modes & (FUNNEL_STRICT_ONCE | FUNNEL_STRICT_INCREASE)) == 0;
 	pass->lwords = (nsteps + 1 + 63) / 64;
-	pass->old = palloc(sizeof(FunnelAttempt) * (nsteps + 1));
-	pass->old_active = palloc0(sizeof(uint64) * pass->lwords);
-	if (spec->modes & FUNNEL_STRICT_INCREASE)
+	pass->nmoves = 0;
+	pass->cur_ts = 0;
+	pass->have_ts = false;
+	pass->best = 0;
+	if (small)
 	{
-		pass->fresh = palloc(sizeof(FunnelAttempt) * (nsteps + 1));
-		pass->fresh_active = palloc0(sizeof(uint64) * pass->lwords);
+		pass->old = pass->old_buf;
+		pass->fresh = increase ? pass->fresh_buf : NULL;
+		pass->old_active = &pass->active_buf[0];
+		pass->fresh_active = increase ? &pass->active_buf[1] : NULL;
+		pass->active_buf[0] = pass->active_buf[1] = 0;
+		pass->moves = pass->moves_buf;
 	}
-	/* at most every kept attempt moves, plus a new one */
-	pass->moves = palloc(sizeof(FunnelMove) * (2 * nsteps + 2));
+	else
+	{
+		pass->old = palloc(sizeof(FunnelAttempt) * (nsteps + 1));
+		pass->old_active = palloc0(sizeof(uint64) * pass->lwords);
+		pass->fresh = NULL;
+		pass->fresh_active = NULL;
+		if (increase)
+		{
+			pass->fresh = palloc(sizeof(FunnelAttempt) * (nsteps + 1));
+			pass->fresh_active = palloc0(sizeof(uint64) * pass->lwords);
+		}
+		/* at most every kept attempt moves, plus a new one */
+		pass->moves = palloc(sizeof(FunnelMove) * (2 * nsteps + 2));
+	}
 	pass->witness = witness;
+	pass->nodes = NULL;
+	pass->nnodes = 0;
+	pass->maxnodes = 0;
+	pass->best_ts = NULL;
 	if (witness)
 	{
 		pass->maxnodes = 1024;
