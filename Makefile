@@ -13,13 +13,14 @@ OBJS = \
 	src/kafka.o \
 	src/bronze.o \
 	src/silver.o \
-	src/sessionize.o
+	src/sessionize.o \
+	src/funnel.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze silver sessions
+REGRESS = bronze silver sessions funnel
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --encoding=UTF8 --no-locale
 
 TAP_TESTS = 1
@@ -51,7 +52,7 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver bench-sessions
+.PHONY: bench bench-silver bench-sessions bench-funnel
 bench: all
 	bash test/bench/ingest.sh
 
@@ -60,6 +61,9 @@ bench-silver: all
 
 bench-sessions: all
 	bash test/bench/sessions.sh
+
+bench-funnel: all
+	bash test/bench/funnel.sh
 
 # The TAP tests alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck

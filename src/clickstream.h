@@ -12,6 +12,7 @@
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  silver.c       the event parser and validator behind clickstream.refresh()
  *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
+ *	  funnel.c       funnel_agg, funnel_steps and retention aggregates
  *
  *-------------------------------------------------------------------------
  */

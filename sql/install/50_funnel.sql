@@ -1,0 +1,186 @@
+-- Funnels: clickstream.funnel_agg, its companion clickstream.funnel_steps
+-- (with the timestamps of the steps), and clickstream.retention.
+--
+-- Semantics (the README's "Funnels" section says the same at length):
+--
+--   funnel_agg(ts, window, [options,] VARIADIC conditions) returns how many
+--   consecutive steps of the chain some attempt completed.  The first
+--   conditions are the steps; the last ones, one per exclude(...) option,
+--   are exclusions.
+--   * Rows are taken in ts order.  Rows with equal ts: a row matching
+--     condition 1 comes first; if both or neither do, the one matching
+--     condition 2, and so on (steps, then exclusions); rows matching
+--     nothing come last.  So the input order never changes the result.
+--   * Every row matching step 1 starts an attempt.  An attempt advances at
+--     the first later row that matches its next step, if that row is at
+--     most `window` after the attempt's step-1 row (inclusive).  A row that
+--     also matches the steps after that one advances the attempt through
+--     them too (not under strict_once or strict_increase).
+--   * strict_order: the attempt ends at the first row that does not advance
+--     it (any row counts, also one matching no condition).
+--   * strict_deduplication: the attempt ends at a row that matches a step it
+--     already reached (2 .. its current step) without advancing it.
+--   * strict_increase: a row advances the attempt only if its ts is strictly
+--     greater than that of the row that last moved the attempt.
+--   * strict_once: a row advances an attempt by one step at most.
+--   * exclude(a, b): a row matching the exclusion, while the attempt has
+--     reached step a but not step b, sends the attempt back to step a - 1
+--     (it must reach step a again after the exclusion; back to step 0 ends
+--     it).  A row that advances the attempt is not an exclusion for it.
+--     `exclude` alone is exclude(1, number of steps).
+--   * The result is the furthest step any attempt reached (0 when no row
+--     matches step 1).  NULL ts: the row is ignored.  NULL condition: false.
+--     No input rows at all: NULL.
+--   * funnel_steps reports the attempt that reached that step first (at the
+--     earliest row); if several reached it at the same row, the one that
+--     started last.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- Support functions -------------------------------------------------------
+
+CREATE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, text, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_combine'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_serialize(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'clickstream_funnel_serialize'
+LANGUAGE C STRICT PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_deserialize(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_deserialize'
+LANGUAGE C STRICT PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_final(internal)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'clickstream_funnel_final'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE TYPE clickstream.funnel_result AS (
+	level integer,
+	step_ts timestamptz[],
+	time_to_convert interval[]
+);
+
+CREATE FUNCTION clickstream.funnel_steps_final(internal)
+RETURNS clickstream.funnel_result
+AS 'MODULE_PATHNAME', 'clickstream_funnel_steps_final'
+LANGUAGE C PARALLEL SAFE;
+
+COMMENT ON FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, boolean[]) IS
+'Transition function of funnel_agg and funnel_steps: keeps the rows that match a condition (every row under strict_order) as a timestamp and a bitmask.';
+COMMENT ON FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, text, boolean[]) IS
+'Transition function of funnel_agg and funnel_steps with options: keeps the rows that match a condition (every row under strict_order) as a timestamp and a bitmask.';
+COMMENT ON FUNCTION clickstream.funnel_combine(internal, internal) IS
+'Combine function of funnel_agg and funnel_steps (parallel aggregation): concatenates the kept rows.';
+COMMENT ON FUNCTION clickstream.funnel_serialize(internal) IS
+'Serialize function of funnel_agg and funnel_steps: the state as a compact bytea (16 bytes per kept row for up to 64 conditions).';
+COMMENT ON FUNCTION clickstream.funnel_deserialize(bytea, internal) IS
+'Deserialize function of funnel_agg and funnel_steps; checks every field of the bytea.';
+COMMENT ON FUNCTION clickstream.funnel_final(internal) IS
+'Final function of funnel_agg: sorts the kept rows and returns the furthest step reached.';
+COMMENT ON TYPE clickstream.funnel_result IS
+'Result of funnel_steps: the furthest step reached, and for the reported attempt the timestamp of each step reached and the time since the previous step.';
+COMMENT ON COLUMN clickstream.funnel_result.level IS
+'The furthest step reached, as funnel_agg returns it (0: no row matched step 1).';
+COMMENT ON COLUMN clickstream.funnel_result.step_ts IS
+'step_ts[k]: timestamp of step k of the reported attempt, for k = 1 .. level.';
+COMMENT ON COLUMN clickstream.funnel_result.time_to_convert IS
+'time_to_convert[k] = step_ts[k] - step_ts[k - 1], for k = 2 .. level; time_to_convert[1] is NULL.';
+COMMENT ON FUNCTION clickstream.funnel_steps_final(internal) IS
+'Final function of funnel_steps: the furthest step reached, with the step timestamps of the attempt that reached it first.';
+
+-- The aggregates ------------------------------------------------------------
+
+CREATE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_transfn,
+	STYPE = internal,
+	SSPACE = 256,
+	FINALFUNC = clickstream.funnel_final,
+	COMBINEFUNC = clickstream.funnel_combine,
+	SERIALFUNC = clickstream.funnel_serialize,
+	DESERIALFUNC = clickstream.funnel_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, options text, VARIADIC conditions boolean[]) (
+	SFUNC = clickstream.funnel_transfn,
+	STYPE = internal,
+	SSPACE = 256,
+	FINALFUNC = clickstream.funnel_final,
+	COMBINEFUNC = clickstream.funnel_combine,
+	SERIALFUNC = clickstream.funnel_serialize,
+	DESERIALFUNC = clickstream.funnel_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE clickstream.funnel_steps(ts timestamptz, "window" interval, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_transfn,
+	STYPE = internal,
+	SSPACE = 256,
+	FINALFUNC = clickstream.funnel_steps_final,
+	COMBINEFUNC = clickstream.funnel_combine,
+	SERIALFUNC = clickstream.funnel_serialize,
+	DESERIALFUNC = clickstream.funnel_deserialize,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE clickstream.funnel_steps(ts timestamptz, "window" interval, options text, VARIADIC conditions boolean[]) (
+	SFUNC = clickstream.funnel_transfn,
+	STYPE = internal,
+	SSPACE = 256,
+	FINALFUNC = clickstream.funnel_steps_final,
+	COMBINEFUNC = clickstream.funnel_combine,
+	SERIALFUNC = clickstream.funnel_serialize,
+	DESERIALFUNC = clickstream.funnel_deserialize,
+	PARALLEL = SAFE
+);
+
+COMMENT ON AGGREGATE clickstream.funnel_agg(timestamptz, interval, boolean[]) IS
+'How many consecutive steps of the chain some attempt completed: rows in ts order (equal ts: rows matching earlier steps first), an attempt starts at each step-1 row and advances at the first row matching its next step at most window after its step-1 row. 0 when no row matches step 1; NULL ts rows are ignored, NULL conditions are false. See the README, "Funnels".';
+COMMENT ON AGGREGATE clickstream.funnel_agg(timestamptz, interval, text, boolean[]) IS
+'funnel_agg with options, comma-separated: strict_order (an attempt ends at the first row that does not advance it), strict_deduplication (it ends at a row repeating a step it reached), strict_increase (a row advances it only with a ts greater than its last move), strict_once (a row advances it one step at most), exclude(a, b) (the next condition after the steps is an exclusion: such a row between step a and step b sends the attempt back to step a - 1). See the README, "Funnels".';
+COMMENT ON AGGREGATE clickstream.funnel_steps(timestamptz, interval, boolean[]) IS
+'funnel_agg with the timestamps of the steps of the attempt that reached the furthest step first (if several at the same row, the one that started last), and the time between consecutive steps.';
+COMMENT ON AGGREGATE clickstream.funnel_steps(timestamptz, interval, text, boolean[]) IS
+'funnel_steps with the options of funnel_agg (strict_order, strict_deduplication, strict_increase, strict_once, exclude(a, b)).';
+
+-- Retention ---------------------------------------------------------------
+
+CREATE FUNCTION clickstream.retention_transfn(bit, boolean[])
+RETURNS bit
+AS 'MODULE_PATHNAME', 'clickstream_retention_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.retention_final(bit)
+RETURNS boolean[]
+AS 'MODULE_PATHNAME', 'clickstream_retention_final'
+LANGUAGE C STRICT PARALLEL SAFE;
+
+CREATE AGGREGATE clickstream.retention(VARIADIC conditions boolean[]) (
+	SFUNC = clickstream.retention_transfn,
+	STYPE = bit,
+	FINALFUNC = clickstream.retention_final,
+	COMBINEFUNC = pg_catalog.bitor,
+	PARALLEL = SAFE
+);
+
+COMMENT ON FUNCTION clickstream.retention_transfn(bit, boolean[]) IS
+'Transition function of retention: ORs the row''s conditions into a bit string.';
+COMMENT ON FUNCTION clickstream.retention_final(bit) IS
+'Final function of retention: r[1] = condition 1 held on some row, r[k] = condition 1 and condition k each held on some row.';
+COMMENT ON AGGREGATE clickstream.retention(boolean[]) IS
+'ClickHouse-style retention: r[1] is true when condition 1 held on some row of the group; r[k] when condition 1 and condition k each held on some row (not necessarily the same one). NULL conditions are false.';
