@@ -181,7 +181,7 @@ COMMENT ON COLUMN clickstream.refresh_history.rows_duplicate IS 'Valid events wh
 COMMENT ON COLUMN clickstream.refresh_history.rows_rejected IS 'Rows sent to clickstream.dead_letters by validation.';
 COMMENT ON COLUMN clickstream.refresh_history.partitions_created IS 'Daily partitions of clickstream.events created by the run.';
 COMMENT ON COLUMN clickstream.refresh_history.sessions_written IS 'Sessions written to clickstream.sessions (recomputed or new).';
-COMMENT ON COLUMN clickstream.refresh_history.gold_time IS 'Part of the duration spent bringing gold (clickstream.sessions) up to date.';
+COMMENT ON COLUMN clickstream.refresh_history.gold_time IS 'Part of the duration spent bringing gold (clickstream.sessions) up to date, in the same transactions as the silver steps.';
 COMMENT ON COLUMN clickstream.refresh_history.error IS 'Error of a failed run (message, detail and context).';
 COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
 
@@ -526,21 +526,6 @@ $$;
 COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint) IS
 'Internal: one refresh step (run inside clickstream.refresh): move at most max_rows bronze rows below the stored positions to silver or dead_letters and advance the watermarks to match, in the caller''s transaction.';
 
--- Record the failure of a run (its failed step was rolled back).
-CREATE FUNCTION clickstream.record_failure(run bigint, msg text, det text, ctx text)
-RETURNS void
-LANGUAGE sql
-AS $$
-	UPDATE clickstream.refresh_history
-	SET status = 'failed', finished_at = clock_timestamp(),
-		error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
-			coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
-	WHERE run_id = run
-$$;
-
-COMMENT ON FUNCTION clickstream.record_failure(bigint, text, text, text) IS
-'Internal: mark a refresh run failed, with its error message, detail and context.';
-
 CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -603,9 +588,11 @@ BEGIN
 	COMMIT;
 
 	WHILE more AND NOT failed LOOP
-		-- a silver step, then gold brought up to date: two transactions
+		-- a silver step and gold brought up to date with it: one transaction
 		BEGIN
 			step := clickstream.refresh_step(run, batch);
+			gold_started := clock_timestamp();
+			gold := clickstream.refresh_sessions();
 			steps := steps + 1;
 			more := step.more AND steps < coalesce(max_steps, steps + 1);
 			UPDATE clickstream.refresh_history h
@@ -614,7 +601,9 @@ BEGIN
 				rows_promoted = h.rows_promoted + step.rows_promoted,
 				rows_duplicate = h.rows_duplicate + step.rows_duplicate,
 				rows_rejected = h.rows_rejected + step.rows_rejected,
-				partitions_created = h.partitions_created + step.partitions_created
+				partitions_created = h.partitions_created + step.partitions_created,
+				sessions_written = h.sessions_written + gold.sessions_written,
+				gold_time = h.gold_time + (clock_timestamp() - gold_started)
 			WHERE h.run_id = run;
 		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			-- a cancel or statement_timeout too: record it and let go of the
@@ -622,22 +611,11 @@ BEGIN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
 				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
 			failed := true;
-			PERFORM clickstream.record_failure(run, msg, det, ctx);
-		END;
-		COMMIT;
-		CONTINUE WHEN failed;
-		BEGIN
-			gold_started := clock_timestamp();
-			gold := clickstream.refresh_sessions();
-			UPDATE clickstream.refresh_history h
-			SET sessions_written = h.sessions_written + gold.sessions_written,
-				gold_time = h.gold_time + (clock_timestamp() - gold_started)
-			WHERE h.run_id = run;
-		EXCEPTION WHEN OTHERS OR query_canceled THEN
-			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
-			failed := true;
-			PERFORM clickstream.record_failure(run, msg, det, ctx);
+			UPDATE clickstream.refresh_history
+			SET status = 'failed', finished_at = clock_timestamp(),
+				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+			WHERE run_id = run;
 		END;
 		COMMIT;
 	END LOOP;
@@ -659,7 +637,7 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows (one transaction each), each followed by bringing clickstream.sessions up to date (one more transaction), until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows, each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
 
 CREATE FUNCTION clickstream.prune_history()
 RETURNS void
@@ -734,7 +712,6 @@ REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) FROM PU
 REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.record_failure(bigint, text, text, text) FROM PUBLIC;
 
 -- Scheduling with pg_cron -----------------------------------------------------
 

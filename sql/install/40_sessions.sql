@@ -2,9 +2,9 @@
 -- clickstream.sessions holds one row per session of silver and is kept equal
 -- to a full recomputation by clickstream.refresh(), incrementally.
 --
--- After every silver step, refresh_sessions() reads the touched rows above
--- the gold watermark (gold_state.touch_id): per user, the range of new event
--- times.  It recomputes that user's sessions from the latest session that
+-- In every silver step's transaction, refresh_sessions() reads the touched
+-- rows above the gold watermark (gold_state.touch_id): per user, the range of
+-- new event times.  It recomputes that user's sessions from the latest session that
 -- starts before the first new event (its start stays a start: nothing before
 -- it changed) up to the first later session that starts after a gap longer
 -- than the timeout (or after midnight with that option) even counting the new
@@ -396,7 +396,7 @@ END
 $$ SET work_mem = '256MB';
 
 COMMENT ON FUNCTION clickstream.refresh_sessions() IS
-'Internal (run by clickstream.refresh() after every silver step, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users; rebuilds it all when the session rules changed.';
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users; rebuilds it all when the session rules changed.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_sessions() FROM PUBLIC;
