@@ -22,17 +22,17 @@
  * 64 conditions.  Nothing is evaluated until the final function, which
  * sorts the rows (skipped when they came in order) and runs one pass over
  * them.  So the result does not depend on the input order, combining two
- * states is a concatenation, and a state serializes to a compact bytea for
- * parallel aggregation (validated on the way back: a bytea from a user can
- * never crash the server).
+ * states is a concatenation (a merge when both are sorted), and a state
+ * serializes to a compact bytea for parallel aggregation (validated on the
+ * way back: no bytea can make the final pass misbehave).
  *
  * The pass (FunnelRunRow) does not simulate each attempt separately: two
  * attempts at the same step react identically to every later row except for
  * the window, so only the one that started last is kept per step (two per
  * step under strict_increase, where the time of the last move matters too).
  * That makes the pass O(rows x active steps), independent of how many
- * attempts overlap, and exact: test/sql compares it with a per-attempt
- * reference implementation on random data.
+ * attempts overlap, and exact: sql/funnel.sql compares it with a
+ * per-attempt reference implementation on random data.
  *
  *-------------------------------------------------------------------------
  */
