@@ -178,7 +178,15 @@ EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 SELECT funnel_agg(ts, '1 hour', e = 'v', e = 'c', e = 'p') FROM big;
 EXPLAIN (COSTS OFF)
 SELECT g, funnel_agg(ts, '1 hour', e = 'v', e = 'c', e = 'p') FROM big GROUP BY g;
+-- stored in time order: each worker's rows arrive sorted, and combine merges them
+CREATE TABLE bigs AS
+  SELECT timestamptz '2026-01-01' + i * interval '1 second' AS ts,
+         (ARRAY['v', 'c', 'x', 'v', 'c', 'p', 'r'])[1 + (hashint4(i) & 1023) % 7] AS e
+  FROM generate_series(1, 200000) i ORDER BY i;
+ANALYZE bigs;
 CREATE TEMP TABLE par AS
+  SELECT 'merged' AS q, (SELECT funnel_steps(ts, '40 seconds', 'strict_once', e = 'v', e = 'c', e = 'v', e = 'c', e = 'p', e = 'v', e = 'c', e = 'p') FROM bigs)::text AS r
+  UNION ALL
   SELECT 'one group' AS q, (SELECT funnel_agg(ts, '20 minutes', 'strict_order', e = 'v', e = 'c', e = 'p', e = 'x', e = 'v', e = 'c') FROM big)::text AS r
   UNION ALL
   SELECT 'steps', (SELECT funnel_steps(ts, '20 minutes', 'exclude(2,3)', e = 'v', e = 'c', e = 'p', e = 'r') FROM big)::text
@@ -190,6 +198,8 @@ RESET parallel_leader_participation;
 SET max_parallel_workers_per_gather = 0;
 SELECT p.q, p.r = s.r AS same_as_serial, p.r
 FROM par p JOIN (
+  SELECT 'merged' AS q, (SELECT funnel_steps(ts, '40 seconds', 'strict_once', e = 'v', e = 'c', e = 'v', e = 'c', e = 'p', e = 'v', e = 'c', e = 'p') FROM bigs)::text AS r
+  UNION ALL
   SELECT 'one group' AS q, (SELECT funnel_agg(ts, '20 minutes', 'strict_order', e = 'v', e = 'c', e = 'p', e = 'x', e = 'v', e = 'c') FROM big)::text AS r
   UNION ALL
   SELECT 'steps', (SELECT funnel_steps(ts, '20 minutes', 'exclude(2,3)', e = 'v', e = 'c', e = 'p', e = 'r') FROM big)::text
@@ -202,7 +212,7 @@ RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
-DROP TABLE big;
+DROP TABLE big, bigs;
 
 -- Randomized comparison with a reference implementation of the documented
 -- semantics, attempt by attempt (no merging of attempts), in PL/pgSQL.

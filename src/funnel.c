@@ -22,17 +22,17 @@
  * 64 conditions.  Nothing is evaluated until the final function, which
  * sorts the rows (skipped when they came in order) and runs one pass over
  * them.  So the result does not depend on the input order, combining two
- * states is a concatenation, and a state serializes to a compact bytea for
- * parallel aggregation (validated on the way back: a bytea from a user can
- * never crash the server).
+ * states is a concatenation (a merge when both are sorted), and a state
+ * serializes to a compact bytea for parallel aggregation (validated on the
+ * way back: no bytea can make the final pass misbehave).
  *
  * The pass (FunnelRunRow) does not simulate each attempt separately: two
  * attempts at the same step react identically to every later row except for
  * the window, so only the one that started last is kept per step (two per
  * step under strict_increase, where the time of the last move matters too).
  * That makes the pass O(rows x active steps), independent of how many
- * attempts overlap, and exact: test/sql compares it with a per-attempt
- * reference implementation on random data.
+ * attempts overlap, and exact: sql/funnel.sql compares it with a
+ * per-attempt reference implementation on random data.
  *
  *-------------------------------------------------------------------------
  */
@@ -553,6 +553,49 @@ FunnelStateAppend(FunnelState *state, int64 ts, const uint64 *mask)
 	state->nrows++;
 }
 
+/* Merge b's rows into a's, both sorted; a stays sorted. */
+static void
+FunnelStateMerge(FunnelState *a, const FunnelState *b)
+{
+	int			nwords = a->spec->nwords;
+	Size		rowbytes = sizeof(uint64) * (1 + nwords);
+	int64		n = a->nrows + b->nrows;
+	uint64	   *out;
+	const uint64 *x = a->rows,
+			   *y = b->rows;
+	const uint64 *xend = a->rows + a->nrows * (1 + nwords);
+	const uint64 *yend = b->rows + b->nrows * (1 + nwords);
+	uint64	   *o;
+
+	if (n > (int64) (MaxAllocHugeSize / rowbytes) / 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("funnel group too large: %lld matching rows", (long long) n)));
+	out = MemoryContextAllocHuge(GetMemoryChunkContext(a),
+								 (Size) Max(n, 16) * rowbytes);
+	o = out;
+	while (x < xend && y < yend)
+	{
+		/* ties: a's row first, as a stable merge */
+		const uint64 *src = FunnelRowCompare(y, x, nwords) < 0 ? y : x;
+
+		memcpy(o, src, rowbytes);
+		o += 1 + nwords;
+		if (src == x)
+			x += 1 + nwords;
+		else
+			y += 1 + nwords;
+	}
+	memcpy(o, x, (char *) xend - (char *) x);
+	o += xend - x;
+	memcpy(o, y, (char *) yend - (char *) y);
+	if (a->rows != a->inline_rows)
+		pfree(a->rows);
+	a->rows = out;
+	a->nrows = n;
+	a->maxrows = Max(n, 16);
+}
+
 /* Sort the rows in place, unless they already are. */
 static void
 FunnelStateSort(FunnelState *state)
@@ -589,6 +632,51 @@ FunnelArgsConstant(FunctionCallInfo fcinfo, bool has_options)
 			return false;
 	}
 	return true;
+}
+
+/* Were the cached spec's arguments these? */
+static bool
+FunnelArgCacheMatches(const FunnelArgCache *cache, const Interval *window,
+					  text *options, int nconds)
+{
+	if (cache->nconds != nconds ||
+		memcmp(&cache->window, window, sizeof(Interval)) != 0 ||
+		cache->has_options != (options != NULL))
+		return false;
+	return options == NULL ||
+		(VARSIZE_ANY_EXHDR(options) == VARSIZE_ANY_EXHDR(cache->options) &&
+		 memcmp(VARDATA_ANY(options), VARDATA_ANY(cache->options),
+				VARSIZE_ANY_EXHDR(options)) == 0);
+}
+
+/* Build the spec of new arguments and cache it in fn_extra. */
+static FunnelArgCache *
+FunnelArgCacheUpdate(FunctionCallInfo fcinfo, FunnelArgCache *cache,
+					 const Interval *window, text *options, int nconds)
+{
+	MemoryContext fncxt = fcinfo->flinfo->fn_mcxt;
+	char	   *opts = options ? text_to_cstring(options) : NULL;
+	FunnelSpec *spec = FunnelSpecBuild(fncxt, window, opts, nconds);
+
+	if (cache == NULL)
+		cache = MemoryContextAllocZero(fncxt, sizeof(FunnelArgCache));
+	else if (cache->options)
+		pfree(cache->options);
+	cache->window = *window;
+	cache->nconds = nconds;
+	cache->has_options = options != NULL;
+	cache->options = NULL;
+	if (options)
+	{
+		Size		len = VARSIZE_ANY(options);
+
+		cache->options = MemoryContextAlloc(fncxt, len);
+		memcpy(cache->options, options, len);
+	}
+	cache->spec = spec;
+	cache->constant = FunnelArgsConstant(fcinfo, options != NULL);
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
 }
 
 /*
@@ -630,9 +718,6 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("funnel conditions must not be a NULL array")));
 
-	window = PG_GETARG_INTERVAL_P(2);
-	if (has_options)
-		options = PG_GETARG_TEXT_PP(3);
 	conds = PG_GETARG_ARRAYTYPE_P(condarg);
 	if (ARR_NDIM(conds) > 1)
 		ereport(ERROR,
@@ -644,39 +729,13 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 
 	/* the spec of these arguments: the cached one unless they changed */
 	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
-	if (cache != NULL && cache->constant && cache->nconds == nconds)
-		;						/* constants: nothing can have changed */
-	else if (cache == NULL ||
-		cache->nconds != nconds ||
-		memcmp(&cache->window, window, sizeof(Interval)) != 0 ||
-		cache->has_options != has_options ||
-		(has_options &&
-		 (VARSIZE_ANY_EXHDR(options) != VARSIZE_ANY_EXHDR(cache->options) ||
-		  memcmp(VARDATA_ANY(options), VARDATA_ANY(cache->options),
-				 VARSIZE_ANY_EXHDR(options)) != 0)))
+	if (cache == NULL || !cache->constant || cache->nconds != nconds)
 	{
-		MemoryContext fncxt = fcinfo->flinfo->fn_mcxt;
-		char	   *opts = has_options ? text_to_cstring(options) : NULL;
-		FunnelSpec *newspec = FunnelSpecBuild(fncxt, window, opts, nconds);
-
-		if (cache == NULL)
-			cache = MemoryContextAllocZero(fncxt, sizeof(FunnelArgCache));
-		else if (cache->options)
-			pfree(cache->options);
-		cache->window = *window;
-		cache->nconds = nconds;
-		cache->has_options = has_options;
-		cache->options = NULL;
+		window = PG_GETARG_INTERVAL_P(2);
 		if (has_options)
-		{
-			Size		len = VARSIZE_ANY(options);
-
-			cache->options = MemoryContextAlloc(fncxt, len);
-			memcpy(cache->options, options, len);
-		}
-		cache->spec = newspec;
-		cache->constant = FunnelArgsConstant(fcinfo, has_options);
-		fcinfo->flinfo->fn_extra = cache;
+			options = PG_GETARG_TEXT_PP(3);
+		if (cache == NULL || !FunnelArgCacheMatches(cache, window, options, nconds))
+			cache = FunnelArgCacheUpdate(fcinfo, cache, window, options, nconds);
 	}
 	spec = cache->spec;
 
@@ -761,16 +820,20 @@ clickstream_funnel_combine(PG_FUNCTION_ARGS)
 	if (b->nrows == 0)
 		PG_RETURN_POINTER(a);
 
-	FunnelStateReserve(a, b->nrows);
 	b_sorted = b->sorted;
-	if (a->sorted && a->nrows > 0 &&
+	if (a->sorted && b_sorted && a->nrows > 0 &&
 		FunnelRowCompare(a->rows + (a->nrows - 1) * stride, b->rows,
 						 a->spec->nwords) > 0)
-		a->sorted = false;
-	memcpy(a->rows + a->nrows * stride, b->rows,
-		   (Size) b->nrows * stride * sizeof(uint64));
-	a->nrows += b->nrows;
-	a->sorted = a->sorted && b_sorted;
+		FunnelStateMerge(a, b);		/* two sorted runs: stay sorted */
+	else
+	{
+		/* appended: still sorted if both were (then b follows a) */
+		FunnelStateReserve(a, b->nrows);
+		memcpy(a->rows + a->nrows * stride, b->rows,
+			   (Size) b->nrows * stride * sizeof(uint64));
+		a->nrows += b->nrows;
+		a->sorted = a->sorted && b_sorted;
+	}
 	if (b_ours)
 	{
 		/* a deserialized state, used by nothing else */

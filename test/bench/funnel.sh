@@ -20,7 +20,7 @@ cs_workdir funnelbench
 port=54342
 q() { cs_psql -q -Atc "$1"; }
 now() { date +%s.%N; }
-trap cs_stop EXIT
+trap 'cs_stop; rm -rf "$work"' EXIT
 
 brokers=127.0.0.1:9
 cs_start_cluster "$port" "clickstream.enabled = off
@@ -119,6 +119,12 @@ SELECT level, count(*) FROM (
 GROUP BY level ORDER BY level
 SQL
 }
+# one group of every event (a huge group: the parallel plan splits its rows)
+cat > "$work/agg_all.sql" <<SQL
+SELECT clickstream.funnel_agg(ts, interval '1 hour', 'strict_increase',
+         event_type = 'page_view', event_type = 'add_to_cart', event_type = 'purchase')
+FROM bench_events
+SQL
 write_queries session "session_id" "v.session_id" "X.session_id = v.session_id"
 write_queries day "user_id, day" "v.user_id, v.day" "X.user_id = v.user_id AND X.day = v.day"
 chmod 644 "$work"/*.sql
@@ -143,6 +149,8 @@ run() {
 
 for round in $(seq "$rounds"); do
 	echo "round $round"
+	run agg_all 0 "$work/agg_all.sql"
+	run agg_all 2 "$work/agg_all.sql"
 	for grouping in session day; do
 		for workers in 0 2; do
 			run "groupby_$grouping" $workers "$work/groupby_$grouping.sql"
@@ -197,5 +205,7 @@ for grouping in session day; do
 done
 echo "events: $events, sessions: $sessions, user-days: $userdays; best of $rounds rounds;" \
 	"parallel speedup of funnel_agg: session $(echo "scale=2; ${best[agg_session/0]} / ${best[agg_session/2]}" | bc)," \
-	"day $(echo "scale=2; ${best[agg_day/0]} / ${best[agg_day/2]}" | bc); DuckDB load: $(grep load "$work/duck.1")"
+	"day $(echo "scale=2; ${best[agg_day/0]} / ${best[agg_day/2]}" | bc)," \
+	"one group of all events ${best[agg_all/0]} s / ${best[agg_all/2]} s = $(echo "scale=2; ${best[agg_all/0]} / ${best[agg_all/2]}" | bc);" \
+	"DuckDB load: $(grep load "$work/duck.1")"
 exit $status
