@@ -12,7 +12,9 @@ OBJS = \
 	src/worker.o \
 	src/kafka.o \
 	src/bronze.o \
-	src/silver.o
+	src/silver.o \
+	src/refresh.o \
+	src/writer.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
