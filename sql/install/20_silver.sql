@@ -236,8 +236,9 @@ BEGIN
 		CONTINUE WHEN to_regclass(format('clickstream.%I', part)) IS NOT NULL;
 		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent
 		-- (CREATE ... PARTITION OF would block readers of clickstream.events
-		-- until the refresh commits); the CHECK spares ATTACH its scan.
-		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS, '
+		-- until the refresh commits); the range CHECK spares ATTACH its
+		-- scan; ATTACH wants the CHECK constraints a user added to events.
+		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS, '
 					   'CONSTRAINT %I CHECK (event_date >= %L AND event_date < %L))',
 					   part, part || '_range', d, d + 1);
 		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
