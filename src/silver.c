@@ -184,6 +184,12 @@ SilverScanString(JsonScan *s, JsonValue *v)
 	{
 		unsigned char c = (unsigned char) *p;
 
+		/* most bytes are neither a quote, a backslash nor a control byte */
+		if (c >= 0x20 && c != '"' && c != '\\')
+		{
+			p++;
+			continue;
+		}
 		if (c == '"')
 		{
 			s->p = v->end = p + 1;
@@ -459,14 +465,24 @@ SilverKeyIs(const JsonValue *key, const char *name, size_t namelen, StringInfo s
 	return (size_t) scratch->len == namelen && memcmp(scratch->data, name, namelen) == 0;
 }
 
-/* Which known field a key names, or -1. */
+/*
+ * Which known field a key names, or -1.  Producers send keys in the same
+ * order every time: the search starts after the field found last.
+ */
 static int
 SilverLookupKey(const JsonValue *key, StringInfo scratch)
 {
-	for (int f = 0; f < NUM_FIELDS; f++)
+	static int	next = 0;
+
+	for (int i = 0; i < NUM_FIELDS; i++)
 	{
+		int			f = (next + i) % NUM_FIELDS;
+
 		if (SilverKeyIs(key, silver_fields[f].name, silver_fields[f].namelen, scratch))
+		{
+			next = (f + 1) % NUM_FIELDS;
 			return f;
+		}
 	}
 	return -1;
 }

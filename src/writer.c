@@ -691,6 +691,8 @@ WriterIds(RefreshEvent **events, int64 n)
 		{
 			TupleTableSlot *slot;
 
+			if (i + REFRESH_PREFETCH_AHEAD < n)
+				RefreshPrefetch(events[i + REFRESH_PREFETCH_AHEAD]);
 			if (events[i]->duplicate)
 				continue;
 			slot = WriterNextSlot(&w);
@@ -788,6 +790,8 @@ WriterEvents(RefreshEvent **events, int64 n)
 
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
+		if (i + REFRESH_PREFETCH_AHEAD < n)
+			RefreshPrefetch(events[i + REFRESH_PREFETCH_AHEAD]);
 		if (ev->duplicate)
 			continue;
 		if (part == NULL || ev->event_date != events[i - 1]->event_date)
