@@ -4,10 +4,10 @@
  *	  The event parser: one bronze payload in, one typed silver row or one
  *	  rejection reason out.
  *
- * clickstream.parse_event(payload) is what clickstream.refresh() runs over
- * every bronze row, and what a user runs to see why a dead letter was
- * refused.  It never raises an error for bad data: every problem becomes a
- * reason (see SilverReason) and a human-readable detail, so that one bad
+ * SilverParseMessage() is what a refresh step (refresh.c) runs over every
+ * bronze row, and clickstream.parse_event(payload) what a user runs to see
+ * why a dead letter was refused.  It never raises an error for bad data:
+ * every problem becomes a reason and a human-readable detail, so that one bad
  * message can never stop a refresh.  The JSON scanner is a strict RFC 8259
  * parser written for this one format: it validates the whole document, keeps
  * the known fields as spans of the payload and rebuilds only the unknown

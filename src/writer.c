@@ -224,7 +224,7 @@ WriterStart(WriterState *w, Relation rel)
 	w->rel = rel;
 	addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
 	w->estate = CreateExecutorState();
-	ExecInitRangeTable(w->estate, pstate->p_rtable);
+	ClickstreamInitRangeTable(w->estate, pstate);
 	w->root = makeNode(ResultRelInfo);
 	ExecInitResultRelation(w->estate, w->root, 1);
 	CheckValidResultRel(w->root, CMD_INSERT);
@@ -288,8 +288,7 @@ WriterFlush(WriterState *w, ResultRelInfo *rri)
 	{
 		if (rri->ri_NumIndices > 0)
 		{
-			List	   *recheck = ExecInsertIndexTuples(rri, w->slots[i], w->estate,
-														false, false, NULL, NIL);
+			List	   *recheck = ClickstreamInsertIndexTuples(rri, w->slots[i], w->estate);
 
 			Assert(recheck == NIL);
 			list_free(recheck);
@@ -577,7 +576,7 @@ WriterIdsIndex(Relation ids)
  * now?  (It sees every committed id, and this transaction's.)
  */
 static bool
-WriterIdExists(Relation ids, Relation index, IndexScanDesc *scan, TupleTableSlot *slot,
+WriterIdExists(Relation index, IndexScanDesc scan, TupleTableSlot *slot,
 			   struct varlena *id, ItemPointer ours)
 {
 	ScanKeyData skey;
@@ -585,8 +584,8 @@ WriterIdExists(Relation ids, Relation index, IndexScanDesc *scan, TupleTableSlot
 
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(id));
-	index_rescan(*scan, &skey, 1, NULL, 0);
-	while (index_getnext_slot(*scan, ForwardScanDirection, slot))
+	index_rescan(scan, &skey, 1, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		if (ours == NULL || !ItemPointerEquals(&slot->tts_tid, ours))
 		{
@@ -613,20 +612,26 @@ WriterIdScan(Relation ids, Relation index, Snapshot *snapshot)
 int64
 WriterProbeIds(RefreshEvent **events, int64 n)
 {
-	Relation	ids = WriterOpen("event_ids", true);
-	Relation	index = WriterIdsIndex(ids);
-	TupleTableSlot *slot = table_slot_create(ids, NULL);
+	Relation	ids;
+	Relation	index;
+	TupleTableSlot *slot;
 	Snapshot	snapshot;
-	IndexScanDesc scan = WriterIdScan(ids, index, &snapshot);
+	IndexScanDesc scan;
 	int64		found = 0;
+
+	if (n == 0)
+		return 0;
+	ids = WriterOpen("event_ids", true);
+	index = WriterIdsIndex(ids);
+	slot = table_slot_create(ids, NULL);
+	scan = WriterIdScan(ids, index, &snapshot);
 
 	for (int64 i = 0; i < n; i++)
 	{
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
 		if (!events[i]->duplicate &&
-			WriterIdExists(ids, index, &scan, slot,
-						   RefreshEventText(events[i], events[i]->id_off), NULL))
+			WriterIdExists(index, scan, slot, RefreshEventText(events[i], events[i]->id_off), NULL))
 		{
 			events[i]->duplicate = true;
 			found++;
@@ -647,8 +652,8 @@ WriterProbeIds(RefreshEvent **events, int64 n)
 int64
 WriterIds(RefreshEvent **events, int64 n)
 {
-	Relation	ids = WriterOpen("event_ids", true);
-	Relation	index = WriterIdsIndex(ids);
+	Relation	ids;
+	Relation	index;
 	WriterState w;
 	IndexInfo  *info;
 	TupleTableSlot *found;
@@ -657,6 +662,10 @@ WriterIds(RefreshEvent **events, int64 n)
 	int64		i = 0;
 	int64		duplicates = 0;
 
+	if (n == 0)
+		return 0;
+	ids = WriterOpen("event_ids", true);
+	index = WriterIdsIndex(ids);
 	WriterStart(&w, ids);
 	if (!WriterSameLayout(ids, ids_columns, lengthof(ids_columns)) || !WriterPlain(w.root) ||
 		w.root->ri_NumIndices != 1 ||
@@ -730,8 +739,7 @@ WriterIds(RefreshEvent **events, int64 n)
 			{
 				if (!conflict[j])
 					continue;
-				if (!WriterIdExists(ids, index, &scan, found,
-									RefreshEventText(batch[j], batch[j]->id_off),
+				if (!WriterIdExists(index, scan, found, RefreshEventText(batch[j], batch[j]->id_off),
 									&w.slots[j]->tts_tid))
 					ereport(ERROR,
 							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -807,7 +815,7 @@ WriterEvents(RefreshEvent **events, int64 n)
 				ExecStoreHeapTuple(ev->tuple, w.slots[0], false);
 				part = ExecFindPartition(w.mtstate, w.root, w.proute, w.slots[0], w.estate);
 				ExecClearTuple(w.slots[0]);
-				direct = WriterPlain(part) && part->ri_RootToPartitionMap == NULL;
+				direct = WriterPlain(part) && ClickstreamRootToPartitionMap(part, w.estate) == NULL;
 			}
 			else
 			{

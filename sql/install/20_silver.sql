@@ -3,11 +3,12 @@
 --
 -- clickstream.refresh() repeats one step until bronze is drained.  A step is
 -- one transaction: it takes, per partition, the bronze rows between the
--- durable watermark and the stored position, parses them with the C parser
--- (clickstream.parse_event), writes valid new events to clickstream.events,
--- rejected ones to clickstream.dead_letters, records what it touched, deletes
--- the rows from bronze and moves the watermark to the position it read.  So
--- the watermark moves exactly with the rows it covers.
+-- durable watermark and the stored position, deletes them from bronze,
+-- parses them and writes valid new events to clickstream.events, rejected
+-- ones to clickstream.dead_letters and what it touched to
+-- clickstream.touched (all in C: clickstream.promote_rows, src/refresh.c and
+-- src/writer.c), and moves the watermark to the position it read.  So the
+-- watermark moves exactly with the rows it covers.
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
