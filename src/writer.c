@@ -880,6 +880,8 @@ WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 		RefreshTouched *t = &groups[i];
 		TupleTableSlot *slot = WriterNextSlot(&w);
 
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
 		slot->tts_values[0] = Int64GetDatum(run);
 		slot->tts_values[1] = DateADTGetDatum(t->first->event_date);
 		slot->tts_values[2] = PointerGetDatum(RefreshEventText(t->first, t->first->user_off));
