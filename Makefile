@@ -13,6 +13,8 @@ OBJS = \
 	src/kafka.o \
 	src/bronze.o \
 	src/silver.o \
+	src/refresh.o \
+	src/writer.o \
 	src/sessionize.o \
 	src/funnel.o
 

@@ -515,7 +515,7 @@ BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
 }
 
 /* Is this error about the rows themselves (so that bisecting can isolate it)? */
-static bool
+bool
 BronzeIsRowError(int sqlerrcode)
 {
 	int			class = ERRCODE_TO_CATEGORY(sqlerrcode);

@@ -11,6 +11,8 @@
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  silver.c       the event parser and validator behind clickstream.refresh()
+ *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
+ *	  writer.c       bulk writes of those rows into event_ids, events, touched
  *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
  *	  funnel.c       funnel_agg, funnel_steps and retention aggregates
  *
@@ -21,6 +23,8 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
@@ -164,5 +168,91 @@ extern int	BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 extern void BronzeSetExpected(int32 partition, int64 next_offset);
 extern void BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n);
 extern bool BronzeExtensionExists(void);
+extern bool BronzeIsRowError(int sqlerrcode);
+
+/* silver.c: the columns of clickstream.parsed_event, in order */
+typedef enum SilverColumn
+{
+	SILVER_COL_REASON, SILVER_COL_DETAIL, SILVER_COL_EVENT_ID,
+	SILVER_COL_EVENT_TYPE, SILVER_COL_USER_ID, SILVER_COL_TS,
+	SILVER_COL_EVENT_DATE, SILVER_COL_EVENT_HOUR, SILVER_COL_PRODUCT_ID,
+	SILVER_COL_CATEGORY, SILVER_COL_PRICE, SILVER_COL_QUANTITY,
+	SILVER_COL_ORDER_ID, SILVER_COL_PAGE_URL, SILVER_COL_REFERRER,
+	SILVER_COL_UTM_SOURCE, SILVER_COL_UTM_MEDIUM, SILVER_COL_UTM_CAMPAIGN,
+	SILVER_COL_DEVICE, SILVER_COL_COUNTRY, SILVER_COL_IS_HIGH_VALUE,
+	SILVER_COL_REVENUE, SILVER_COL_ATTRS, SILVER_NUM_COLS
+}			SilverColumn;
+
+/*
+ * Result of parsing one payload: either reason and detail (every other
+ * column NULL) or every event column (reason NULL).  Datums are allocated
+ * in the memory context current during the parse.
+ */
+typedef struct SilverRow
+{
+	Datum		values[SILVER_NUM_COLS];
+	bool		nulls[SILVER_NUM_COLS];
+	StringInfoData scratch;
+	StringInfoData attrs;		/* unknown members as JSON object text */
+} SilverRow;
+
+extern void SilverCheckDatabase(void);
+extern SilverRow *SilverRowGet(void);
+extern void SilverParseMessage(SilverRow *row, const char *data, int len);
+
+/* refresh.c and writer.c: a valid event of a refresh step */
+typedef struct RefreshEvent
+{
+	HeapTuple	tuple;			/* its clickstream.events row */
+	uint32		id_off;			/* event_id and user_id: their varlenas */
+	uint32		user_off;		/* in tuple->t_data */
+	int32		event_date;		/* a DateADT */
+	TimestampTz ts;
+	TimestampTz kafka_ts;
+	int64		offset;
+	int32		partition;
+	bool		kafka_ts_null;
+	bool		duplicate;		/* a later delivery, or its id is promoted */
+	bool		refused;		/* the write refused it */
+	struct varlena *key;		/* the message's bytes, kept with isolate */
+	struct varlena *payload;
+} RefreshEvent;
+
+/*
+ * Start loading an event and its tuple into the CPU cache (a hint): loops
+ * that visit events out of their memory order ask a few rows ahead.
+ */
+#define REFRESH_PREFETCH_AHEAD 8
+#if defined(__GNUC__) || defined(__clang__)
+#define RefreshPrefetch(ev) \
+	do { \
+		const char *p_ = (const char *) (ev); \
+		for (int l_ = 0; l_ < 6; l_++) \
+			__builtin_prefetch(p_ + 64 * l_); \
+	} while (0)
+#else
+#define RefreshPrefetch(ev) ((void) 0)
+#endif
+
+/* A varlena of an event's tuple (event_id or user_id). */
+#define RefreshEventText(ev, off) \
+	((struct varlena *) ((char *) (ev)->tuple->t_data + (off)))
+
+/* New events of one day and user in a step: a row of clickstream.touched. */
+typedef struct RefreshTouched
+{
+	RefreshEvent *first;		/* gives the day and the user */
+	TimestampTz first_ts;
+	TimestampTz last_ts;
+	int32		events;
+} RefreshTouched;
+
+/* writer.c */
+#define WRITER_EVENT_COLUMNS 25
+extern TupleDesc WriterEventsDesc(void);
+extern int64 WriterProbeIds(RefreshEvent **events, int64 n);
+extern int64 WriterIds(RefreshEvent **events, int64 n);
+extern void WriterEvents(RefreshEvent **events, int64 n);
+extern void WriterTouched(RefreshTouched *groups, int64 n, int64 run);
 
 #endif							/* CLICKSTREAM_H */

@@ -22,4 +22,25 @@
  * path needs no shim.  Add new ones below, each with the version it covers.
  */
 
+/*
+ * writer.c's direct insert path.  16: ExecInitRangeTable() takes the
+ * permission infos, ExecInsertIndexTuples() an onlySummarizing flag, and the
+ * root-to-partition map is built on demand.  (Only 15 is built and tested.)
+ */
+#if PG_VERSION_NUM >= 160000
+#define ClickstreamInitRangeTable(estate, pstate) \
+	ExecInitRangeTable((estate), (pstate)->p_rtable, (pstate)->p_rteperminfos)
+#define ClickstreamInsertIndexTuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#define ClickstreamRootToPartitionMap(rri, estate) \
+	ExecGetRootToChildMap((rri), (estate))
+#else
+#define ClickstreamInitRangeTable(estate, pstate) \
+	ExecInitRangeTable((estate), (pstate)->p_rtable)
+#define ClickstreamInsertIndexTuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#define ClickstreamRootToPartitionMap(rri, estate) \
+	((rri)->ri_RootToPartitionMap)
+#endif
+
 #endif							/* CLICKSTREAM_COMPAT_H */

@@ -4,10 +4,10 @@
  *	  The event parser: one bronze payload in, one typed silver row or one
  *	  rejection reason out.
  *
- * clickstream.parse_event(payload) is what clickstream.refresh() runs over
- * every bronze row, and what a user runs to see why a dead letter was
- * refused.  It never raises an error for bad data: every problem becomes a
- * reason (see SilverReason) and a human-readable detail, so that one bad
+ * SilverParseMessage() is what a refresh step (refresh.c) runs over every
+ * bronze row, and clickstream.parse_event(payload) what a user runs to see
+ * why a dead letter was refused.  It never raises an error for bad data:
+ * every problem becomes a reason and a human-readable detail, so that one bad
  * message can never stop a refresh.  The JSON scanner is a strict RFC 8259
  * parser written for this one format: it validates the whole document, keeps
  * the known fields as spans of the payload and rebuilds only the unknown
@@ -52,16 +52,6 @@ PG_FUNCTION_INFO_V1(clickstream_parse_event);
 /* Longest excerpt of a value quoted in a detail message, in bytes. */
 #define SILVER_EXCERPT 80
 
-/* Columns of clickstream.parsed_event, in order. */
-enum
-{
-	COL_REASON, COL_DETAIL, COL_EVENT_ID, COL_EVENT_TYPE, COL_USER_ID, COL_TS,
-	COL_EVENT_DATE, COL_EVENT_HOUR, COL_PRODUCT_ID, COL_CATEGORY, COL_PRICE,
-	COL_QUANTITY, COL_ORDER_ID, COL_PAGE_URL, COL_REFERRER, COL_UTM_SOURCE,
-	COL_UTM_MEDIUM, COL_UTM_CAMPAIGN, COL_DEVICE, COL_COUNTRY,
-	COL_IS_HIGH_VALUE, COL_REVENUE, COL_ATTRS, NUM_COLS
-};
-
 /* The known keys of the event format, and the column each one fills. */
 typedef enum
 {
@@ -70,29 +60,32 @@ typedef enum
 	F_UTM_MEDIUM, F_UTM_CAMPAIGN, F_DEVICE, F_COUNTRY, NUM_FIELDS
 } SilverField;
 
+#define SILVER_KEY(name) name, sizeof(name) - 1
+
 static const struct
 {
 	const char *name;
+	int			namelen;
 	int			column;			/* text column it fills, or -1 */
 	bool		required;
 	bool		identifier;		/* bounded by SILVER_MAX_ID_BYTES */
 }			silver_fields[NUM_FIELDS] = {
-	{"event_id", COL_EVENT_ID, true, true},
-	{"event_type", COL_EVENT_TYPE, true, true},
-	{"user_id", COL_USER_ID, true, true},
-	{"ts", -1, true, false},
-	{"product_id", COL_PRODUCT_ID, false, true},
-	{"category", COL_CATEGORY, false, true},
-	{"price", -1, false, false},
-	{"quantity", -1, false, false},
-	{"order_id", COL_ORDER_ID, false, true},
-	{"page_url", COL_PAGE_URL, false, false},
-	{"referrer", COL_REFERRER, false, false},
-	{"utm_source", COL_UTM_SOURCE, false, true},
-	{"utm_medium", COL_UTM_MEDIUM, false, true},
-	{"utm_campaign", COL_UTM_CAMPAIGN, false, true},
-	{"device", COL_DEVICE, false, true},
-	{"country", COL_COUNTRY, false, true},
+	{SILVER_KEY("event_id"), SILVER_COL_EVENT_ID, true, true},
+	{SILVER_KEY("event_type"), SILVER_COL_EVENT_TYPE, true, true},
+	{SILVER_KEY("user_id"), SILVER_COL_USER_ID, true, true},
+	{SILVER_KEY("ts"), -1, true, false},
+	{SILVER_KEY("product_id"), SILVER_COL_PRODUCT_ID, false, true},
+	{SILVER_KEY("category"), SILVER_COL_CATEGORY, false, true},
+	{SILVER_KEY("price"), -1, false, false},
+	{SILVER_KEY("quantity"), -1, false, false},
+	{SILVER_KEY("order_id"), SILVER_COL_ORDER_ID, false, true},
+	{SILVER_KEY("page_url"), SILVER_COL_PAGE_URL, false, false},
+	{SILVER_KEY("referrer"), SILVER_COL_REFERRER, false, false},
+	{SILVER_KEY("utm_source"), SILVER_COL_UTM_SOURCE, false, true},
+	{SILVER_KEY("utm_medium"), SILVER_COL_UTM_MEDIUM, false, true},
+	{SILVER_KEY("utm_campaign"), SILVER_COL_UTM_CAMPAIGN, false, true},
+	{SILVER_KEY("device"), SILVER_COL_DEVICE, false, true},
+	{SILVER_KEY("country"), SILVER_COL_COUNTRY, false, true},
 };
 
 typedef enum
@@ -191,6 +184,12 @@ SilverScanString(JsonScan *s, JsonValue *v)
 	{
 		unsigned char c = (unsigned char) *p;
 
+		/* most bytes are neither a quote, a backslash nor a control byte */
+		if (c >= 0x20 && c != '"' && c != '\\')
+		{
+			p++;
+			continue;
+		}
 		if (c == '"')
 		{
 			s->p = v->end = p + 1;
@@ -466,16 +465,24 @@ SilverKeyIs(const JsonValue *key, const char *name, size_t namelen, StringInfo s
 	return (size_t) scratch->len == namelen && memcmp(scratch->data, name, namelen) == 0;
 }
 
-/* Which known field a key names, or -1. */
+/*
+ * Which known field a key names, or -1.  Producers send keys in the same
+ * order every time: the search starts after the field found last.
+ */
 static int
 SilverLookupKey(const JsonValue *key, StringInfo scratch)
 {
-	for (int f = 0; f < NUM_FIELDS; f++)
-	{
-		size_t		len = strlen(silver_fields[f].name);
+	static int	next = 0;
 
-		if (SilverKeyIs(key, silver_fields[f].name, len, scratch))
+	for (int i = 0; i < NUM_FIELDS; i++)
+	{
+		int			f = (next + i) % NUM_FIELDS;
+
+		if (SilverKeyIs(key, silver_fields[f].name, silver_fields[f].namelen, scratch))
+		{
+			next = (f + 1) % NUM_FIELDS;
 			return f;
+		}
 	}
 	return -1;
 }
@@ -686,15 +693,6 @@ SilverTimezone(void)
 	return cached;
 }
 
-/* Result of parsing one payload. */
-typedef struct
-{
-	Datum		values[NUM_COLS];
-	bool		nulls[NUM_COLS];
-	StringInfoData scratch;
-	StringInfoData attrs;		/* unknown members as JSON object text */
-} SilverRow;
-
 /* Reject: fill reason and detail, every other column NULL. */
 static void
 SilverReject(SilverRow *row, const char *reason, const char *fmt,...) pg_attribute_printf(3, 4);
@@ -704,7 +702,7 @@ SilverReject(SilverRow *row, const char *reason, const char *fmt,...)
 {
 	StringInfoData detail;
 
-	for (int i = 0; i < NUM_COLS; i++)
+	for (int i = 0; i < SILVER_NUM_COLS; i++)
 		row->nulls[i] = true;
 	initStringInfo(&detail);
 	for (;;)
@@ -719,9 +717,9 @@ SilverReject(SilverRow *row, const char *reason, const char *fmt,...)
 			break;
 		enlargeStringInfo(&detail, needed);
 	}
-	row->values[COL_REASON] = CStringGetTextDatum(reason);
-	row->values[COL_DETAIL] = CStringGetTextDatum(detail.data);
-	row->nulls[COL_REASON] = row->nulls[COL_DETAIL] = false;
+	row->values[SILVER_COL_REASON] = CStringGetTextDatum(reason);
+	row->values[SILVER_COL_DETAIL] = CStringGetTextDatum(detail.data);
+	row->nulls[SILVER_COL_REASON] = row->nulls[SILVER_COL_DETAIL] = false;
 }
 
 /* Length of the excerpt of v quoted in a message: whole UTF-8 characters. */
@@ -1074,7 +1072,7 @@ SilverParse(const char *data, int len, SilverRow *row)
 	}
 
 	/* accepted: build the row */
-	for (int i = 0; i < NUM_COLS; i++)
+	for (int i = 0; i < SILVER_NUM_COLS; i++)
 		row->nulls[i] = true;
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
@@ -1086,8 +1084,8 @@ SilverParse(const char *data, int len, SilverRow *row)
 			row->nulls[col] = false;
 		}
 	}
-	row->values[COL_TS] = TimestampTzGetDatum(ts);
-	row->nulls[COL_TS] = false;
+	row->values[SILVER_COL_TS] = TimestampTzGetDatum(ts);
+	row->nulls[SILVER_COL_TS] = false;
 	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year < 1 || tm.tm_year > 9999 ||
 		timestamp2tm(ts, &tzoff, &tm, &fsec, NULL, SilverTimezone()) != 0 ||
 		tm.tm_year < 1 || tm.tm_year > 9999)
@@ -1097,87 +1095,70 @@ SilverParse(const char *data, int len, SilverRow *row)
 					 timestamptz_to_str(ts));
 		return;
 	}
-	row->values[COL_EVENT_DATE] = DateADTGetDatum(date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE);
-	row->values[COL_EVENT_HOUR] = Int16GetDatum((int16) tm.tm_hour);
-	row->nulls[COL_EVENT_DATE] = row->nulls[COL_EVENT_HOUR] = false;
+	row->values[SILVER_COL_EVENT_DATE] = DateADTGetDatum(date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE);
+	row->values[SILVER_COL_EVENT_HOUR] = Int16GetDatum((int16) tm.tm_hour);
+	row->nulls[SILVER_COL_EVENT_DATE] = row->nulls[SILVER_COL_EVENT_HOUR] = false;
 
 	if (has_price)
 	{
-		row->values[COL_PRICE] = price;
-		row->nulls[COL_PRICE] = false;
+		row->values[SILVER_COL_PRICE] = price;
+		row->nulls[SILVER_COL_PRICE] = false;
 	}
 	if (has_quantity)
 	{
-		row->values[COL_QUANTITY] = Int32GetDatum(quantity);
-		row->nulls[COL_QUANTITY] = false;
+		row->values[SILVER_COL_QUANTITY] = Int32GetDatum(quantity);
+		row->nulls[SILVER_COL_QUANTITY] = false;
 	}
 	SilverConstants();
-	row->values[COL_IS_HIGH_VALUE] =
+	row->values[SILVER_COL_IS_HIGH_VALUE] =
 		BoolGetDatum(has_price && SilverNumericCmp(price, silver_constants.threshold) > 0);
-	row->nulls[COL_IS_HIGH_VALUE] = false;
+	row->nulls[SILVER_COL_IS_HIGH_VALUE] = false;
 
 	/* revenue: price x quantity (1 when absent) for purchases, 0 otherwise */
 	if (!purchase)
 	{
-		row->values[COL_REVENUE] = silver_constants.zero;
-		row->nulls[COL_REVENUE] = false;
+		row->values[SILVER_COL_REVENUE] = silver_constants.zero;
+		row->nulls[SILVER_COL_REVENUE] = false;
 	}
 	else if (has_price)
 	{
-		row->values[COL_REVENUE] =
-			DirectFunctionCall2(numeric_mul, row->values[COL_PRICE],
+		row->values[SILVER_COL_REVENUE] =
+			DirectFunctionCall2(numeric_mul, row->values[SILVER_COL_PRICE],
 								NumericGetDatum(int64_to_numeric(has_quantity ? quantity : 1)));
-		row->nulls[COL_REVENUE] = false;
+		row->nulls[SILVER_COL_REVENUE] = false;
 	}
 
 	if (!first_attr)
 	{
 		appendStringInfoChar(&row->attrs, '}');
-		row->values[COL_ATTRS] = DirectFunctionCall1(jsonb_in, CStringGetDatum(row->attrs.data));
-		row->nulls[COL_ATTRS] = false;
+		row->values[SILVER_COL_ATTRS] = DirectFunctionCall1(jsonb_in, CStringGetDatum(row->attrs.data));
+		row->nulls[SILVER_COL_ATTRS] = false;
 	}
 }
 
+/* Refuse to parse unless the database is UTF8 (the JSON text is UTF-8). */
+void
+SilverCheckDatabase(void)
+{
+	if (GetDatabaseEncoding() != PG_UTF8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("clickstream silver needs a UTF8 database, this one is %s",
+						GetDatabaseEncodingName()),
+				 errhint("Create the database with ENCODING 'UTF8' (events are JSON, which is UTF-8).")));
+}
+
 /*
- * clickstream.parse_event(payload bytea) RETURNS clickstream.parsed_event
- *
- * Parse and validate one event; never raises an error for bad data.
+ * The backend's parse buffers; shrunk again once a huge payload has grown
+ * them beyond 1 MB.
  */
-Datum
-clickstream_parse_event(PG_FUNCTION_ARGS)
+SilverRow *
+SilverRowGet(void)
 {
 	static SilverRow *row = NULL;
-	TupleDesc	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
-
-	if (tupdesc == NULL)
-	{
-		MemoryContext old;
-
-		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("clickstream.parse_event must return a composite type")));
-		if (tupdesc->natts != NUM_COLS)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("clickstream.parsed_event has %d columns, the library expects %d",
-							tupdesc->natts, NUM_COLS),
-					 errhint("Update the extension: ALTER EXTENSION clickstream UPDATE.")));
-		if (GetDatabaseEncoding() != PG_UTF8)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("clickstream silver needs a UTF8 database, this one is %s",
-							GetDatabaseEncodingName()),
-					 errhint("Create the database with ENCODING 'UTF8' (events are JSON, which is UTF-8).")));
-		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
-		MemoryContextSwitchTo(old);
-		fcinfo->flinfo->fn_extra = tupdesc;
-	}
 
 	if (row == NULL || row->scratch.maxlen > 1024 * 1024 || row->attrs.maxlen > 1024 * 1024)
 	{
-		/* first call, or shrink the buffers again after a huge payload */
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 		if (row == NULL)
@@ -1191,14 +1172,59 @@ clickstream_parse_event(PG_FUNCTION_ARGS)
 		initStringInfo(&row->attrs);
 		MemoryContextSwitchTo(old);
 	}
+	return row;
+}
 
-	if (PG_ARGISNULL(0))
+/* Parse one message's payload into row; data NULL is a tombstone. */
+void
+SilverParseMessage(SilverRow *row, const char *data, int len)
+{
+	if (data == NULL)
 		SilverReject(row, "empty_payload", "the message has no payload (a tombstone)");
+	else
+		SilverParse(data, len, row);
+}
+
+/*
+ * clickstream.parse_event(payload bytea) RETURNS clickstream.parsed_event
+ *
+ * Parse and validate one event; never raises an error for bad data.
+ */
+Datum
+clickstream_parse_event(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	SilverRow  *row;
+
+	if (tupdesc == NULL)
+	{
+		MemoryContext old;
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("clickstream.parse_event must return a composite type")));
+		if (tupdesc->natts != SILVER_NUM_COLS)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("clickstream.parsed_event has %d columns, the library expects %d",
+							tupdesc->natts, SILVER_NUM_COLS),
+					 errhint("Update the extension: ALTER EXTENSION clickstream UPDATE.")));
+		SilverCheckDatabase();
+		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(old);
+		fcinfo->flinfo->fn_extra = tupdesc;
+	}
+
+	row = SilverRowGet();
+	if (PG_ARGISNULL(0))
+		SilverParseMessage(row, NULL, 0);
 	else
 	{
 		bytea	   *payload = PG_GETARG_BYTEA_PP(0);
 
-		SilverParse(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload), row);
+		SilverParseMessage(row, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, row->values, row->nulls)));
 }

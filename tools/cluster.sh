@@ -9,7 +9,15 @@
 #   cs_stop                    stop the cluster and the broker
 
 cs_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cs_bin=${CS_PGBIN:-/usr/lib/postgresql/15/bin}
+# The server binaries: CS_PGBIN, else those of PG_CONFIG (the installation
+# the extension was built for), else Debian's.
+if [ -n "${CS_PGBIN:-}" ]; then
+	cs_bin=$CS_PGBIN
+elif [ -n "${PG_CONFIG:-}" ]; then
+	cs_bin=$("$PG_CONFIG" --bindir)
+else
+	cs_bin=/usr/lib/postgresql/15/bin
+fi
 
 # Create the work directory; as_pg runs a command as the cluster's owner.
 cs_workdir() {

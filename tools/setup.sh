@@ -22,6 +22,11 @@ if [ -n "$missing" ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# Install into the PostgreSQL that will run it: PG_CONFIG, else the one next
+# to CS_PGBIN (tools/cluster.sh's server binaries), else Debian's.
+if [ -z "${PG_CONFIG:-}" ] && [ -n "${CS_PGBIN:-}" ]; then
+	PG_CONFIG=$CS_PGBIN/pg_config
+fi
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 make -s -C "$root" >/dev/null
 $sudo make -s -C "$root" install >/dev/null

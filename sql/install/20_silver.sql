@@ -3,11 +3,12 @@
 --
 -- clickstream.refresh() repeats one step until bronze is drained.  A step is
 -- one transaction: it takes, per partition, the bronze rows between the
--- durable watermark and the stored position, parses them with the C parser
--- (clickstream.parse_event), writes valid new events to clickstream.events,
--- rejected ones to clickstream.dead_letters, records what it touched, deletes
--- the rows from bronze and moves the watermark to the position it read.  So
--- the watermark moves exactly with the rows it covers.
+-- durable watermark and the stored position, deletes them from bronze,
+-- parses them and writes valid new events to clickstream.events, rejected
+-- ones to clickstream.dead_letters and what it touched to
+-- clickstream.touched (all in C: clickstream.promote_rows, src/refresh.c and
+-- src/writer.c), and moves the watermark to the position it read.  So the
+-- watermark moves exactly with the rows it covers.
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
@@ -243,8 +244,9 @@ BEGIN
 		CONTINUE WHEN to_regclass(format('clickstream.%I', part)) IS NOT NULL;
 		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent
 		-- (CREATE ... PARTITION OF would block readers of clickstream.events
-		-- until the refresh commits); the CHECK spares ATTACH its scan.
-		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS, '
+		-- until the refresh commits); the range CHECK spares ATTACH its
+		-- scan; ATTACH wants the CHECK constraints a user added to events.
+		EXECUTE format('CREATE TABLE clickstream.%I (LIKE clickstream.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS, '
 					   'CONSTRAINT %I CHECK (event_date >= %L AND event_date < %L))',
 					   part, part || '_range', d, d + 1);
 		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
@@ -263,7 +265,7 @@ COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
 
 -- The refresh ---------------------------------------------------------------
 
--- Per-session scratch tables of a step; emptied at every commit.
+-- Per-session scratch table of a step; emptied at every commit.
 CREATE FUNCTION clickstream.refresh_scratch()
 RETURNS void
 LANGUAGE plpgsql
@@ -277,187 +279,29 @@ BEGIN
 			hi bigint NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
-	IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
-		CREATE TEMP TABLE clickstream_stage (
-			kafka_topic text NOT NULL,
-			kafka_partition integer NOT NULL,
-			kafka_offset bigint NOT NULL,
-			kafka_timestamp timestamptz,
-			kafka_key bytea,
-			payload bytea,
-			payload_bytes integer,
-			LIKE clickstream.parsed_event,
-			seq bigint NOT NULL
-		) ON COMMIT DELETE ROWS;
-	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_scratch() IS
-'Internal: create the session''s temporary tables used by a refresh step (clickstream_limits, clickstream_stage; ON COMMIT DELETE ROWS).';
+'Internal: create the session''s temporary table clickstream_limits (the offset ranges of a refresh step; ON COMMIT DELETE ROWS).';
 
--- Stage the rows a DELETE ... RETURNING statement takes out of their source
--- (bronze for refresh, dead_letters for replay), parsed once.
-CREATE FUNCTION clickstream.stage_rows(source text, only_reason text, since timestamptz,
-	ids bigint[], keep_payloads boolean DEFAULT false)
-RETURNS bigint
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	n bigint;
-BEGIN
-	PERFORM clickstream.refresh_scratch();
-	DELETE FROM pg_temp.clickstream_stage;	-- a replay earlier in this transaction
-	EXECUTE format($sql$
-		WITH moved AS (
-			%s
-		)
-		INSERT INTO pg_temp.clickstream_stage
-		SELECT m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
-			   CASE WHEN e.reason IS NOT NULL OR $4 THEN m.kafka_key END,
-			   CASE WHEN e.reason IS NOT NULL OR $4 THEN m.payload END,
-			   octet_length(m.payload),
-			   e.*,
-			   row_number() OVER ()
-		FROM moved m
-		CROSS JOIN LATERAL clickstream.parse_event(m.payload) e
-		$sql$, source)
-	USING only_reason, since, ids, keep_payloads;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	-- real statistics: the planner must see how many rows it joins
-	ANALYZE pg_temp.clickstream_stage (reason, event_id);
-	RETURN n;
-END
-$$ SET work_mem = '256MB';
-
-COMMENT ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], boolean) IS
-'Internal: parse the rows returned by the DELETE ... RETURNING statement source into pg_temp.clickstream_stage ($1..$3 are only_reason, since, ids), numbered from 1 (seq); payloads are kept for rejected rows only, unless keep_payloads; returns how many.';
-
--- Write what is staged, in one statement: rejected rows to dead_letters, new
--- events to events (sorted by user and time: index locality, and silver
--- clustered by user) and their ids to event_ids (sorted by id), what changed
--- to touched.  The days' partitions are created first.
-CREATE FUNCTION clickstream.promote_stage(run bigint, first_seq bigint, end_seq bigint,
-	OUT rows_promoted bigint, OUT rows_duplicate bigint,
+-- Promote the rows that a DELETE ... RETURNING statement takes out of their
+-- source (bronze for refresh, dead_letters for replay), in C (src/refresh.c):
+-- each row is parsed as it comes; rejected ones go to dead_letters; per
+-- event_id the first delivery (Kafka timestamp, then partition and offset)
+-- is kept unless event_ids has the id already; the days' partitions are
+-- created; event_ids (sorted by id), events (sorted by user and time: index
+-- locality, and silver clustered by user) and touched are written by COPY.
+CREATE FUNCTION clickstream.promote_rows(run bigint, source text,
+	only_reason text DEFAULT NULL, since timestamptz DEFAULT NULL, ids bigint[] DEFAULT NULL,
+	isolate boolean DEFAULT false, failed boolean DEFAULT false,
+	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	rows_read bigint;
-BEGIN
-	SELECT count(*), count(*) FILTER (WHERE s.reason IS NOT NULL)
-	INTO rows_read, rows_rejected
-	FROM pg_temp.clickstream_stage s
-	WHERE s.seq >= first_seq AND s.seq < end_seq;
-	partitions_created := clickstream.create_partitions(ARRAY(
-		SELECT DISTINCT s.event_date FROM pg_temp.clickstream_stage s
-		WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq));
+AS 'MODULE_PATHNAME', 'clickstream_promote_rows'
+LANGUAGE C VOLATILE;
 
-	WITH rejected AS (
-		INSERT INTO clickstream.dead_letters
-			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
-			 kafka_timestamp, kafka_key, payload, payload_bytes)
-		SELECT 'silver', s.reason, s.detail, s.kafka_topic, s.kafka_partition, s.kafka_offset,
-			   s.kafka_timestamp, s.kafka_key, s.payload, s.payload_bytes
-		FROM pg_temp.clickstream_stage s
-		WHERE s.reason IS NOT NULL AND s.seq >= first_seq AND s.seq < end_seq
-		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING
-	), ids AS (
-		-- the new ids, each from its first delivery (Kafka timestamp, then
-		-- partition and offset), in key order (sorted keys index much faster
-		-- than random ones).  ON CONFLICT probes the event_ids index row by
-		-- row, whatever the statistics say: no plan can hash or scan all of
-		-- event_ids, whose size grows with history.
-		INSERT INTO clickstream.event_ids AS i (event_id, event_date)
-		SELECT DISTINCT ON (s.event_id) s.event_id, s.event_date
-		FROM pg_temp.clickstream_stage s
-		WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq
-		ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
-		ON CONFLICT (event_id) DO NOTHING
-		RETURNING i.event_id
-	), ins AS (
-		-- their events, from the same first deliveries, written sorted by
-		-- user and time (index locality, and silver clustered by user)
-		INSERT INTO clickstream.events
-		SELECT f.* FROM (
-			SELECT DISTINCT ON (s.event_id)
-				   s.event_id, s.event_type, s.user_id, s.ts, s.event_date, s.event_hour,
-				   s.product_id, s.category, s.price, s.quantity, s.order_id, s.page_url,
-				   s.referrer, s.utm_source, s.utm_medium, s.utm_campaign, s.device,
-				   s.country, s.is_high_value, s.revenue, s.attrs,
-				   s.kafka_topic, s.kafka_partition, s.kafka_offset, run AS run_id
-			FROM pg_temp.clickstream_stage s
-			JOIN ids ON ids.event_id = s.event_id
-			WHERE s.reason IS NULL AND s.seq >= first_seq AND s.seq < end_seq
-			ORDER BY s.event_id, s.kafka_timestamp, s.kafka_partition, s.kafka_offset
-		) f
-		ORDER BY f.user_id, f.ts
-		RETURNING event_date, user_id, ts
-	), tch AS (
-		INSERT INTO clickstream.touched (run_id, event_date, user_id, first_ts, last_ts, events)
-		SELECT run, ins.event_date, ins.user_id, min(ins.ts), max(ins.ts), count(*)
-		FROM ins
-		GROUP BY ins.event_date, ins.user_id
-		RETURNING events
-	)
-	SELECT coalesce(sum(tch.events), 0) INTO rows_promoted FROM tch;
-	rows_duplicate := rows_read - rows_rejected - rows_promoted;
-END
-$$ SET work_mem = '256MB';
-
-COMMENT ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) IS
-'Internal: write the parsed rows first_seq <= seq < end_seq of pg_temp.clickstream_stage: rejected ones to dead_letters, new events to events and event_ids (creating daily partitions first), what changed to touched.';
-
--- Promote staged rows first_seq <= seq < end_seq, isolating the rows that a
--- write refuses (a constraint or trigger on events, a value an index cannot
--- hold): halves in subtransactions, down to single rows, which go to
--- dead_letters as rejected_by_silver.  failed: the whole range is known to
--- fail already, start with its halves (a single row is tried anyway, for its
--- error message).
-CREATE FUNCTION clickstream.promote_isolating(run bigint, first_seq bigint, end_seq bigint,
-	failed boolean DEFAULT false,
-	OUT rows_promoted bigint, OUT rows_duplicate bigint,
-	OUT rows_rejected bigint, OUT partitions_created integer)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	a record;
-	b record;
-	mid bigint := first_seq + (end_seq - first_seq) / 2;
-	msg text;
-BEGIN
-	IF NOT failed OR end_seq - first_seq = 1 THEN
-		BEGIN
-			SELECT * INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
-			FROM clickstream.promote_stage(run, first_seq, end_seq);
-			RETURN;
-		EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
-				OR plpgsql_error THEN
-			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-		END;
-	END IF;
-	IF end_seq - first_seq = 1 THEN
-		INSERT INTO clickstream.dead_letters
-			(stage, reason, detail, kafka_topic, kafka_partition, kafka_offset,
-			 kafka_timestamp, kafka_key, payload, payload_bytes)
-		SELECT 'silver', 'rejected_by_silver', msg, s.kafka_topic, s.kafka_partition,
-			   s.kafka_offset, s.kafka_timestamp, s.kafka_key, s.payload, s.payload_bytes
-		FROM pg_temp.clickstream_stage s
-		WHERE s.seq = first_seq
-		ON CONFLICT (kafka_topic, kafka_partition, kafka_offset, stage) DO NOTHING;
-		SELECT 0, 0, 1, 0 INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created;
-		RETURN;
-	END IF;
-	a := clickstream.promote_isolating(run, first_seq, mid);
-	b := clickstream.promote_isolating(run, mid, end_seq);
-	SELECT a.rows_promoted + b.rows_promoted, a.rows_duplicate + b.rows_duplicate,
-		   a.rows_rejected + b.rows_rejected, a.partitions_created + b.partitions_created
-	INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created;
-END
-$$;
-
-COMMENT ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) IS
-'Internal: promote staged rows, by halves in subtransactions where writing them all at once fails on a row-level error; a single refused row goes to dead_letters (rejected_by_silver) with the error. failed: the whole range is known to fail.';
+COMMENT ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) IS
+'Internal: promote the rows returned by source, a DELETE ... RETURNING kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload ($1..$3 are only_reason, since, ids): parse, dead-letter the rejected, deduplicate, create the days'' partitions, write event_ids, events and touched under run. A row-level error of the write is raised, unless isolate: then every payload is kept and rows are written by halves in subtransactions until the refused ones are alone, which go to dead_letters as rejected_by_silver. failed: the whole write is known to fail (start with the halves).';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -498,20 +342,18 @@ BEGIN
 	END IF;
 
 	BEGIN
-		rows_read := clickstream.stage_rows(source, NULL, NULL, NULL);
-		SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
-		INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
-		FROM clickstream.promote_stage(run, 1, rows_read + 1) p;
+		SELECT p.rows_read, p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+		INTO rows_read, rows_promoted, rows_duplicate, rows_rejected, partitions_created
+		FROM clickstream.promote_rows(run, source) p;
 	EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
 			OR plpgsql_error THEN
 		isolate := true;	-- a row the write refuses; everything above is undone
 	END;
 	IF isolate THEN
 		-- again, keeping every payload, and find the refused rows
-		rows_read := clickstream.stage_rows(source, NULL, NULL, NULL, true);
-		SELECT p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
-		INTO rows_promoted, rows_duplicate, rows_rejected, partitions_created
-		FROM clickstream.promote_isolating(run, 1, rows_read + 1, failed => true) p;
+		SELECT p.rows_read, p.rows_promoted, p.rows_duplicate, p.rows_rejected, p.partitions_created
+		INTO rows_read, rows_promoted, rows_duplicate, rows_rejected, partitions_created
+		FROM clickstream.promote_rows(run, source, isolate => true, failed => true) p;
 	END IF;
 
 	-- Last, so that the row locks are held only for the commit.
@@ -562,17 +404,6 @@ BEGIN
 	END IF;
 
 	BEGIN
-		-- A step stages its rows in a temporary table: give the temporary
-		-- buffers room (only possible before the session's first use of a
-		-- temporary table, as in a pg_cron job's fresh session).
-		IF to_regclass('pg_temp.clickstream_stage') IS NULL THEN
-			BEGIN
-				PERFORM set_config('temp_buffers', '256MB', false);
-			EXCEPTION WHEN OTHERS THEN
-				NULL;	-- the session used temporary tables already: keep its size
-			END;
-		END IF;
-
 		-- Holding the lock, no other run can be in progress.
 		UPDATE clickstream.refresh_history
 		SET status = 'interrupted', finished_at = clock_timestamp()
@@ -677,7 +508,7 @@ BEGIN
 	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay')
 	RETURNING refresh_history.run_id INTO run_id;
 
-	replayed := clickstream.stage_rows($src$
+	SELECT * INTO r FROM clickstream.promote_rows(run_id, $src$
 			DELETE FROM clickstream.dead_letters d
 			WHERE d.payload IS NOT NULL AND NOT d.payload_truncated
 				AND d.kafka_topic IS NOT NULL AND d.kafka_partition IS NOT NULL
@@ -688,8 +519,8 @@ BEGIN
 				AND ($3 IS NULL OR d.id = ANY ($3))
 			RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
 					  d.kafka_key, d.payload
-		$src$, only_reason, since, ids, keep_payloads => true);
-	SELECT * INTO r FROM clickstream.promote_isolating(run_id, 1, replayed + 1);
+		$src$, only_reason, since, ids, isolate => true);
+	replayed := r.rows_read;
 	-- gold follows in the same transaction
 	PERFORM clickstream.refresh_sessions();
 	promoted := r.rows_promoted;
@@ -707,9 +538,7 @@ COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[])
 'Run dead letters (optionally only one reason, only those created since a time, or only the given ids) through the silver parser again, after a fix of the payloads (UPDATE dead_letters SET payload = ...) or of a setting: valid ones are promoted (deduplicated), the rest go back to dead_letters with their new reason. Truncated and skipped-offset rows cannot be replayed. Recorded in refresh_history as kind replay.';
 
 -- Internal functions are not for direct use.
-REVOKE ALL ON FUNCTION clickstream.stage_rows(text, text, timestamptz, bigint[], boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.promote_stage(bigint, bigint, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.promote_isolating(bigint, bigint, bigint, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
 

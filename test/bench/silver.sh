@@ -19,7 +19,10 @@ cs_workdir silverbench
 port=54341
 q() { cs_psql -q -Atc "$1"; }
 now() { date +%s.%N; }
-trap cs_stop EXIT
+# The work directory holds ~2 GB (cluster and COPY file): removed at the
+# end unless CS_KEEP_WORK is set.
+cleanup() { cs_stop; [ -n "${CS_KEEP_WORK:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
 
 brokers=127.0.0.1:9
 cs_start_cluster "$port" "clickstream.enabled = off
