@@ -39,8 +39,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/pg_type.h"
 #include "commands/copy.h"
+#include "commands/sequence.h"
 #include "executor/execPartition.h"
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
@@ -89,11 +91,17 @@ static const WriterColumn ids_columns[] = {
 	{"event_id", TEXTOID}, {"event_date", DATEOID},
 };
 
-/* clickstream.touched. */
-static const WriterColumn touched_columns[] = {
+/*
+ * clickstream.touched: its touch_id (a serial: gold's watermark), then the
+ * columns written.  COPY writes the latter and lets the default number it.
+ */
+static const WriterColumn touched_layout[] = {
+	{"touch_id", INT8OID},
 	{"run_id", INT8OID}, {"event_date", DATEOID}, {"user_id", TEXTOID},
 	{"first_ts", TIMESTAMPTZOID}, {"last_ts", TIMESTAMPTZOID}, {"events", INT4OID},
 };
+#define touched_columns (touched_layout + 1)
+#define TOUCHED_COLUMNS (lengthof(touched_layout) - 1)
 
 /* Executor state of one direct write. */
 typedef struct WriterState
@@ -419,7 +427,7 @@ WriterCopyTuple(void *item)
 		RefreshTouched *t = item;
 		RefreshEvent *ev = t->first;
 
-		WriterPutInt16(buf, lengthof(touched_columns));
+		WriterPutInt16(buf, TOUCHED_COLUMNS);
 		WriterPutDatum(buf, INT8OID, Int64GetDatum(copy_source.run), false);
 		WriterPutDatum(buf, DATEOID, DateADTGetDatum(ev->event_date), false);
 		WriterPutDatum(buf, TEXTOID, PointerGetDatum(RefreshEventText(ev, ev->user_off)), false);
@@ -848,12 +856,22 @@ WriterEvents(RefreshEvent **events, int64 n)
 	CommandCounterIncrement();
 }
 
+/* The sequence of touched.touch_id, when it is the only one the table owns. */
+static Oid
+WriterTouchSequence(Relation rel)
+{
+	List	   *seqs = getOwnedSequences(RelationGetRelid(rel));
+
+	return list_length(seqs) == 1 ? linitial_oid(seqs) : InvalidOid;
+}
+
 /* Write the touched rows groups[0..n) of run. */
 void
 WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 {
 	Relation	rel = WriterOpen("touched", false);
 	WriterState w;
+	Oid			touch_seq = InvalidOid;
 
 	if (n == 0)
 	{
@@ -861,7 +879,8 @@ WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 		return;
 	}
 	WriterStart(&w, rel);
-	if (!WriterSameLayout(rel, touched_columns, lengthof(touched_columns)) || !WriterPlain(w.root))
+	if (!WriterSameLayout(rel, touched_layout, lengthof(touched_layout)) || !WriterPlain(w.root) ||
+		(touch_seq = WriterTouchSequence(rel)) == InvalidOid)
 	{
 		RefreshTouched **items = MemoryContextAllocHuge(CurrentMemoryContext,
 														n * sizeof(RefreshTouched *));
@@ -869,7 +888,7 @@ WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 		WriterFinish(&w);
 		for (int64 i = 0; i < n; i++)
 			items[i] = &groups[i];
-		WriterCopy(rel, touched_columns, lengthof(touched_columns), WRITER_COPY_TOUCHED,
+		WriterCopy(rel, touched_columns, TOUCHED_COLUMNS, WRITER_COPY_TOUCHED,
 				   (void **) items, n, run);
 		pfree(items);
 		table_close(rel, NoLock);
@@ -882,12 +901,13 @@ WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
-		slot->tts_values[0] = Int64GetDatum(run);
-		slot->tts_values[1] = DateADTGetDatum(t->first->event_date);
-		slot->tts_values[2] = PointerGetDatum(RefreshEventText(t->first, t->first->user_off));
-		slot->tts_values[3] = TimestampTzGetDatum(t->first_ts);
-		slot->tts_values[4] = TimestampTzGetDatum(t->last_ts);
-		slot->tts_values[5] = Int32GetDatum(t->events);
+		slot->tts_values[0] = Int64GetDatum(nextval_internal(touch_seq, false));
+		slot->tts_values[1] = Int64GetDatum(run);
+		slot->tts_values[2] = DateADTGetDatum(t->first->event_date);
+		slot->tts_values[3] = PointerGetDatum(RefreshEventText(t->first, t->first->user_off));
+		slot->tts_values[4] = TimestampTzGetDatum(t->first_ts);
+		slot->tts_values[5] = TimestampTzGetDatum(t->last_ts);
+		slot->tts_values[6] = Int32GetDatum(t->events);
 		ExecStoreVirtualTuple(slot);
 		WriterBuffer(&w, w.root);
 		if (w.nslots == WRITER_BATCH)
