@@ -57,6 +57,8 @@ PG_FUNCTION_INFO_V1(clickstream_sessions_of);
 #define SESS_SPILL_KB 64
 /* Events ahead whose records are fetched into the cache while emitting. */
 #define SESS_PREFETCH_AHEAD 8
+/* Users ahead whose records are fetched while a batch is emitted. */
+#define SESS_PREFETCH_USERS 4
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SessPrefetch(p) __builtin_prefetch(p)
@@ -116,23 +118,49 @@ typedef struct SessUserInfo
 	int64		nevents;
 } SessUserInfo;
 
-/* An entry of the users' hash table: user to index into userv. */
+/*
+ * A user as the hash table keys it: the text, and its first bytes inline, so
+ * that comparing a short id (most are) touches only the table's own line.
+ */
+#define SESS_INLINE_KEY 36
+
+typedef struct SessKey
+{
+	const text *user;
+	uint32		len;
+	char		inl[SESS_INLINE_KEY];
+} SessKey;
+
+/*
+ * An entry of the users' hash table: user to index into userv, and the
+ * user's number of events (counted here: the line a lookup reads anyway).
+ */
 typedef struct SessUser
 {
-	text	   *user;
+	SessKey		key;
 	uint32		hash;
 	uint32		index;
+	int64		nevents;
 	char		status;
 } SessUser;
 
-static inline bool SessTextEqual(const text *a, const text *b);
+/* Equality of two keys. */
+static inline bool
+SessKeyEqual(const SessKey *a, const SessKey *b)
+{
+	if (a->len != b->len)
+		return false;
+	if (a->len <= SESS_INLINE_KEY)
+		return memcmp(a->inl, b->inl, a->len) == 0;
+	return memcmp(VARDATA_ANY(a->user), VARDATA_ANY(b->user), a->len) == 0;
+}
 
 #define SH_PREFIX sessusers
 #define SH_ELEMENT_TYPE SessUser
-#define SH_KEY_TYPE text *
-#define SH_KEY user
-#define SH_HASH_KEY(tb, key) hash_bytes((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key))
-#define SH_EQUAL(tb, a, b) SessTextEqual(a, b)
+#define SH_KEY_TYPE SessKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) VARDATA_ANY((k).user), (k).len)
+#define SH_EQUAL(tb, a, b) SessKeyEqual(&(a), &(b))
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a) a->hash
 #define SH_SCOPE static inline
@@ -179,6 +207,7 @@ typedef struct SessState
 	Size		keys_left;
 	text	   *last_user;		/* user of the previous event, if in memory */
 	uint32		last_index;		/* and its index into userv */
+	SessUser   *last_entry;		/* and its entry (no insert since) */
 	Size		used;			/* bytes of the batch in memory */
 	Size		limit;			/* grow (split) beyond this */
 	bool		growing;		/* SessGrow is copying events over */
@@ -476,6 +505,7 @@ SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
 	uint32		hash;
 	int			batch;
 	SessUser   *u;
+	SessKey		key;
 	SessEvent  *e;
 	bool		found;
 	uint32		size_before;
@@ -497,8 +527,11 @@ SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
 			return;
 		}
 
+		key.user = user;
+		key.len = VARSIZE_ANY_EXHDR(user);
+		memcpy(key.inl, VARDATA_ANY(user), Min(key.len, SESS_INLINE_KEY));
 		size_before = st->users->size;
-		u = sessusers_insert_hash(st->users, user, hash, &found);
+		u = sessusers_insert_hash(st->users, key, hash, &found);
 		if (!found)
 		{
 			if (st->nusers == st->maxusers)
@@ -507,18 +540,19 @@ SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
 				st->maxusers *= 2;
 				st->userv = repalloc_huge(st->userv, sizeof(SessUserInfo) * st->maxusers);
 			}
-			u->user = SessArenaText(st, &st->keys, &st->keys_left, user);
+			u->key.user = SessArenaText(st, &st->keys, &st->keys_left, user);
 			u->index = st->nusers++;
-			st->userv[u->index].user = u->user;
+			st->userv[u->index].user = (text *) u->key.user;
 			st->userv[u->index].hash = hash;
-			st->userv[u->index].nevents = 0;
+			u->nevents = 0;
 			if (st->users->size != size_before)
 				st->used += (st->users->size - size_before) * sizeof(SessUser);
 		}
-		st->last_user = u->user;
+		st->last_user = (text *) u->key.user;
+		st->last_entry = u;
 		st->last_index = u->index;
 	}
-	st->userv[st->last_index].nevents++;
+	st->last_entry->nevents++;
 
 	idlen = event_id ? VARSIZE_ANY_EXHDR(event_id) : 0;
 	e = SessArenaAlloc(st, &st->arena, &st->arena_left,
@@ -730,7 +764,12 @@ SessEmitBatch(SessState *st)
 	int64		i;
 	int64		pos = 0;
 	uint32		u;
+	sessusers_iterator it;
+	SessUser   *entry;
 
+	sessusers_start_iterate(st->users, &it);
+	while ((entry = sessusers_iterate(st->users, &it)) != NULL)
+		st->userv[entry->index].nevents = entry->nevents;
 	next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * (st->nusers + 1));
 	for (u = 0; u < st->nusers; u++)
 	{
@@ -743,11 +782,24 @@ SessEmitBatch(SessState *st)
 		grouped[next[st->slots[i].ev->user]++] = st->slots[i];
 	st->grouped_end = grouped + st->nslots;
 
+	/*
+	 * Walk the users in order.  Their event records lie anywhere in the
+	 * arena: fetch those of a user a few places ahead into the cache while
+	 * this one is sorted and emitted.
+	 */
 	pos = 0;
 	for (u = 0; u < st->nusers; u++)
 	{
 		int64		n = st->userv[u].nevents;
 
+		if (u + SESS_PREFETCH_USERS < st->nusers)
+		{
+			int64		ahead = next[u + SESS_PREFETCH_USERS - 1];
+			int64		end = next[u + SESS_PREFETCH_USERS];
+
+			for (i = ahead; i < end; i++)
+				SessPrefetch(grouped[i].ev);
+		}
 		SessSortSlots(grouped + pos, n, st);
 		SessEmitUser(st, st->userv[u].user, grouped + pos, n);
 		pos += n;
