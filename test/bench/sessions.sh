@@ -18,6 +18,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-5000000}
 users=$((n / 10))
 rate=150	# events/s of simulated time: 5M events span ~9 hours, ~440k users
+# (the incremental part generates its own: 6/s, ~500k events a day for 10 days)
 
 bash "$root/tools/setup.sh" >/dev/null
 
@@ -42,22 +43,25 @@ shared_buffers = '2GB'
 maintenance_work_mem = '1GB'"
 q "CREATE EXTENSION clickstream"
 
-echo "generating $n events of $users users ($rate/s of simulated time)"
-start=2026-01-01T00:00:00Z
-"$root/tools/eventgen" --count "$n" --fast --seed 1 --start $start --rate $rate \
-	--users "$users" --output "$work/history.copy" --format copy --partitions 16 2>/dev/null
-chmod 644 "$work/history.copy"
-
-# Silver, loaded directly (this benchmark is about sessions, not refresh).
-q "CREATE UNLOGGED TABLE bench_raw (LIKE clickstream.bronze INCLUDING DEFAULTS)"
-q "COPY bench_raw (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/history.copy'"
-q "CREATE UNLOGGED TABLE bench_silver AS
-   SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id,
-		  e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source,
-		  e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs,
-		  b.kafka_topic, b.kafka_partition, b.kafka_offset, 0::bigint AS run_id, b.kafka_timestamp AS kafka_ts
-   FROM bench_raw b, LATERAL clickstream.parse_event(b.payload) e WHERE e.reason IS NULL"
-q "DROP TABLE bench_raw"
+# Events of the generator, parsed, in bench_silver (this benchmark is about
+# sessions, not refresh: silver is loaded directly from there).
+make_history() {	# make_history RATE
+	echo "generating $n events of $users users ($1/s of simulated time)"
+	"$root/tools/eventgen" --count "$n" --fast --seed 1 --start 2026-01-01T00:00:00Z --rate "$1" \
+		--users "$users" --output "$work/history.copy" --format copy --partitions 16 2>/dev/null
+	chmod 644 "$work/history.copy"
+	q "DROP TABLE IF EXISTS bench_raw, bench_silver"
+	q "CREATE UNLOGGED TABLE bench_raw (LIKE clickstream.bronze INCLUDING DEFAULTS)"
+	q "COPY bench_raw (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/history.copy'"
+	q "CREATE UNLOGGED TABLE bench_silver AS
+	   SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id,
+			  e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source,
+			  e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs,
+			  b.kafka_topic, b.kafka_partition, b.kafka_offset, 0::bigint AS run_id, b.kafka_timestamp AS kafka_ts
+	   FROM bench_raw b, LATERAL clickstream.parse_event(b.payload) e WHERE e.reason IS NULL"
+	q "DROP TABLE bench_raw"
+	rm -f "$work/history.copy"
+}
 silver_columns="event_id, event_type, user_id, ts, event_date, event_hour, product_id, category, price,
 	quantity, order_id, page_url, referrer, utm_source, utm_medium, utm_campaign, device, country,
 	is_high_value, revenue, attrs, kafka_topic, kafka_partition, kafka_offset, run_id"
@@ -79,6 +83,8 @@ load_silver() {	# load_silver WHERE-clause: silver = those events, sessions rebu
 	echo "  silver: $(q "SELECT count(*) || ' events, ' || count(DISTINCT user_id) || ' users, ' || min(ts)::date || ' to ' || max(ts)::date FROM clickstream.events"); sessions: $(q "SELECT count(*) FROM clickstream.sessions") (full rebuild $(secs "$t0" "$t1") s)"
 }
 
+if [ "${CS_SESSIONS_PART:-all}" != incremental ]; then
+make_history $rate
 echo "== sessionize vs SQL window vs DuckDB, all $n events"
 load_silver true
 q "CHECKPOINT"
@@ -166,7 +172,12 @@ for kind in event session; do
 	echo "  best of 3, $name: C $c s, SQL window $w s ($(printf '%.1f' "$(echo "$w / $c" | bc -l)")x slower), DuckDB $d s ($(printf '%.2f' "$(echo "$d / $c" | bc -l)")x the C time), C at work_mem 4MB $c4 s"
 done
 
-echo "== incremental refresh: 1 minute of new events (1000/s), history H vs 10xH"
+fi
+
+# History as days: the same daily volume (~500k events), 1 day (H) against
+# 10 days (10xH) of it.
+make_history 6
+echo "== incremental refresh: 1 minute of new events (1000/s), history H (1 day) vs 10xH (10 days)"
 end_all=$(q "SELECT max(ts) FROM bench_silver")
 cut=$(q "SELECT min(ts) + (max(ts) - min(ts)) / 10 FROM bench_silver")
 minutes() {	# minutes START: 3 files of 1 minute of events from START
