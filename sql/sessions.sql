@@ -326,6 +326,24 @@ SELECT pg_sleep(0.5);
 CALL clickstream.refresh();
 SELECT sessions_diff() AS diff, count(*) AS sessions FROM clickstream.sessions WHERE user_id LIKE 'ru%';
 
+-- another time zone: sessions are rebuilt; silver keeps the days it derived
+-- before, so gold looks two days around (timezone_changed) and stays exact
+-- as more events come, late ones too, with midnight splits in the new zone
+ALTER SYSTEM SET clickstream.timezone = 'Pacific/Kiritimati';
+ALTER SYSTEM SET clickstream.session_split_at_midnight = on;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL property(3, 0.125, 1500);
+SELECT timezone_changed FROM clickstream.gold_state;
+SELECT run, count(*) AS refreshes, sum(events) AS events, max(diff) AS max_diff
+FROM rounds WHERE run = 3 GROUP BY run;
+SELECT count(*) AS events_on_other_days FROM clickstream.events
+WHERE (ts AT TIME ZONE 'Pacific/Kiritimati')::date <> event_date;
+ALTER SYSTEM RESET clickstream.timezone;
+ALTER SYSTEM RESET clickstream.session_split_at_midnight;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+
 -- the settings
 SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'clickstream.session%' ORDER BY name;
 
