@@ -115,7 +115,6 @@ typedef struct SessUserInfo
 {
 	text	   *user;			/* in the arena */
 	uint32		hash;
-	int64		nevents;
 } SessUserInfo;
 
 /*
@@ -767,14 +766,17 @@ SessEmitBatch(SessState *st)
 	sessusers_iterator it;
 	SessUser   *entry;
 
+	/* next[u]: where user u's events go, from the counts in the table */
+	next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * (st->nusers + 1));
 	sessusers_start_iterate(st->users, &it);
 	while ((entry = sessusers_iterate(st->users, &it)) != NULL)
-		st->userv[entry->index].nevents = entry->nevents;
-	next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * (st->nusers + 1));
+		next[entry->index] = entry->nevents;
 	for (u = 0; u < st->nusers; u++)
 	{
+		int64		n = next[u];
+
 		next[u] = pos;
-		pos += st->userv[u].nevents;
+		pos += n;
 	}
 	grouped = MemoryContextAllocHuge(st->batchcxt,
 									 sizeof(SessSlot) * Max(st->nslots, 1));
@@ -785,12 +787,12 @@ SessEmitBatch(SessState *st)
 	/*
 	 * Walk the users in order.  Their event records lie anywhere in the
 	 * arena: fetch those of a user a few places ahead into the cache while
-	 * this one is sorted and emitted.
+	 * this one is sorted and emitted.  (next[u] is now the end of user u.)
 	 */
 	pos = 0;
 	for (u = 0; u < st->nusers; u++)
 	{
-		int64		n = st->userv[u].nevents;
+		int64		n = next[u] - pos;
 
 		if (u + SESS_PREFETCH_USERS < st->nusers)
 		{

@@ -309,16 +309,14 @@ BEGIN
 		LIMIT 1
 	) p ON true
 	CROSS JOIN LATERAL (
-		SELECT CASE WHEN p.session_start IS NULL
-					  OR t.first_ts - p.session_end > timeout
-					  OR (midnight AND (p.session_end AT TIME ZONE tz)::date
-									   <> (t.first_ts AT TIME ZONE tz)::date)
-				   THEN t.first_ts ELSE p.session_start END AS from_ts,
-			   CASE WHEN p.session_start IS NULL
-					  OR t.first_ts - p.session_end > timeout
-					  OR (midnight AND (p.session_end AT TIME ZONE tz)::date
-									   <> (t.first_ts AT TIME ZONE tz)::date)
-				   THEN '' ELSE p.first_event_id END AS from_id
+		SELECT p.session_start IS NULL
+			   OR t.first_ts - p.session_end > timeout
+			   OR (midnight AND (p.session_end AT TIME ZONE tz)::date
+								<> (t.first_ts AT TIME ZONE tz)::date) AS fresh
+	) c
+	CROSS JOIN LATERAL (
+		SELECT CASE WHEN c.fresh THEN t.first_ts ELSE p.session_start END AS from_ts,
+			   CASE WHEN c.fresh THEN '' ELSE p.first_event_id END AS from_id
 	) f
 	LEFT JOIN LATERAL (
 		SELECT x.session_start, x.first_event_id
