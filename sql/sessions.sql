@@ -185,6 +185,13 @@ RESET work_mem;
 
 -- Gold: clickstream.sessions, maintained by refresh ----------------------------
 
+-- thresholds of high_interest_low_conversion small enough for test data
+ALTER SYSTEM SET clickstream.interest_min_views = 3;
+ALTER SYSTEM SET clickstream.interest_min_carts = 2;
+ALTER SYSTEM SET clickstream.interest_max_conversion = 0.25;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+
 CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -201,12 +208,15 @@ BEGIN
 	VALUES ('sess', part, first + cardinality(evs))
 	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
 END $$;
-CREATE FUNCTION sev(id text, usr text, ts text, typ text DEFAULT 'page_view', utm text DEFAULT NULL) RETURNS text
+CREATE FUNCTION sev(id text, usr text, ts text, typ text DEFAULT 'page_view', utm text DEFAULT NULL,
+	prod text DEFAULT NULL, cat text DEFAULT NULL) RETURNS text
 LANGUAGE sql AS $$
-	SELECT format('{"event_id":"%s","event_type":"%s","user_id":"%s","ts":"%s","page_url":"/%s"%s%s}',
+	SELECT format('{"event_id":"%s","event_type":"%s","user_id":"%s","ts":"%s","page_url":"/%s"%s%s%s%s}',
 		id, typ, usr, ts, id,
 		CASE typ WHEN 'purchase' THEN ',"order_id":"o' || id || '","price":10,"quantity":2' ELSE '' END,
-		CASE WHEN utm IS NOT NULL THEN ',"utm_source":"' || utm || '","utm_campaign":"c"' ELSE '' END)
+		CASE WHEN utm IS NOT NULL THEN ',"utm_source":"' || utm || '","utm_campaign":"c"' ELSE '' END,
+		CASE WHEN prod IS NOT NULL THEN ',"product_id":"' || prod || '"' ELSE '' END,
+		CASE WHEN cat IS NOT NULL THEN ',"category":"' || cat || '"' ELSE '' END)
 $$;
 -- sessions minus the full recomputation, both ways
 CREATE FUNCTION sessions_diff() RETURNS bigint
@@ -214,11 +224,66 @@ LANGUAGE sql AS $$
 	WITH g AS (SELECT session_id, user_id, session_start, session_end, session_date,
 			first_event_id, last_event_id, events, page_views, add_to_carts, checkouts,
 			purchases, revenue, converted, landing_page, exit_page, utm_source,
-			utm_campaign, device, country FROM clickstream.sessions),
+			utm_campaign, device, country, funnel_level, category_funnel, product_funnel
+			FROM clickstream.sessions),
 	f AS (SELECT * FROM clickstream.session_rows('clickstream.events'))
 	SELECT (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE f) a) +
 		   (SELECT count(*) FROM (TABLE f EXCEPT ALL TABLE g) b)
-$$;
+$$ SET jit = off;
+-- the funnel tables minus the same sums over the full recomputation of
+-- sessions, both ways (high_interest_low_conversion too)
+CREATE FUNCTION funnels_diff() RETURNS bigint
+LANGUAGE sql AS $$
+	WITH s AS MATERIALIZED (SELECT * FROM clickstream.session_rows('clickstream.events')),
+	counted AS (
+		SELECT 'daily' AS kind, session_date AS day, '' AS category, '' AS product_id,
+			   funnel_level AS level FROM s
+		UNION ALL
+		SELECT 'category', session_date, c.key, '', c.value::integer
+		FROM s, jsonb_each_text(s.category_funnel) c
+		UNION ALL
+		SELECT 'product', session_date, p.value ->> 1, p.key, (p.value ->> 0)::integer
+		FROM s, jsonb_each(s.product_funnel) p),
+	sums AS (
+		SELECT kind, day, category, product_id, f.step, f.name, count(*) AS sessions,
+			   count(*) FILTER (WHERE level >= f.step) AS reached
+		FROM counted, clickstream.funnel_definition f
+		GROUP BY kind, day, category, product_id, f.step, f.name),
+	f AS (
+		SELECT kind, day, category, product_id, step, name, sessions, reached,
+			   round(reached::numeric / nullif(coalesce(lag(reached) OVER w, sessions), 0), 4),
+			   round(reached::numeric / nullif(first_value(reached) OVER w, 0), 4),
+			   round(reached::numeric / nullif(sessions, 0), 4)
+		FROM sums WINDOW w AS (PARTITION BY kind, day, category, product_id ORDER BY step)),
+	g AS (
+		SELECT 'daily', day, '', '', step, step_name, sessions, reached, conversion_from_previous,
+			   conversion_from_first, conversion_overall FROM clickstream.daily_funnel
+		UNION ALL
+		SELECT 'category', day, category, '', step, step_name, sessions, reached,
+			   conversion_from_previous, conversion_from_first, conversion_overall
+		FROM clickstream.funnel_by_category
+		UNION ALL
+		SELECT 'product', day, category, product_id, step, step_name, sessions, reached,
+			   conversion_from_previous, conversion_from_first, conversion_overall
+		FROM clickstream.product_funnel),
+	fi AS (
+		SELECT day, product_id, category, views, carts, purchases,
+			   round(carts::numeric / views, 4), round(purchases::numeric / views, 4)
+		FROM (SELECT day, product_id, category,
+					 max(reached) FILTER (WHERE step = 1) AS views,
+					 max(reached) FILTER (WHERE step = 2) AS carts,
+					 max(reached) FILTER (WHERE step = (SELECT max(step) FROM clickstream.funnel_definition)) AS purchases
+			  FROM f WHERE kind = 'product' GROUP BY day, product_id, category) x
+		WHERE views > 0
+		  AND (views >= current_setting('clickstream.interest_min_views')::bigint
+			   OR carts >= current_setting('clickstream.interest_min_carts')::bigint)
+		  AND purchases <= current_setting('clickstream.interest_max_conversion')::numeric * views),
+	gi AS (SELECT * FROM clickstream.high_interest_low_conversion)
+	SELECT (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE f) a) +
+		   (SELECT count(*) FROM (TABLE f EXCEPT ALL TABLE g) b) +
+		   (SELECT count(*) FROM (TABLE gi EXCEPT ALL TABLE fi) c) +
+		   (SELECT count(*) FROM (TABLE fi EXCEPT ALL TABLE gi) d)
+$$ SET jit = off;
 CREATE FUNCTION user_sessions(usr text) RETURNS TABLE (session_start text, session_end text,
 	events integer, first_event_id text, last_event_id text, landing_page text, exit_page text,
 	purchases integer, revenue numeric, converted boolean)
@@ -257,9 +322,46 @@ CALL clickstream.refresh();
 SELECT * FROM user_sessions('noa');
 SELECT sessions_diff() AS diff;
 
+-- Funnels: per session, per category and per product.  fay views p1 (c1)
+-- and p2 (c2), carts p2, checks out (no product), buys p2, then carts p1.
+SELECT feed_events(0, ARRAY[
+	sev('f1', 'fay', '2026-03-02T10:00:00Z', 'page_view', NULL, 'p1', 'c1'),
+	sev('f2', 'fay', '2026-03-02T10:01:00Z', 'page_view', NULL, 'p2', 'c2'),
+	sev('f3', 'fay', '2026-03-02T10:02:00Z', 'add_to_cart', NULL, 'p2', 'c2'),
+	sev('f4', 'fay', '2026-03-02T10:03:00Z', 'begin_checkout'),
+	sev('f5', 'fay', '2026-03-02T10:04:00Z', 'purchase', NULL, 'p2', 'c2'),
+	sev('f6', 'fay', '2026-03-02T10:05:00Z', 'add_to_cart', NULL, 'p1', 'c1'),
+-- gus lands on a page without product, carts and buys p1: level 2 (no
+-- checkout), and 0 for c1 and p1 (never viewed)
+	sev('g1', 'gus', '2026-03-02T11:00:00Z'),
+	sev('g2', 'gus', '2026-03-02T11:01:00Z', 'add_to_cart', NULL, 'p1', 'c1'),
+	sev('g3', 'gus', '2026-03-02T11:02:00Z', 'purchase', NULL, 'p1', 'c1')]);
+CALL clickstream.refresh();
+SELECT user_id, funnel_level, category_funnel, product_funnel
+FROM clickstream.sessions WHERE session_date = '2026-03-02' ORDER BY user_id;
+SELECT step, step_name, sessions, reached, conversion_from_previous, conversion_from_first,
+	   conversion_overall
+FROM clickstream.daily_funnel WHERE day = '2026-03-02' ORDER BY step;
+SELECT category, step, sessions, reached, conversion_from_previous
+FROM clickstream.funnel_by_category WHERE day = '2026-03-02' ORDER BY category, step;
+-- late events complete gus's funnel: a view of p1 before the landing page,
+-- and a checkout between cart and purchase
+SELECT feed_events(0, ARRAY[
+	sev('g0', 'gus', '2026-03-02T10:59:30Z', 'page_view', NULL, 'p1', 'c1'),
+	sev('g4', 'gus', '2026-03-02T11:01:30Z', 'begin_checkout')]);
+CALL clickstream.refresh();
+SELECT user_id, funnel_level, category_funnel, product_funnel
+FROM clickstream.sessions WHERE session_date = '2026-03-02' ORDER BY user_id;
+SELECT step, sessions, reached, conversion_from_previous, conversion_overall
+FROM clickstream.daily_funnel WHERE day = '2026-03-02' ORDER BY step;
+SELECT product_id, category, step, sessions, reached
+FROM clickstream.product_funnel WHERE day = '2026-03-02' ORDER BY product_id, step;
+SELECT funnels_diff() AS diff;
+
 -- Property: random streams in random batch splits, with late events; after
 -- every refresh, sessions equals the full recomputation
-CREATE TEMP TABLE rounds (run integer, batch integer, events integer, sessions bigint, diff bigint);
+CREATE TEMP TABLE rounds (run integer, batch integer, events integer, sessions bigint, diff bigint,
+	funnel_diff bigint);
 CREATE PROCEDURE property(run integer, seed float8, total integer)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -273,16 +375,22 @@ BEGIN
 	SELECT row_number() OVER (ORDER BY arrival) AS n, payload
 	FROM (
 		SELECT sev(run || 'r' || g, 'ru' || (1 + floor(random() * 200))::int,
-				   to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-				   (ARRAY['page_view', 'page_view', 'add_to_cart', 'begin_checkout', 'purchase'])[1 + floor(random() * 5)::int],
-				   CASE WHEN random() < 0.1 THEN (ARRAY['google', 'mail'])[1 + floor(random() * 2)::int] END) AS payload,
+				   to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), typ,
+				   CASE WHEN random() < 0.1 THEN (ARRAY['google', 'mail'])[1 + floor(random() * 2)::int] END,
+				   CASE WHEN prod > 0 THEN 'p' || prod END,
+				   -- a product's category, sometimes missing
+				   CASE WHEN prod > 0 AND random() < 0.95 THEN 'c' || prod % 3 END) AS payload,
 			   -- most arrive about in order, some hours late, a few days late
 			   t + CASE WHEN random() < 0.9 THEN random() * interval '10 minutes'
 						WHEN random() < 0.8 THEN random() * interval '6 hours'
 						ELSE random() * interval '3 days' END AS arrival
-		FROM (SELECT g, date_trunc('minute', timestamptz '2026-03-05 00:00Z'
-				+ random() * random() * interval '2 days') AS t
-			  FROM generate_series(1, total) g) x
+		FROM (SELECT g, t, typ,
+					 -- products on most views, carts and purchases, none on checkouts
+					 CASE WHEN typ <> 'begin_checkout' AND random() < 0.8 THEN 1 + floor(random() * 6)::int END AS prod
+			  FROM (SELECT g, date_trunc('minute', timestamptz '2026-03-05 00:00Z'
+						+ random() * random() * interval '2 days') AS t,
+						(ARRAY['page_view', 'page_view', 'add_to_cart', 'begin_checkout', 'purchase'])[1 + floor(random() * 5)::int] AS typ
+					FROM generate_series(1, total) g) w) x
 	) y;
 	WHILE pos < total LOOP
 		size := 1 + floor(random() * 400)::int;
@@ -292,7 +400,7 @@ BEGIN
 		pos := pos + size;
 		CALL clickstream.refresh();
 		INSERT INTO rounds SELECT run, batch, least(size, total - pos + size),
-			(SELECT count(*) FROM clickstream.sessions), sessions_diff();
+			(SELECT count(*) FROM clickstream.sessions), sessions_diff(), funnels_diff();
 	END LOOP;
 END $$;
 CALL property(1, 0.5, 4000);
@@ -306,7 +414,7 @@ SELECT pg_sleep(0.5);
 SELECT clickstream.session_rules();
 CALL property(2, 0.75, 4000);
 SELECT run, count(*) AS refreshes, sum(events) AS events, max(diff) AS max_diff,
-	   count(DISTINCT sessions) > 10 AS sessions_changed
+	   max(funnel_diff) AS max_funnel_diff, count(DISTINCT sessions) > 10 AS sessions_changed
 FROM rounds GROUP BY run ORDER BY run;
 SELECT sum(events) AS session_events, count(*) AS sessions, count(*) FILTER (WHERE converted) AS converted,
 	   count(*) FILTER (WHERE utm_source IS NOT NULL) AS with_campaign
@@ -324,7 +432,8 @@ ALTER SYSTEM RESET clickstream.session_split_on_campaign;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 CALL clickstream.refresh();
-SELECT sessions_diff() AS diff, count(*) AS sessions FROM clickstream.sessions WHERE user_id LIKE 'ru%';
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff, count(*) AS sessions
+FROM clickstream.sessions WHERE user_id LIKE 'ru%';
 
 -- another time zone: sessions are rebuilt; silver keeps the days it derived
 -- before, so gold looks two days around (timezone_changed) and stays exact
@@ -335,7 +444,8 @@ SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 CALL property(3, 0.125, 1500);
 SELECT timezone_changed FROM clickstream.gold_state;
-SELECT run, count(*) AS refreshes, sum(events) AS events, max(diff) AS max_diff
+SELECT run, count(*) AS refreshes, sum(events) AS events, max(diff) AS max_diff,
+	   max(funnel_diff) AS max_funnel_diff
 FROM rounds WHERE run = 3 GROUP BY run;
 SELECT count(*) AS events_on_other_days FROM clickstream.events
 WHERE (ts AT TIME ZONE 'Pacific/Kiritimati')::date <> event_date;
@@ -344,7 +454,53 @@ ALTER SYSTEM RESET clickstream.session_split_at_midnight;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 
+CALL clickstream.refresh();
+-- the property runs left products of high interest and low conversion
+SELECT count(*) > 0 AS listed, bool_and(views >= 3 OR carts >= 2) AS interest,
+	   bool_and(purchases <= 0.25 * views) AS low_conversion
+FROM clickstream.high_interest_low_conversion;
+-- other thresholds: the list is rebuilt at the next refresh
+ALTER SYSTEM SET clickstream.interest_min_views = 5;
+ALTER SYSTEM SET clickstream.interest_max_conversion = 0.1;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL clickstream.refresh();
+SELECT gold_state.interest_rules, funnels_diff() AS funnel_diff FROM clickstream.gold_state;
+
+-- a shop's own funnel: two steps, cart then purchase; refresh rebuilds
+-- sessions and funnels
+BEGIN;
+DELETE FROM clickstream.funnel_definition;
+INSERT INTO clickstream.funnel_definition VALUES (1, 'cart', 'add_to_cart'), (2, 'buy', 'purchase');
+COMMIT;
+CALL clickstream.refresh();
+SELECT step, step_name, sessions, reached, conversion_from_previous
+FROM clickstream.daily_funnel WHERE day = '2026-03-02' ORDER BY step;
+SELECT user_id, funnel_level, category_funnel, product_funnel
+FROM clickstream.sessions WHERE session_date = '2026-03-02' ORDER BY user_id;
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+-- steps with a gap: refresh fails with a plain error, and nothing moves
+UPDATE clickstream.funnel_definition SET step = 3 WHERE step = 2;
+CALL clickstream.refresh();
+SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
+-- back to the default funnel
+BEGIN;
+DELETE FROM clickstream.funnel_definition;
+INSERT INTO clickstream.funnel_definition VALUES
+	(1, 'view', 'page_view'), (2, 'add to cart', 'add_to_cart'),
+	(3, 'begin checkout', 'begin_checkout'), (4, 'purchase', 'purchase');
+COMMIT;
+CALL clickstream.refresh();
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+SELECT check_name, failures, passed FROM clickstream.check_quality() WHERE check_name LIKE '%funnel%';
+ALTER SYSTEM RESET clickstream.interest_min_views;
+ALTER SYSTEM RESET clickstream.interest_min_carts;
+ALTER SYSTEM RESET clickstream.interest_max_conversion;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+
 -- the settings
-SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'clickstream.session%' ORDER BY name;
+SELECT name, setting, unit, context FROM pg_settings
+WHERE name LIKE 'clickstream.session%' OR name LIKE 'clickstream.interest%' ORDER BY name;
 
 DROP EXTENSION clickstream;

@@ -65,6 +65,9 @@ extern int	cs_session_timeout;
 extern int	cs_session_max_duration;
 extern bool cs_session_split_at_midnight;
 extern bool cs_session_split_on_campaign;
+extern int	cs_interest_min_views;
+extern int	cs_interest_min_carts;
+extern double cs_interest_max_conversion;
 
 extern void GucInit(void);
 

@@ -10,12 +10,15 @@
  * too, so that every refresh of a server derives columns the same way; only
  * the size of a refresh step can be changed per session.  The session rules
  * are SIGHUP for the same reason: clickstream.sessions follows them, and a
- * refresh rebuilds it when they change.  The README has the same list as a
- * table.
+ * refresh rebuilds it when they change; so are the thresholds of
+ * clickstream.high_interest_low_conversion.  The README has the same list as
+ * a table.
  *
  *-------------------------------------------------------------------------
  */
 #include "clickstream.h"
+
+#include <limits.h>
 
 #include "datatype/timestamp.h"
 #include "pgtime.h"
@@ -51,6 +54,11 @@ int			cs_session_timeout = 30 * SECS_PER_MINUTE;
 int			cs_session_max_duration = SECS_PER_DAY;
 bool		cs_session_split_at_midnight = false;
 bool		cs_session_split_on_campaign = false;
+
+/* Gold: funnels */
+int			cs_interest_min_views = 100;
+int			cs_interest_min_carts = 20;
+double		cs_interest_max_conversion = 0.01;
 
 static const struct config_enum_entry start_offset_options[] = {
 	{"earliest", START_OFFSET_EARLIEST, false},
@@ -279,6 +287,33 @@ GucInit(void)
 							 "Default of clickstream.sessionize() and the rule of clickstream.sessions.",
 							 &cs_session_split_on_campaign,
 							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.interest_min_views",
+							"Sessions viewing a product in a day from which it counts as of high interest.",
+							"clickstream.high_interest_low_conversion lists a product and day when at least this many sessions reached step 1 of the funnel with it (or clickstream.interest_min_carts step 2), and its conversion is below clickstream.interest_max_conversion.",
+							&cs_interest_min_views,
+							100, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.interest_min_carts",
+							"Sessions carting a product in a day from which it counts as of high interest.",
+							"Sessions that reached step 2 of the funnel with the product; see clickstream.interest_min_views.",
+							&cs_interest_min_carts,
+							20, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("clickstream.interest_max_conversion",
+							 "Conversion below which a product of high interest counts as converting poorly.",
+							 "Sessions that reached the last step of the funnel with the product, divided by those that reached step 1; clickstream.high_interest_low_conversion lists the product and day when it is below this.",
+							 &cs_interest_max_conversion,
+							 0.01, 0.0, 1.0,
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);

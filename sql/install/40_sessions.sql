@@ -68,7 +68,10 @@ CREATE TABLE clickstream.sessions (
 	utm_source text,
 	utm_campaign text,
 	device text,
-	country text
+	country text,
+	funnel_level integer NOT NULL,
+	category_funnel jsonb NOT NULL,
+	product_funnel jsonb NOT NULL
 );
 
 CREATE INDEX sessions_user_start ON clickstream.sessions (user_id, session_start, first_event_id);
@@ -97,12 +100,16 @@ COMMENT ON COLUMN clickstream.sessions.utm_source IS 'First touch: utm_source of
 COMMENT ON COLUMN clickstream.sessions.utm_campaign IS 'First touch: utm_campaign of the first event.';
 COMMENT ON COLUMN clickstream.sessions.device IS 'device of the first event.';
 COMMENT ON COLUMN clickstream.sessions.country IS 'country of the first event.';
+COMMENT ON COLUMN clickstream.sessions.funnel_level IS 'Furthest step of the funnel (clickstream.funnel_definition) the session reached: clickstream.funnel_agg over its events, with the session as the window.';
+COMMENT ON COLUMN clickstream.sessions.category_funnel IS 'Per product category of its events, the furthest funnel step reached with that category: {"category": level}. Step 1 needs an event of the category; later steps take an event of the category or one without a category (begin_checkout).';
+COMMENT ON COLUMN clickstream.sessions.product_funnel IS 'Per product of its events, the furthest funnel step reached with that product and the product''s category ('''' when none): {"product_id": [level, "category"]}. Step 1 needs an event of the product; later steps take an event of the product or one without a product.';
 
 CREATE TABLE clickstream.gold_state (
 	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
 	touch_id bigint NOT NULL DEFAULT 0,
 	session_rules jsonb,
 	timezone_changed boolean NOT NULL DEFAULT false,
+	interest_rules jsonb,
 	updated_at timestamptz
 );
 INSERT INTO clickstream.gold_state DEFAULT VALUES;
@@ -111,8 +118,9 @@ COMMENT ON TABLE clickstream.gold_state IS
 'Where gold stands (one row): the clickstream.touched rows applied so far and the session rules clickstream.sessions was built with.';
 COMMENT ON COLUMN clickstream.gold_state.singleton IS 'Always true: the table has one row.';
 COMMENT ON COLUMN clickstream.gold_state.touch_id IS 'Gold watermark: touched rows up to this touch_id are reflected in gold.';
-COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.session_rules() when sessions was last brought up to date; a change makes the next refresh rebuild sessions.';
+COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.gold_rules() (session rules, time zone, funnel steps) when sessions was last brought up to date; a change makes the next refresh rebuild sessions and the funnel tables.';
 COMMENT ON COLUMN clickstream.gold_state.timezone_changed IS 'clickstream.timezone changed at some point: silver then holds event_date values derived in different zones, and gold looks for a user''s events two days around their times instead of on the exact days.';
+COMMENT ON COLUMN clickstream.gold_state.interest_rules IS 'clickstream.interest_rules() when clickstream.high_interest_low_conversion was last built; a change makes the next refresh rebuild it.';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 
 CREATE FUNCTION clickstream.session_rules()
@@ -132,44 +140,104 @@ COMMENT ON FUNCTION clickstream.session_rules() IS
 
 -- Sessions of a set of events -------------------------------------------------
 
+-- JIT is off: sessionize()'s row estimate makes the plan look costly, and
+-- compiling it took seconds for a few thousand events.
 CREATE FUNCTION clickstream.session_rows(source regclass)
 RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	session_end timestamptz, session_date date, first_event_id text, last_event_id text,
 	events integer, page_views integer, add_to_carts integer, checkouts integer,
 	purchases integer, revenue numeric, converted boolean, landing_page text,
-	exit_page text, utm_source text, utm_campaign text, device text, country text)
+	exit_page text, utm_source text, utm_campaign text, device text, country text,
+	funnel_level integer, category_funnel jsonb, product_funnel jsonb)
 LANGUAGE plpgsql
 AS $$
 DECLARE
 	events text := format('SELECT user_id, ts, event_id, utm_source, utm_campaign FROM %s', source);
+	-- the funnel: the session is its window (no event of a session is more
+	-- than session_max_duration after its start)
+	win interval := current_setting('clickstream.session_max_duration')::interval;
+	steps text[] := clickstream.funnel_event_types();
+	conditions text;
+	category_conditions text;
+	product_conditions text;
 BEGIN
+	-- step k: the event type; per category (product), step 1 also needs the
+	-- event to carry a category (product)
+	SELECT string_agg(format('z.event_type = %L', t), ', ' ORDER BY o),
+		   string_agg(format('z.event_type = %L', t) ||
+					  CASE WHEN o = 1 THEN ' AND z.category IS NOT NULL' ELSE '' END, ', ' ORDER BY o),
+		   string_agg(format('z.event_type = %L', t) ||
+					  CASE WHEN o = 1 THEN ' AND z.product_id IS NOT NULL' ELSE '' END, ', ' ORDER BY o)
+	INTO conditions, category_conditions, product_conditions
+	FROM unnest(steps) WITH ORDINALITY AS u(t, o);
 	RETURN QUERY EXECUTE format($q$
-		SELECT z.session_id, min(z.user_id), min(z.session_start), min(z.session_end),
-			   (min(z.session_start) AT TIME ZONE current_setting('clickstream.timezone'))::date,
-			   min(z.event_id) FILTER (WHERE z.event_index = 1),
-			   min(z.event_id) FILTER (WHERE z.event_index = z.session_events),
-			   count(*)::integer,
-			   count(*) FILTER (WHERE e.event_type = 'page_view')::integer,
-			   count(*) FILTER (WHERE e.event_type = 'add_to_cart')::integer,
-			   count(*) FILTER (WHERE e.event_type = 'begin_checkout')::integer,
-			   count(*) FILTER (WHERE e.event_type = 'purchase')::integer,
-			   coalesce(sum(e.revenue), 0),
-			   bool_or(e.event_type = 'purchase'),
-			   min(e.page_url) FILTER (WHERE z.event_index = 1),
-			   min(e.page_url) FILTER (WHERE z.event_index = z.session_events),
-			   min(e.utm_source) FILTER (WHERE z.event_index = 1),
-			   min(e.utm_campaign) FILTER (WHERE z.event_index = 1),
-			   min(e.device) FILTER (WHERE z.event_index = 1),
-			   min(e.country) FILTER (WHERE z.event_index = 1)
-		FROM clickstream.sessionize(%L) z
-		JOIN %s e ON e.event_id = z.event_id COLLATE "C"
-		GROUP BY z.session_id
-	$q$, events, source);
+		WITH z AS MATERIALIZED (
+			SELECT z.session_id, z.user_id, z.session_start, z.session_end, z.event_index,
+				   z.session_events, e.event_id, e.ts, e.event_type, e.revenue, e.page_url,
+				   e.utm_source, e.utm_campaign, e.device, e.country, e.product_id, e.category
+			FROM clickstream.sessionize(%1$L) z
+			JOIN %2$s e ON e.event_id = z.event_id COLLATE "C"
+		), s AS (
+			SELECT z.session_id, min(z.user_id) AS user_id, min(z.session_start) AS session_start,
+				   min(z.session_end) AS session_end,
+				   (min(z.session_start) AT TIME ZONE current_setting('clickstream.timezone'))::date,
+				   min(z.event_id) FILTER (WHERE z.event_index = 1),
+				   min(z.event_id) FILTER (WHERE z.event_index = z.session_events),
+				   count(*)::integer,
+				   count(*) FILTER (WHERE z.event_type = 'page_view')::integer,
+				   count(*) FILTER (WHERE z.event_type = 'add_to_cart')::integer,
+				   count(*) FILTER (WHERE z.event_type = 'begin_checkout')::integer,
+				   count(*) FILTER (WHERE z.event_type = 'purchase')::integer,
+				   coalesce(sum(z.revenue), 0),
+				   bool_or(z.event_type = 'purchase'),
+				   min(z.page_url) FILTER (WHERE z.event_index = 1),
+				   min(z.page_url) FILTER (WHERE z.event_index = z.session_events),
+				   min(z.utm_source) FILTER (WHERE z.event_index = 1),
+				   min(z.utm_campaign) FILTER (WHERE z.event_index = 1),
+				   min(z.device) FILTER (WHERE z.event_index = 1),
+				   min(z.country) FILTER (WHERE z.event_index = 1),
+				   clickstream.funnel_agg(z.ts, %3$L::interval, %4$s) AS funnel_level
+			FROM z
+			GROUP BY z.session_id
+		), c AS (
+			-- per category: its events, and the later-step events without one
+			SELECT x.session_id, jsonb_object_agg(x.category, x.level) AS category_funnel
+			FROM (
+				SELECT k.session_id, k.category,
+					   clickstream.funnel_agg(z.ts, %3$L::interval, %5$s) AS level
+				FROM (SELECT DISTINCT z.session_id, z.category FROM z WHERE z.category IS NOT NULL) k
+				JOIN z ON z.session_id = k.session_id
+					AND (z.category = k.category
+						 OR (z.category IS NULL AND z.event_type = ANY (%7$L::text[])))
+				GROUP BY k.session_id, k.category
+			) x
+			GROUP BY x.session_id
+		), p AS (
+			-- per product: the same with its events and those without a product
+			SELECT x.session_id,
+				   jsonb_object_agg(x.product_id, jsonb_build_array(x.level, x.category)) AS product_funnel
+			FROM (
+				SELECT k.session_id, k.product_id,
+					   clickstream.funnel_agg(z.ts, %3$L::interval, %6$s) AS level,
+					   coalesce(min(z.category) FILTER (WHERE z.product_id IS NOT NULL), '') AS category
+				FROM (SELECT DISTINCT z.session_id, z.product_id FROM z WHERE z.product_id IS NOT NULL) k
+				JOIN z ON z.session_id = k.session_id
+					AND (z.product_id = k.product_id
+						 OR (z.product_id IS NULL AND z.event_type = ANY (%7$L::text[])))
+				GROUP BY k.session_id, k.product_id
+			) x
+			GROUP BY x.session_id
+		)
+		SELECT s.*, coalesce(c.category_funnel, '{}'), coalesce(p.product_funnel, '{}')
+		FROM s
+		LEFT JOIN c ON c.session_id = s.session_id
+		LEFT JOIN p ON p.session_id = s.session_id
+	$q$, events, source, win, conditions, category_conditions, product_conditions, steps[2:]);
 END
-$$;
+$$ SET jit = off;
 
 COMMENT ON FUNCTION clickstream.session_rows(regclass) IS
-'Sessions (rows of clickstream.sessions) of all events of a table or view with the columns of clickstream.events (unique event_id), by the clickstream.session_* rules. session_rows(''clickstream.events'') is the full recomputation clickstream.sessions always equals.';
+'Sessions (rows of clickstream.sessions) of all events of a table or view with the columns of clickstream.events (unique event_id), by the clickstream.session_* rules and the funnel of clickstream.funnel_definition. session_rows(''clickstream.events'') is the full recomputation clickstream.sessions always equals.';
 
 CREATE VIEW clickstream.event_sessions AS
 SELECT e.event_id, e.user_id, e.ts, s.session_id, s.session_start
@@ -202,17 +270,18 @@ BEGIN
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
 		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
 		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
-		utm_campaign, device, country)
+		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
 	SELECT * FROM clickstream.session_rows('clickstream.events');
 	GET DIAGNOSTICS written = ROW_COUNT;
+	PERFORM clickstream.rebuild_funnels();
 	UPDATE clickstream.gold_state g
 	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
 		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
 			<> current_setting('clickstream.timezone'), false),
-		session_rules = clickstream.session_rules(), updated_at = now();
+		session_rules = clickstream.gold_rules(), updated_at = now();
 	RETURN written;
 END
-$$ SET work_mem = '256MB';
+$$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
 'Recompute clickstream.sessions from all of silver and move the gold watermark to the latest touched row. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) changed; returns the number of sessions.';
@@ -235,11 +304,20 @@ BEGIN
 		) ON COMMIT DELETE ROWS;
 		CREATE TEMP TABLE clickstream_affected (LIKE clickstream.events) ON COMMIT DELETE ROWS;
 	END IF;
+	IF to_regclass('pg_temp.clickstream_session_delta') IS NULL THEN
+		CREATE TEMP TABLE clickstream_session_delta (
+			sign integer NOT NULL,
+			session_date date NOT NULL,
+			funnel_level integer NOT NULL,
+			category_funnel jsonb NOT NULL,
+			product_funnel jsonb NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.gold_scratch() IS
-'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected).';
+'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, pg_temp.clickstream_session_delta).';
 
 CREATE FUNCTION clickstream.refresh_sessions(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean)
@@ -248,7 +326,7 @@ AS $$
 DECLARE
 	gold record;
 	hi bigint;
-	rules jsonb := clickstream.session_rules();
+	rules jsonb := clickstream.gold_rules();
 	timeout interval := current_setting('clickstream.session_timeout')::interval;
 	midnight boolean := current_setting('clickstream.session_split_at_midnight')::boolean;
 	tz text := current_setting('clickstream.timezone');
@@ -264,13 +342,16 @@ BEGIN
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
 	IF gold.session_rules IS DISTINCT FROM rules THEN
 		IF gold.session_rules IS NOT NULL THEN
-			RAISE NOTICE 'clickstream: the session rules changed, rebuilding clickstream.sessions'
+			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding clickstream.sessions and the funnel tables'
 				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
 		END IF;
 		SELECT count(*) INTO sessions_removed FROM clickstream.sessions;
 		sessions_written := clickstream.rebuild_sessions();
 		rebuilt := true;
 		RETURN;
+	END IF;
+	IF gold.interest_rules IS DISTINCT FROM clickstream.interest_rules() THEN
+		PERFORM clickstream.interest_update(NULL);
 	END IF;
 	SELECT coalesce(max(t.touch_id), 0) INTO hi FROM clickstream.touched t;
 	IF hi <= gold.touch_id THEN
@@ -367,7 +448,10 @@ BEGIN
 	END LOOP;
 	ANALYZE pg_temp.clickstream_affected;
 
-	-- the sessions replaced, found by index probes per user
+	-- the sessions replaced, found by index probes per user; what they and
+	-- their replacements count in the funnels goes to the delta
+	DELETE FROM pg_temp.clickstream_session_delta;
+	WITH gone AS (
 	DELETE FROM clickstream.sessions s
 	WHERE s.ctid = ANY (ARRAY(
 		SELECT x.ctid
@@ -379,19 +463,27 @@ BEGIN
 				AND s2.session_start >= d.from_ts AND s2.session_start <= d.to_ts
 				AND (s2.session_start, s2.first_event_id) >= (d.from_ts, d.from_id)
 				AND (s2.session_start, s2.first_event_id) < (d.to_ts, d.to_id)
-		) x));
+		) x))
+	RETURNING s.session_date, s.funnel_level, s.category_funnel, s.product_funnel)
+	INSERT INTO pg_temp.clickstream_session_delta
+	SELECT -1, g.* FROM gone g;
 	GET DIAGNOSTICS sessions_removed = ROW_COUNT;
 
+	WITH added AS (
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
 		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
 		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
-		utm_campaign, device, country)
-	SELECT * FROM clickstream.session_rows('pg_temp.clickstream_affected');
+		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
+	SELECT * FROM clickstream.session_rows('pg_temp.clickstream_affected')
+	RETURNING session_date, funnel_level, category_funnel, product_funnel)
+	INSERT INTO pg_temp.clickstream_session_delta
+	SELECT 1, a.* FROM added a;
 	GET DIAGNOSTICS sessions_written = ROW_COUNT;
+	PERFORM clickstream.apply_funnel_delta();
 
 	UPDATE clickstream.gold_state SET touch_id = hi, updated_at = now();
 END
-$$ SET work_mem = '256MB';
+$$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.refresh_sessions() IS
 'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users; rebuilds it all when the session rules changed.';

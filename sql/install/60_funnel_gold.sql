@@ -1,0 +1,360 @@
+-- Gold: funnels.  The funnel's steps live in one table,
+-- clickstream.funnel_definition.  Every session row of clickstream.sessions
+-- carries the furthest step it reached (clickstream.funnel_agg over its
+-- events), per product category and per product too.  The daily tables are
+-- sums over sessions by session_date:
+--
+--   clickstream.daily_funnel          (day, step)
+--   clickstream.funnel_by_category    (day, category, step)
+--   clickstream.product_funnel        (day, product_id, category, step)
+--   clickstream.high_interest_low_conversion   (day, product_id, category)
+--
+-- refresh_sessions() records what every session it deletes or writes counted
+-- (-1 / +1) in pg_temp.clickstream_session_delta; apply_funnel_delta() adds
+-- those counts to the daily rows they belong to and recomputes the rates and
+-- the high-interest list of just those rows.  Sums are exact, so the tables
+-- always equal the same sums taken over a full recomputation of sessions.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- The funnel ---------------------------------------------------------------------
+
+CREATE TABLE clickstream.funnel_definition (
+	step integer PRIMARY KEY CHECK (step BETWEEN 1 AND 64),
+	name text NOT NULL CHECK (name <> ''),
+	event_type text NOT NULL CHECK (event_type <> '')
+);
+
+INSERT INTO clickstream.funnel_definition VALUES
+	(1, 'view', 'page_view'),
+	(2, 'add to cart', 'add_to_cart'),
+	(3, 'begin checkout', 'begin_checkout'),
+	(4, 'purchase', 'purchase');
+
+COMMENT ON TABLE clickstream.funnel_definition IS
+'The funnel of the gold tables, one row per step (steps 1 .. n, no gaps, n <= 64): a session reaches step k when, in its events in (ts, event_id) order, events of the step types 1 .. k follow each other (clickstream.funnel_agg, the session as its window). Edit it to fit your event names; the next clickstream.refresh() rebuilds sessions and funnels.';
+COMMENT ON COLUMN clickstream.funnel_definition.step IS 'Position in the funnel, 1 .. n without gaps.';
+COMMENT ON COLUMN clickstream.funnel_definition.name IS 'Label of the step in the gold tables (step_name).';
+COMMENT ON COLUMN clickstream.funnel_definition.event_type IS 'The event_type of silver events that make the step.';
+
+-- The step event types in order; a plain error when the definition is unusable.
+CREATE FUNCTION clickstream.funnel_event_types()
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	types text[];
+	steps integer;
+	last_step integer;
+BEGIN
+	SELECT array_agg(event_type ORDER BY step), count(*), max(step)
+	INTO types, steps, last_step
+	FROM clickstream.funnel_definition;
+	IF steps = 0 OR last_step <> steps THEN
+		RAISE EXCEPTION 'clickstream.funnel_definition must number its steps 1 .. n without gaps'
+			USING DETAIL = format('It has %s steps, the last one numbered %s.', steps, last_step),
+				  HINT = 'Renumber the steps (UPDATE clickstream.funnel_definition SET step = ...), then run clickstream.refresh() again.';
+	END IF;
+	RETURN types;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.funnel_event_types() IS
+'The event types of the funnel steps of clickstream.funnel_definition, in step order; raises an error when the steps are not numbered 1 .. n.';
+
+-- The rules gold follows: the session rules and the funnel.
+CREATE FUNCTION clickstream.gold_rules()
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+	SELECT clickstream.session_rules() || jsonb_build_object('funnel',
+		(SELECT jsonb_agg(jsonb_build_array(f.step, f.name, f.event_type) ORDER BY f.step)
+		 FROM clickstream.funnel_definition f))
+$$;
+
+COMMENT ON FUNCTION clickstream.gold_rules() IS
+'What clickstream.sessions and the funnel tables are built by, as one value: clickstream.session_rules() and the steps of clickstream.funnel_definition. A change makes the next refresh rebuild them.';
+
+-- The daily tables ------------------------------------------------------------------
+
+CREATE TABLE clickstream.daily_funnel (
+	day date NOT NULL,
+	step integer NOT NULL,
+	step_name text NOT NULL,
+	sessions bigint NOT NULL,
+	reached bigint NOT NULL,
+	conversion_from_previous numeric,
+	conversion_from_first numeric,
+	conversion_overall numeric,
+	PRIMARY KEY (day, step)
+);
+
+CREATE TABLE clickstream.funnel_by_category (
+	day date NOT NULL,
+	category text NOT NULL,
+	step integer NOT NULL,
+	step_name text NOT NULL,
+	sessions bigint NOT NULL,
+	reached bigint NOT NULL,
+	conversion_from_previous numeric,
+	conversion_from_first numeric,
+	conversion_overall numeric,
+	PRIMARY KEY (day, category, step)
+);
+
+CREATE TABLE clickstream.product_funnel (
+	day date NOT NULL,
+	product_id text NOT NULL,
+	category text NOT NULL,
+	step integer NOT NULL,
+	step_name text NOT NULL,
+	sessions bigint NOT NULL,
+	reached bigint NOT NULL,
+	conversion_from_previous numeric,
+	conversion_from_first numeric,
+	conversion_overall numeric,
+	PRIMARY KEY (day, product_id, category, step)
+);
+
+CREATE TABLE clickstream.high_interest_low_conversion (
+	day date NOT NULL,
+	product_id text NOT NULL,
+	category text NOT NULL,
+	views bigint NOT NULL,
+	carts bigint,
+	purchases bigint NOT NULL,
+	cart_rate numeric,
+	conversion numeric NOT NULL,
+	PRIMARY KEY (day, product_id, category)
+);
+
+COMMENT ON TABLE clickstream.daily_funnel IS
+'Gold: the funnel of clickstream.funnel_definition per day (session_date: the day the session started, in clickstream.timezone), one row per day and step. Maintained by clickstream.refresh() from the sessions it changes; equal to the same counts over a full recomputation of sessions.';
+COMMENT ON COLUMN clickstream.daily_funnel.day IS 'Day the sessions started, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.daily_funnel.step IS 'Step of clickstream.funnel_definition.';
+COMMENT ON COLUMN clickstream.daily_funnel.step_name IS 'Its name.';
+COMMENT ON COLUMN clickstream.daily_funnel.sessions IS 'Sessions that started that day (the same in every step row of the day).';
+COMMENT ON COLUMN clickstream.daily_funnel.reached IS 'Sessions of the day that reached this step (their funnel_level is at least step).';
+COMMENT ON COLUMN clickstream.daily_funnel.conversion_from_previous IS 'Step-to-step conversion: reached / reached of the previous step (for step 1: / sessions), 4 decimals; NULL when dividing by 0.';
+COMMENT ON COLUMN clickstream.daily_funnel.conversion_from_first IS 'reached / reached of step 1 (the funnel''s own conversion, as PostHog reports it), 4 decimals; NULL when dividing by 0.';
+COMMENT ON COLUMN clickstream.daily_funnel.conversion_overall IS 'Overall conversion: reached / sessions, 4 decimals (the last step''s is the shop''s session conversion rate).';
+
+COMMENT ON TABLE clickstream.funnel_by_category IS
+'Gold: the funnel per product category and day. A session counts for each category its events carry; step 1 needs an event of the category, later steps take an event of the category or one without a category (begin_checkout carries none). Maintained by clickstream.refresh(), equal to a full recomputation.';
+COMMENT ON COLUMN clickstream.funnel_by_category.day IS 'Day the sessions started, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.funnel_by_category.category IS 'Product category.';
+COMMENT ON COLUMN clickstream.funnel_by_category.step IS 'Step of clickstream.funnel_definition.';
+COMMENT ON COLUMN clickstream.funnel_by_category.step_name IS 'Its name.';
+COMMENT ON COLUMN clickstream.funnel_by_category.sessions IS 'Sessions of the day with an event of the category.';
+COMMENT ON COLUMN clickstream.funnel_by_category.reached IS 'Of those, the sessions that reached this step with the category.';
+COMMENT ON COLUMN clickstream.funnel_by_category.conversion_from_previous IS 'reached / reached of the previous step (for step 1: / sessions), 4 decimals.';
+COMMENT ON COLUMN clickstream.funnel_by_category.conversion_from_first IS 'reached / reached of step 1, 4 decimals.';
+COMMENT ON COLUMN clickstream.funnel_by_category.conversion_overall IS 'reached / sessions, 4 decimals.';
+
+COMMENT ON TABLE clickstream.product_funnel IS
+'Gold: the funnel per product and day, with the rule of clickstream.funnel_by_category (step 1 needs an event of the product, later steps take an event of the product or one without a product). The base of clickstream.high_interest_low_conversion. Maintained by clickstream.refresh(), equal to a full recomputation.';
+COMMENT ON COLUMN clickstream.product_funnel.day IS 'Day the sessions started, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.product_funnel.product_id IS 'Product.';
+COMMENT ON COLUMN clickstream.product_funnel.category IS 'The category the product''s events carried in the session (the smallest, if several); '''' when none did.';
+COMMENT ON COLUMN clickstream.product_funnel.step IS 'Step of clickstream.funnel_definition.';
+COMMENT ON COLUMN clickstream.product_funnel.step_name IS 'Its name.';
+COMMENT ON COLUMN clickstream.product_funnel.sessions IS 'Sessions of the day with an event of the product.';
+COMMENT ON COLUMN clickstream.product_funnel.reached IS 'Of those, the sessions that reached this step with the product.';
+COMMENT ON COLUMN clickstream.product_funnel.conversion_from_previous IS 'reached / reached of the previous step (for step 1: / sessions), 4 decimals.';
+COMMENT ON COLUMN clickstream.product_funnel.conversion_from_first IS 'reached / reached of step 1, 4 decimals.';
+COMMENT ON COLUMN clickstream.product_funnel.conversion_overall IS 'reached / sessions, 4 decimals.';
+
+COMMENT ON TABLE clickstream.high_interest_low_conversion IS
+'Gold: products that many sessions viewed or carted on a day, but few bought: views >= clickstream.interest_min_views or carts >= clickstream.interest_min_carts, and conversion <= clickstream.interest_max_conversion. Rows of clickstream.product_funnel; maintained by clickstream.refresh(), rebuilt when the thresholds change.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.day IS 'Day the sessions started, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.product_id IS 'Product.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.category IS 'Its category, as in clickstream.product_funnel.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.views IS 'Sessions that reached step 1 with the product (viewed it, with the default funnel).';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.carts IS 'Sessions that reached step 2 with it (added it to the cart); NULL for a one-step funnel.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.purchases IS 'Sessions that reached the last step with it (bought it).';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.cart_rate IS 'carts / views, 4 decimals.';
+COMMENT ON COLUMN clickstream.high_interest_low_conversion.conversion IS 'purchases / views, 4 decimals.';
+
+-- Maintenance -----------------------------------------------------------------------
+
+-- The settings high_interest_low_conversion depends on, as one value.
+CREATE FUNCTION clickstream.interest_rules()
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+	SELECT jsonb_build_object(
+		'min_views', current_setting('clickstream.interest_min_views')::bigint,
+		'min_carts', current_setting('clickstream.interest_min_carts')::bigint,
+		'max_conversion', current_setting('clickstream.interest_max_conversion')::numeric)
+$$;
+
+COMMENT ON FUNCTION clickstream.interest_rules() IS
+'The thresholds clickstream.high_interest_low_conversion was built with (clickstream.interest_*), as one value.';
+
+-- Add signed session counts to one funnel table.  deltas: a query returning
+-- the key columns of the table, level (the step the session reached with
+-- that key) and sign (+1 for a session written, -1 for one removed).
+CREATE FUNCTION clickstream.funnel_add(target regclass, keys text[], deltas text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	cols text := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k);
+	d_cols text := (SELECT string_agg(format('d.%I', k), ', ') FROM unnest(keys) k);
+	t_cols text := (SELECT string_agg(format('t.%I', k), ', ') FROM unnest(keys) k);
+	same_key text := (SELECT string_agg(format('t.%1$I = a.%1$I', k), ' AND ') FROM unnest(keys) k);
+BEGIN
+	EXECUTE format($q$
+		INSERT INTO %1$s AS t (%2$s, step, step_name, sessions, reached)
+		SELECT %3$s, f.step, f.name, sum(d.sign),
+			   coalesce(sum(d.sign) FILTER (WHERE d.level >= f.step), 0)
+		FROM (%4$s) d
+		CROSS JOIN clickstream.funnel_definition f
+		GROUP BY %3$s, f.step, f.name
+		ON CONFLICT (%2$s, step) DO UPDATE
+		SET sessions = t.sessions + excluded.sessions,
+			reached = t.reached + excluded.reached,
+			step_name = excluded.step_name
+	$q$, target, cols, d_cols, deltas);
+	-- keys no session counts for any more
+	EXECUTE format($q$
+		DELETE FROM %1$s t
+		USING (SELECT DISTINCT %2$s FROM (%3$s) d) a
+		WHERE %4$s AND t.sessions = 0
+	$q$, target, d_cols, deltas, same_key);
+	EXECUTE format($q$
+		UPDATE %1$s t
+		SET conversion_from_previous = round(t.reached::numeric / nullif(x.previous, 0), 4),
+			conversion_from_first = round(t.reached::numeric / nullif(x.first, 0), 4),
+			conversion_overall = round(t.reached::numeric / nullif(t.sessions, 0), 4)
+		FROM (
+			SELECT t.ctid AS row_id,
+				   coalesce(lag(t.reached) OVER w, t.sessions) AS previous,
+				   first_value(t.reached) OVER w AS first
+			FROM (SELECT DISTINCT %2$s FROM (%3$s) d) a
+			JOIN %1$s t ON %4$s
+			WINDOW w AS (PARTITION BY %5$s ORDER BY t.step)
+		) x
+		WHERE t.ctid = x.row_id
+	$q$, target, d_cols, deltas, same_key, t_cols);
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.funnel_add(regclass, text[], text) IS
+'Internal: add signed session counts (a query of key columns, level, sign) to a funnel table, drop the keys left without sessions, and recompute the rates of the keys touched.';
+
+-- Recompute the high-interest rows of some (day, product_id, category) keys,
+-- or of all when keys is NULL.
+CREATE FUNCTION clickstream.interest_update(keys text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	last_step integer := (SELECT max(step) FROM clickstream.funnel_definition);
+	rules jsonb := clickstream.interest_rules();
+BEGIN
+	IF keys IS NULL THEN
+		DELETE FROM clickstream.high_interest_low_conversion;
+		keys := 'SELECT DISTINCT day, product_id, category FROM clickstream.product_funnel';
+	ELSE
+		EXECUTE format($q$
+			DELETE FROM clickstream.high_interest_low_conversion t
+			USING (SELECT DISTINCT d.day, d.product_id, d.category FROM (%s) d) a
+			WHERE t.day = a.day AND t.product_id = a.product_id AND t.category = a.category
+		$q$, keys);
+	END IF;
+	EXECUTE format($q$
+		INSERT INTO clickstream.high_interest_low_conversion
+		SELECT x.day, x.product_id, x.category, x.views, x.carts, x.purchases,
+			   round(x.carts::numeric / x.views, 4), round(x.purchases::numeric / x.views, 4)
+		FROM (
+			SELECT t.day, t.product_id, t.category,
+				   max(t.reached) FILTER (WHERE t.step = 1) AS views,
+				   max(t.reached) FILTER (WHERE t.step = 2) AS carts,
+				   max(t.reached) FILTER (WHERE t.step = %2$s) AS purchases
+			FROM (SELECT DISTINCT d.day, d.product_id, d.category FROM (%1$s) d) a
+			JOIN clickstream.product_funnel t
+				ON t.day = a.day AND t.product_id = a.product_id AND t.category = a.category
+			GROUP BY t.day, t.product_id, t.category
+		) x
+		WHERE x.views > 0
+			AND (x.views >= %3$s OR x.carts >= %4$s)
+			AND x.purchases <= %5$s * x.views
+	$q$, keys, last_step, rules ->> 'min_views', rules ->> 'min_carts', rules ->> 'max_conversion');
+	UPDATE clickstream.gold_state SET interest_rules = rules;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.interest_update(text) IS
+'Internal: recompute the clickstream.high_interest_low_conversion rows of the (day, product_id, category) keys a query returns (all when NULL) from clickstream.product_funnel and the clickstream.interest_* thresholds.';
+
+-- Apply pg_temp.clickstream_session_delta to every funnel table.
+CREATE FUNCTION clickstream.apply_funnel_delta()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	products text := $q$
+		SELECT d.session_date AS day, p.key AS product_id, p.value ->> 1 AS category,
+			   (p.value ->> 0)::integer AS level, d.sign
+		FROM pg_temp.clickstream_session_delta d, jsonb_each(d.product_funnel) p$q$;
+BEGIN
+	PERFORM clickstream.funnel_add('clickstream.daily_funnel', ARRAY['day'], $q$
+		SELECT d.session_date AS day, d.funnel_level AS level, d.sign
+		FROM pg_temp.clickstream_session_delta d$q$);
+	PERFORM clickstream.funnel_add('clickstream.funnel_by_category', ARRAY['day', 'category'], $q$
+		SELECT d.session_date AS day, c.key AS category, c.value::integer AS level, d.sign
+		FROM pg_temp.clickstream_session_delta d, jsonb_each_text(d.category_funnel) c$q$);
+	PERFORM clickstream.funnel_add('clickstream.product_funnel',
+		ARRAY['day', 'product_id', 'category'], products);
+	PERFORM clickstream.interest_update(products);
+	DELETE FROM pg_temp.clickstream_session_delta;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.apply_funnel_delta() IS
+'Internal (clickstream.refresh_sessions()): add what the sessions removed (-1) and written (+1) in this step counted to daily_funnel, funnel_by_category and product_funnel, and update high_interest_low_conversion for the products touched.';
+
+-- Rebuild every funnel table from clickstream.sessions.
+CREATE FUNCTION clickstream.rebuild_funnels()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM clickstream.gold_scratch();
+	DELETE FROM clickstream.daily_funnel;
+	DELETE FROM clickstream.funnel_by_category;
+	DELETE FROM clickstream.product_funnel;
+	DELETE FROM clickstream.high_interest_low_conversion;
+	DELETE FROM pg_temp.clickstream_session_delta;
+	INSERT INTO pg_temp.clickstream_session_delta
+	SELECT 1, s.session_date, s.funnel_level, s.category_funnel, s.product_funnel
+	FROM clickstream.sessions s;
+	PERFORM clickstream.apply_funnel_delta();
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.rebuild_funnels() IS
+'Internal (clickstream.rebuild_sessions()): rebuild daily_funnel, funnel_by_category, product_funnel and high_interest_low_conversion from clickstream.sessions.';
+
+REVOKE ALL ON FUNCTION clickstream.funnel_add(regclass, text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.interest_update(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.apply_funnel_delta() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.rebuild_funnels() FROM PUBLIC;
+
+-- Quality check ----------------------------------------------------------------------
+
+INSERT INTO clickstream.quality_checks (name, layer, severity, description, query, builtin) VALUES
+('daily_funnel_matches_sessions', 'gold', 'error',
+ 'clickstream.daily_funnel holds, per day and step, the number of sessions of that day and of those that reached the step.',
+ $q$SELECT count(*) FROM (
+        SELECT s.session_date AS day, f.step, count(*) AS sessions,
+               count(*) FILTER (WHERE s.funnel_level >= f.step) AS reached
+        FROM clickstream.sessions s CROSS JOIN clickstream.funnel_definition f
+        WHERE $1::date IS NULL OR s.session_date >= $1::date
+        GROUP BY 1, 2) s
+    FULL JOIN (
+        SELECT day, step, sessions, reached FROM clickstream.daily_funnel
+        WHERE $1::date IS NULL OR day >= $1::date) d
+    USING (day, step)
+    WHERE s.sessions IS DISTINCT FROM d.sessions OR s.reached IS DISTINCT FROM d.reached$q$, true);
