@@ -31,7 +31,11 @@ cs_start_cluster "$port" "clickstream.max_message_bytes = '64kB'
 shared_preload_libraries = 'clickstream,pg_cron'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
-max_worker_processes = 32"
+max_worker_processes = 32
+# a small shop's thresholds for clickstream.high_interest_low_conversion
+clickstream.interest_min_views = 30
+clickstream.interest_min_carts = 10
+clickstream.interest_max_conversion = 0.03"
 psql_demo -qc "CREATE EXTENSION clickstream" -c "CREATE EXTENSION pg_cron"
 echo "   pg_cron job $(psql_demo -Atc "SELECT clickstream.schedule()"): CALL clickstream.refresh() every minute;"
 echo "   the demo also calls it every few seconds to show silver filling up"
@@ -105,6 +109,32 @@ SELECT (SELECT count(*) FROM clickstream.sessions) AS sessions_kept,
             SELECT session_id, events, revenue, session_end FROM clickstream.sessions
             EXCEPT SELECT session_id, events, revenue, session_end
                    FROM clickstream.session_rows('clickstream.events')) d) AS differing;
+
+\echo '-- gold: the daily funnel (sessions by start day; steps from clickstream.funnel_definition)'
+SELECT day, max(sessions) AS sessions,
+       string_agg(format('%s %s (%s%%)', step_name, reached, round(100 * conversion_from_previous, 1)),
+                  ' -> ' ORDER BY step) AS "reached (step-to-step conversion)",
+       round(100 * min(conversion_overall), 2) AS conversion_pct
+FROM clickstream.daily_funnel GROUP BY day ORDER BY day;
+SELECT (SELECT count(*) FROM (
+            SELECT session_date, count(*), count(*) FILTER (WHERE funnel_level >= 2),
+                   count(*) FILTER (WHERE funnel_level >= 4)
+            FROM clickstream.session_rows('clickstream.events') GROUP BY 1
+            EXCEPT SELECT day, max(sessions), max(reached) FILTER (WHERE step = 2),
+                          max(reached) FILTER (WHERE step = 4)
+                   FROM clickstream.daily_funnel GROUP BY 1) d) AS funnel_days_differing_from_recomputation;
+
+\echo '-- gold: funnel by category (all days)'
+SELECT category, sum(sessions) FILTER (WHERE step = 1) AS sessions,
+       sum(reached) FILTER (WHERE step = 1) AS viewed, sum(reached) FILTER (WHERE step = 2) AS carted,
+       sum(reached) FILTER (WHERE step = 4) AS bought,
+       round(100.0 * sum(reached) FILTER (WHERE step = 4) / nullif(sum(reached) FILTER (WHERE step = 1), 0), 2) AS view_to_buy_pct
+FROM clickstream.funnel_by_category GROUP BY category ORDER BY viewed DESC LIMIT 6;
+
+\echo '-- gold: high interest, low conversion (views >= 30 or carts >= 10 sessions a day, conversion <= 3%)'
+SELECT day, product_id, category, views, carts, purchases, conversion
+FROM clickstream.high_interest_low_conversion ORDER BY views DESC, product_id LIMIT 6;
+SELECT count(*) AS products_listed FROM clickstream.high_interest_low_conversion;
 
 \echo '-- gold: top landing pages and sources'
 SELECT landing_page, coalesce(utm_source, '(direct)') AS source, count(*) AS sessions,
