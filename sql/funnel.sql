@@ -335,3 +335,63 @@ SELECT ref_level, count(*) FROM rcmp GROUP BY 1 ORDER BY 1;
 SELECT c.*, p.opts, p.win FROM rcmp c JOIN rp p USING (g)
 WHERE NOT (level = ref_level AND level_reversed = ref_level AND steps_level = ref_level AND step_ts = ref_step_ts)
 ORDER BY g LIMIT 5;
+
+-- funnel_breakdown: the funnel per key ------------------------------------------
+-- a session viewing a book and a lamp, carting the book, checking out
+-- (no category) and buying the book: books 4, lamps 1
+SELECT funnel_breakdown(ts, '1 hour', cat, typ = 'view', typ = 'cart', typ = 'checkout', typ = 'buy')
+FROM (VALUES (1, 'view', 'books'), (2, 'view', 'lamps'), (3, 'cart', 'books'),
+             (4, 'checkout', NULL), (5, 'buy', 'books')) v(m, typ, cat),
+     LATERAL (SELECT timestamptz '2026-01-01' + m * interval '1 minute' AS ts) t;
+-- a row without a key never starts a funnel; a key seen only on rows that
+-- match no step is there with 0; NULL ts rows are ignored; the window holds
+SELECT funnel_breakdown(ts, '10 minutes', k, s = 1, s = 2)
+FROM (VALUES ('2026-01-01 00:00'::timestamptz, NULL, 1), ('2026-01-01 00:01', 'a', 2),
+             ('2026-01-01 00:02', 'b', 9), (NULL, 'c', 1), ('2026-01-01 00:03', 'd', 1),
+             ('2026-01-01 00:14', NULL, 2), ('2026-01-01 00:04', 'e', 1),
+             ('2026-01-01 00:14', 'e', 2)) v(ts, k, s);
+-- with a label: the smallest non-NULL label of the key, or null
+SELECT funnel_breakdown(ts, '1 hour', k, l, s = 1, s = 2)
+FROM (VALUES ('2026-01-01 00:00'::timestamptz, 'p1', 'zeta', 1), ('2026-01-01 00:01', 'p1', 'alpha', 2),
+             ('2026-01-01 00:02', 'p2', NULL, 1), ('2026-01-01 00:03', 'p1', NULL, 2)) v(ts, k, l, s);
+-- no rows: NULL; errors as funnel_agg's
+SELECT funnel_breakdown(now(), '1 hour', 'k', true) FROM generate_series(1, 0);
+SELECT funnel_breakdown(now(), NULL, 'k', true);
+SELECT funnel_breakdown(now(), '-1 hour', 'k', true);
+SELECT funnel_breakdown(now(), '1 hour', 'k', VARIADIC '{}'::boolean[]);
+
+-- Random groups against the same funnel per key in plain SQL (funnel_agg
+-- over each key's rows and the keyless rows, step 1 only on keyed rows);
+-- up to 60 keys per group, so the hashed key lookup runs too
+SELECT setseed(0.31);
+CREATE TEMP TABLE br AS
+SELECT g, timestamptz '2026-01-01' + floor(random() * 120) * interval '1 minute' AS ts,
+       CASE WHEN random() < 0.2 THEN NULL ELSE 'k' || floor(random() * (1 + g % 60)) END AS k,
+       CASE WHEN random() < 0.3 THEN NULL ELSE 'l' || floor(random() * 5) END AS l,
+       1 + floor(random() * 4)::int AS s
+FROM generate_series(1, 400) g, generate_series(1, 1 + floor(random() * 80)::int) n;
+CREATE TEMP TABLE brcmp AS
+WITH agg AS (
+  SELECT g, funnel_breakdown(ts, '30 minutes', k, l, s = 1, s = 2, s = 3) AS b,
+         funnel_breakdown(ts, '30 minutes', k, s = 1, s = 2, s = 3 ORDER BY random()) AS b_shuffled
+  FROM br GROUP BY g
+), keys AS (SELECT DISTINCT g, k FROM br WHERE k IS NOT NULL AND ts IS NOT NULL
+), ref AS (
+  SELECT x.g, jsonb_object_agg(x.k, jsonb_build_array(x.level, x.label)) AS b
+  FROM (SELECT keys.g, keys.k,
+               funnel_agg(r.ts, '30 minutes', r.s = 1 AND r.k IS NOT NULL, r.s = 2, r.s = 3) AS level,
+               min(r.l COLLATE "C") FILTER (WHERE r.k IS NOT NULL) AS label
+        FROM keys JOIN br r ON r.g = keys.g AND (r.k = keys.k OR r.k IS NULL)
+        GROUP BY keys.g, keys.k) x
+  GROUP BY x.g
+)
+SELECT agg.g, agg.b, agg.b_shuffled, coalesce(ref.b, '{}') AS ref
+FROM agg LEFT JOIN ref USING (g);
+SELECT count(*) AS groups,
+       count(*) FILTER (WHERE b = ref) AS agree,
+       count(*) FILTER (WHERE b_shuffled = (SELECT jsonb_object_agg(key, value -> 0) FROM jsonb_each(ref))
+                           OR (ref = '{}' AND b_shuffled = '{}')) AS agree_shuffled,
+       max((SELECT count(*) FROM jsonb_object_keys(b))) AS most_keys,
+       sum((SELECT count(*) FROM jsonb_each(b) WHERE (value ->> 0)::int = 3)) AS keys_at_step_3
+FROM brcmp;
+SELECT * FROM brcmp WHERE b <> ref LIMIT 3;

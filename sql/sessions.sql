@@ -242,7 +242,7 @@ LANGUAGE sql AS $$
 		SELECT 'category', session_date, c.key, '', c.value::integer
 		FROM s, jsonb_each_text(s.category_funnel) c
 		UNION ALL
-		SELECT 'product', session_date, p.value ->> 1, p.key, (p.value ->> 0)::integer
+		SELECT 'product', session_date, coalesce(p.value ->> 1, ''), p.key, (p.value ->> 0)::integer
 		FROM s, jsonb_each(s.product_funnel) p),
 	sums AS (
 		SELECT kind, day, category, product_id, f.step, f.name, count(*) AS sessions,

@@ -47,7 +47,10 @@
 #include "nodes/primnodes.h"
 #include "port/pg_bitutils.h"
 #include "utils/array.h"
+#include "common/hashfn.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/varbit.h"
@@ -58,6 +61,8 @@ PG_FUNCTION_INFO_V1(clickstream_funnel_serialize);
 PG_FUNCTION_INFO_V1(clickstream_funnel_deserialize);
 PG_FUNCTION_INFO_V1(clickstream_funnel_final);
 PG_FUNCTION_INFO_V1(clickstream_funnel_steps_final);
+PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_transfn);
+PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_final);
 PG_FUNCTION_INFO_V1(clickstream_retention_transfn);
 PG_FUNCTION_INFO_V1(clickstream_retention_final);
 
@@ -679,6 +684,62 @@ FunnelArgCacheUpdate(FunctionCallInfo fcinfo, FunnelArgCache *cache,
 	return cache;
 }
 
+/* The conditions argument condarg, checked; sets *nconds. */
+static ArrayType *
+FunnelConditions(FunctionCallInfo fcinfo, int condarg, int *nconds)
+{
+	ArrayType  *conds;
+
+	if (PG_ARGISNULL(condarg))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("funnel conditions must not be a NULL array")));
+	conds = PG_GETARG_ARRAYTYPE_P(condarg);
+	if (ARR_NDIM(conds) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("funnel conditions must be a one-dimensional array")));
+	if (ARR_ELEMTYPE(conds) != BOOLOID)
+		elog(ERROR, "funnel conditions must be a boolean array");
+	*nconds = ARR_NDIM(conds) == 1 ? ARR_DIMS(conds)[0] : 0;
+	return conds;
+}
+
+/*
+ * Set mask (nwords words) from a boolean array of nconds conditions, a NULL
+ * element counting as false; returns whether any bit is set.
+ */
+static bool
+FunnelConditionMask(ArrayType *conds, int nconds, uint64 *mask, int nwords)
+{
+	const bool *flags = (const bool *) ARR_DATA_PTR(conds);
+	bits8	   *nulls = ARR_NULLBITMAP(conds);
+	bool		any = false;
+
+	memset(mask, 0, sizeof(uint64) * nwords);
+	if (nulls == NULL)
+	{
+		for (int i = 0; i < nconds; i++)
+			if (flags[i])
+				mask[i >> 6] |= UINT64CONST(1) << (i & 63);
+	}
+	else
+	{
+		/* NULL elements take no room in the data area */
+		int			k = 0;
+
+		for (int i = 0; i < nconds; i++)
+			if (nulls[i >> 3] & (1 << (i & 7)))
+			{
+				if (flags[k++])
+					mask[i >> 6] |= UINT64CONST(1) << (i & 63);
+			}
+	}
+	for (int w = 0; w < nwords; w++)
+		any |= mask[w] != 0;
+	return any;
+}
+
 /*
  * clickstream.funnel_transfn(state, ts, window, [options,] conditions):
  * keep the row if it matches a condition (or always under strict_order).
@@ -697,9 +758,7 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 	int			nconds;
 	const FunnelSpec *spec;
 	uint64		maskbuf[FUNNEL_MAX_CONDITIONS / 64];
-	const bool *flags;
-	bits8	   *nulls;
-	bool		any = false;
+	bool		any;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "clickstream_funnel_transfn called in non-aggregate context");
@@ -713,19 +772,7 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("funnel options must not be NULL"),
 				 errhint("Pass '' for no options.")));
-	if (PG_ARGISNULL(condarg))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("funnel conditions must not be a NULL array")));
-
-	conds = PG_GETARG_ARRAYTYPE_P(condarg);
-	if (ARR_NDIM(conds) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("funnel conditions must be a one-dimensional array")));
-	if (ARR_ELEMTYPE(conds) != BOOLOID)
-		elog(ERROR, "funnel conditions must be a boolean array");
-	nconds = ARR_NDIM(conds) == 1 ? ARR_DIMS(conds)[0] : 0;
+	conds = FunnelConditions(fcinfo, condarg, &nconds);
 
 	/* the spec of these arguments: the cached one unless they changed */
 	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
@@ -751,31 +798,7 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		PG_RETURN_POINTER(state);
 
-	/* the mask: a NULL condition is false */
-	memset(maskbuf, 0, sizeof(uint64) * spec->nwords);
-	flags = (const bool *) ARR_DATA_PTR(conds);
-	nulls = ARR_NULLBITMAP(conds);
-	if (nulls == NULL)
-	{
-		for (int i = 0; i < nconds; i++)
-			if (flags[i])
-				maskbuf[i >> 6] |= UINT64CONST(1) << (i & 63);
-	}
-	else
-	{
-		/* NULL elements take no room in the data area */
-		int			k = 0;
-
-		for (int i = 0; i < nconds; i++)
-			if (nulls[i >> 3] & (1 << (i & 7)))
-			{
-				if (flags[k++])
-					maskbuf[i >> 6] |= UINT64CONST(1) << (i & 63);
-			}
-	}
-	for (int w = 0; w < spec->nwords; w++)
-		any |= maskbuf[w] != 0;
-
+	any = FunnelConditionMask(conds, nconds, maskbuf, spec->nwords);
 	if (any || (spec->modes & FUNNEL_STRICT_ORDER))
 		FunnelStateAppend(state, PG_GETARG_TIMESTAMPTZ(1), maskbuf);
 
@@ -1432,6 +1455,325 @@ clickstream_funnel_steps_final(PG_FUNCTION_ARGS)
 												   INTERVALOID, sizeof(Interval),
 												   false, TYPALIGN_DOUBLE));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, isnull)));
+}
+
+/*
+ * funnel_breakdown: the funnel per key.  The state keeps each kept row's
+ * timestamp, mask and key number, and the distinct keys (with the smallest
+ * label of each); the final function runs the funnel_agg pass once per key
+ * over that key's rows and the rows without a key (minus their step 1).
+ */
+typedef struct BreakdownKey
+{
+	text	   *key;
+	text	   *label;			/* smallest label seen, or NULL */
+	uint32		hash;
+} BreakdownKey;
+
+typedef struct BreakdownState
+{
+	const FunnelSpec *spec;
+	bool		labelled;		/* values are [level, label] */
+	int64		nrows;
+	int64		maxrows;
+	int64	   *ts;
+	uint64	   *masks;			/* nwords per row */
+	int32	   *keyno;			/* -1: no key */
+	int32		nkeys;
+	int32		maxkeys;
+	BreakdownKey *keys;
+	int32	   *slots;			/* open addressing over keys, or NULL */
+	int32		nslots;
+	int32		last;			/* key of the previous keyed row, or -1 */
+} BreakdownState;
+
+/* Keys up to this many are found by a linear scan, more by hashing. */
+#define BREAKDOWN_LINEAR_KEYS 16
+
+/* Do two texts hold the same bytes? */
+static inline bool
+BreakdownTextEqual(const text *a, const text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/* Byte order of two texts (the order of the C collation). */
+static int
+BreakdownTextCompare(const text *a, const text *b)
+{
+	int			la = VARSIZE_ANY_EXHDR(a),
+				lb = VARSIZE_ANY_EXHDR(b);
+	int			c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/* Rebuild the hash slots of a state for its keys (2 slots per key or more). */
+static void
+BreakdownRehash(BreakdownState *state, MemoryContext cxt)
+{
+	int32		nslots = 64;
+
+	while (nslots < 2 * state->maxkeys)
+		nslots *= 2;
+	if (state->slots)
+		pfree(state->slots);
+	state->slots = MemoryContextAlloc(cxt, sizeof(int32) * nslots);
+	memset(state->slots, -1, sizeof(int32) * nslots);
+	state->nslots = nslots;
+	for (int32 k = 0; k < state->nkeys; k++)
+	{
+		int32		i = state->keys[k].hash & (nslots - 1);
+
+		while (state->slots[i] >= 0)
+			i = (i + 1) & (nslots - 1);
+		state->slots[i] = k;
+	}
+}
+
+/* The number of key in the state, added (a copy, in cxt) if new. */
+static int32
+BreakdownKeyNumber(BreakdownState *state, MemoryContext cxt, text *key)
+{
+	uint32		hash = 0;
+	int32		k;
+	int32		slot = -1;
+
+	if (state->last >= 0 && BreakdownTextEqual(state->keys[state->last].key, key))
+		return state->last;
+	if (state->slots == NULL)
+	{
+		for (k = 0; k < state->nkeys; k++)
+			if (BreakdownTextEqual(state->keys[k].key, key))
+				return state->last = k;
+	}
+	else
+	{
+		hash = hash_bytes((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+		for (slot = hash & (state->nslots - 1); state->slots[slot] >= 0;
+			 slot = (slot + 1) & (state->nslots - 1))
+		{
+			k = state->slots[slot];
+			if (state->keys[k].hash == hash && BreakdownTextEqual(state->keys[k].key, key))
+				return state->last = k;
+		}
+	}
+
+	/* a new key */
+	if (state->nkeys >= state->maxkeys)
+	{
+		if (state->maxkeys >= PG_INT32_MAX / 4)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("funnel_breakdown group has too many keys")));
+		state->maxkeys = state->maxkeys == 0 ? 4 : state->maxkeys * 2;
+		state->keys = state->keys == NULL ?
+			MemoryContextAlloc(cxt, sizeof(BreakdownKey) * state->maxkeys) :
+			repalloc(state->keys, sizeof(BreakdownKey) * state->maxkeys);
+	}
+	k = state->nkeys++;
+	state->keys[k].key = MemoryContextAlloc(cxt, VARSIZE_ANY(key));
+	memcpy(state->keys[k].key, key, VARSIZE_ANY(key));
+	state->keys[k].label = NULL;
+	if (state->slots == NULL && state->nkeys > BREAKDOWN_LINEAR_KEYS)
+	{
+		for (int32 j = 0; j < state->nkeys; j++)
+			state->keys[j].hash = hash_bytes((const unsigned char *) VARDATA_ANY(state->keys[j].key),
+											 VARSIZE_ANY_EXHDR(state->keys[j].key));
+		BreakdownRehash(state, cxt);
+	}
+	else if (state->slots != NULL)
+	{
+		state->keys[k].hash = hash;
+		if (2 * state->nkeys > state->nslots)
+			BreakdownRehash(state, cxt);
+		else
+			state->slots[slot] = k;
+	}
+	return state->last = k;
+}
+
+/* Append one row (growing the arrays in cxt). */
+static void
+BreakdownAppend(BreakdownState *state, MemoryContext cxt, int64 ts,
+				const uint64 *mask, int32 keyno)
+{
+	int			nwords = state->spec->nwords;
+
+	if (state->nrows >= state->maxrows)
+	{
+		int64		newmax = Max(state->maxrows * 2, 16);
+
+		if ((Size) newmax > MaxAllocHugeSize / (sizeof(uint64) * nwords))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("funnel group too large: %lld matching rows", (long long) newmax)));
+		if (state->ts == NULL)
+		{
+			state->ts = MemoryContextAllocHuge(cxt, sizeof(int64) * newmax);
+			state->masks = MemoryContextAllocHuge(cxt, sizeof(uint64) * nwords * newmax);
+			state->keyno = MemoryContextAllocHuge(cxt, sizeof(int32) * newmax);
+		}
+		else
+		{
+			state->ts = repalloc_huge(state->ts, sizeof(int64) * newmax);
+			state->masks = repalloc_huge(state->masks, sizeof(uint64) * nwords * newmax);
+			state->keyno = repalloc_huge(state->keyno, sizeof(int32) * newmax);
+		}
+		state->maxrows = newmax;
+	}
+	state->ts[state->nrows] = ts;
+	memcpy(state->masks + state->nrows * nwords, mask, sizeof(uint64) * nwords);
+	state->keyno[state->nrows] = keyno;
+	state->nrows++;
+}
+
+/*
+ * clickstream.funnel_breakdown_transfn(state, ts, window, key, [label,]
+ * steps): register the row's key (and label); keep the row if it matches a
+ * step (a row without a key: a step after the first).
+ */
+Datum
+clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
+	bool		labelled = PG_NARGS() == 6;
+	int			condarg = labelled ? 5 : 4;
+	FunnelArgCache *cache;
+	ArrayType  *conds;
+	int			nconds;
+	uint64		maskbuf[FUNNEL_MAX_CONDITIONS / 64];
+	bool		any;
+	int32		keyno = -1;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "clickstream_funnel_breakdown_transfn called in non-aggregate context");
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("funnel window must not be NULL")));
+	conds = FunnelConditions(fcinfo, condarg, &nconds);
+
+	/* the spec: cached per call site, rebuilt when the arguments change */
+	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
+	if (cache == NULL || !FunnelArgCacheMatches(cache, PG_GETARG_INTERVAL_P(2), NULL, nconds))
+		cache = FunnelArgCacheUpdate(fcinfo, cache, PG_GETARG_INTERVAL_P(2), NULL, nconds);
+
+	if (state == NULL)
+	{
+		state = MemoryContextAllocZero(aggcxt, sizeof(BreakdownState));
+		state->spec = cache->spec;
+		state->labelled = labelled;
+		state->last = -1;
+	}
+	else if (state->spec != cache->spec && !FunnelSpecEqual(state->spec, cache->spec))
+		FunnelMismatch();
+
+	/* a row without a timestamp is ignored */
+	if (PG_ARGISNULL(1))
+		PG_RETURN_POINTER(state);
+
+	if (!PG_ARGISNULL(3))
+	{
+		keyno = BreakdownKeyNumber(state, aggcxt, PG_GETARG_TEXT_PP(3));
+		if (labelled && !PG_ARGISNULL(4))
+		{
+			BreakdownKey *key = &state->keys[keyno];
+			text	   *label = PG_GETARG_TEXT_PP(4);
+
+			if (key->label == NULL || BreakdownTextCompare(label, key->label) < 0)
+			{
+				if (key->label)
+					pfree(key->label);
+				key->label = MemoryContextAlloc(aggcxt, VARSIZE_ANY(label));
+				memcpy(key->label, label, VARSIZE_ANY(label));
+			}
+		}
+	}
+
+	any = FunnelConditionMask(conds, nconds, maskbuf, state->spec->nwords);
+	if (keyno < 0)
+	{
+		/* without a key, a row never makes step 1 */
+		maskbuf[0] &= ~UINT64CONST(1);
+		any = false;
+		for (int w = 0; w < state->spec->nwords; w++)
+			any |= maskbuf[w] != 0;
+	}
+	if (any)
+		BreakdownAppend(state, aggcxt, PG_GETARG_TIMESTAMPTZ(1), maskbuf, keyno);
+	PG_RETURN_POINTER(state);
+}
+
+/*
+ * clickstream.funnel_breakdown_final(state): {"key": level} (or
+ * {"key": [level, label]}) for every key of the group.
+ */
+Datum
+clickstream_funnel_breakdown_final(PG_FUNCTION_ARGS)
+{
+	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
+	JsonbParseState *parse = NULL;
+	JsonbValue *result;
+	int			nwords;
+	int64		nkeyless = 0;
+
+	if (state == NULL)
+		PG_RETURN_NULL();
+	nwords = state->spec->nwords;
+	for (int64 i = 0; i < state->nrows; i++)
+		nkeyless += state->keyno[i] < 0;
+
+	pushJsonbValue(&parse, WJB_BEGIN_OBJECT, NULL);
+	for (int32 k = 0; k < state->nkeys; k++)
+	{
+		BreakdownKey *key = &state->keys[k];
+		FunnelState *rows;
+		FunnelPass	pass;
+		JsonbValue	v;
+		int64		n = nkeyless;
+		int			level;
+
+		for (int64 i = 0; i < state->nrows; i++)
+			n += state->keyno[i] == k;
+		rows = FunnelStateCreate(CurrentMemoryContext, state->spec, n);
+		for (int64 i = 0; i < state->nrows; i++)
+			if (state->keyno[i] == k || state->keyno[i] < 0)
+				FunnelStateAppend(rows, state->ts[i], state->masks + i * nwords);
+		level = rows->nrows > 0 ? FunnelEvaluate(rows, &pass, false) : 0;
+		if (rows->rows != rows->inline_rows)
+			pfree(rows->rows);
+		pfree(rows);
+
+		v.type = jbvString;
+		v.val.string.val = VARDATA_ANY(key->key);
+		v.val.string.len = VARSIZE_ANY_EXHDR(key->key);
+		pushJsonbValue(&parse, WJB_KEY, &v);
+		if (state->labelled)
+			pushJsonbValue(&parse, WJB_BEGIN_ARRAY, NULL);
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(level);
+		pushJsonbValue(&parse, state->labelled ? WJB_ELEM : WJB_VALUE, &v);
+		if (state->labelled)
+		{
+			if (key->label)
+			{
+				v.type = jbvString;
+				v.val.string.val = VARDATA_ANY(key->label);
+				v.val.string.len = VARSIZE_ANY_EXHDR(key->label);
+			}
+			else
+				v.type = jbvNull;
+			pushJsonbValue(&parse, WJB_ELEM, &v);
+			pushJsonbValue(&parse, WJB_END_ARRAY, NULL);
+		}
+		if ((k & 1023) == 1023)
+			CHECK_FOR_INTERRUPTS();
+	}
+	result = pushJsonbValue(&parse, WJB_END_OBJECT, NULL);
+	PG_RETURN_POINTER(JsonbValueToJsonb(result));
 }
 
 /*

@@ -101,8 +101,8 @@ COMMENT ON COLUMN clickstream.sessions.utm_campaign IS 'First touch: utm_campaig
 COMMENT ON COLUMN clickstream.sessions.device IS 'device of the first event.';
 COMMENT ON COLUMN clickstream.sessions.country IS 'country of the first event.';
 COMMENT ON COLUMN clickstream.sessions.funnel_level IS 'Furthest step of the funnel (clickstream.funnel_definition) the session reached: clickstream.funnel_agg over its events, with the session as the window.';
-COMMENT ON COLUMN clickstream.sessions.category_funnel IS 'Per product category of its events, the furthest funnel step reached with that category: {"category": level}. Step 1 needs an event of the category; later steps take an event of the category or one without a category (begin_checkout).';
-COMMENT ON COLUMN clickstream.sessions.product_funnel IS 'Per product of its events, the furthest funnel step reached with that product and the product''s category ('''' when none): {"product_id": [level, "category"]}. Step 1 needs an event of the product; later steps take an event of the product or one without a product.';
+COMMENT ON COLUMN clickstream.sessions.category_funnel IS 'Per product category of its events, the furthest funnel step reached with that category: {"category": level}. Step 1 needs an event of the category; later steps take an event of the category or one without a category, such as begin_checkout (clickstream.funnel_breakdown).';
+COMMENT ON COLUMN clickstream.sessions.product_funnel IS 'Per product of its events, the furthest funnel step reached with that product, and the product''s category (the smallest its events carry, null when none): {"product_id": [level, "category"]}. Step 1 needs an event of the product; later steps take an event of the product or one without a product (clickstream.funnel_breakdown).';
 
 CREATE TABLE clickstream.gold_state (
 	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -158,81 +158,40 @@ DECLARE
 	win interval := current_setting('clickstream.session_max_duration')::interval;
 	steps text[] := clickstream.funnel_event_types();
 	conditions text;
-	category_conditions text;
-	product_conditions text;
 BEGIN
-	-- step k: the event type; per category (product), step 1 also needs the
-	-- event to carry a category (product)
-	SELECT string_agg(format('z.event_type = %L', t), ', ' ORDER BY o),
-		   string_agg(format('z.event_type = %L', t) ||
-					  CASE WHEN o = 1 THEN ' AND z.category IS NOT NULL' ELSE '' END, ', ' ORDER BY o),
-		   string_agg(format('z.event_type = %L', t) ||
-					  CASE WHEN o = 1 THEN ' AND z.product_id IS NOT NULL' ELSE '' END, ', ' ORDER BY o)
-	INTO conditions, category_conditions, product_conditions
+	-- step k: an event of the step's type
+	SELECT string_agg(format('e.event_type = %L', t), ', ' ORDER BY o)
+	INTO conditions
 	FROM unnest(steps) WITH ORDINALITY AS u(t, o);
 	RETURN QUERY EXECUTE format($q$
-		WITH z AS MATERIALIZED (
-			SELECT z.session_id, z.user_id, z.session_start, z.session_end, z.event_index,
-				   z.session_events, e.event_id, e.ts, e.event_type, e.revenue, e.page_url,
-				   e.utm_source, e.utm_campaign, e.device, e.country, e.product_id, e.category
-			FROM clickstream.sessionize(%1$L) z
-			JOIN %2$s e ON e.event_id = z.event_id COLLATE "C"
-		), s AS (
-			SELECT z.session_id, min(z.user_id) AS user_id, min(z.session_start) AS session_start,
-				   min(z.session_end) AS session_end,
-				   (min(z.session_start) AT TIME ZONE current_setting('clickstream.timezone'))::date,
-				   min(z.event_id) FILTER (WHERE z.event_index = 1),
-				   min(z.event_id) FILTER (WHERE z.event_index = z.session_events),
-				   count(*)::integer,
-				   count(*) FILTER (WHERE z.event_type = 'page_view')::integer,
-				   count(*) FILTER (WHERE z.event_type = 'add_to_cart')::integer,
-				   count(*) FILTER (WHERE z.event_type = 'begin_checkout')::integer,
-				   count(*) FILTER (WHERE z.event_type = 'purchase')::integer,
-				   coalesce(sum(z.revenue), 0),
-				   bool_or(z.event_type = 'purchase'),
-				   min(z.page_url) FILTER (WHERE z.event_index = 1),
-				   min(z.page_url) FILTER (WHERE z.event_index = z.session_events),
-				   min(z.utm_source) FILTER (WHERE z.event_index = 1),
-				   min(z.utm_campaign) FILTER (WHERE z.event_index = 1),
-				   min(z.device) FILTER (WHERE z.event_index = 1),
-				   min(z.country) FILTER (WHERE z.event_index = 1),
-				   clickstream.funnel_agg(z.ts, %3$L::interval, %4$s) AS funnel_level
-			FROM z
-			GROUP BY z.session_id
-		), c AS (
-			-- per category: its events, and the later-step events without one
-			SELECT x.session_id, jsonb_object_agg(x.category, x.level) AS category_funnel
-			FROM (
-				SELECT k.session_id, k.category,
-					   clickstream.funnel_agg(z.ts, %3$L::interval, %5$s) AS level
-				FROM (SELECT DISTINCT z.session_id, z.category FROM z WHERE z.category IS NOT NULL) k
-				JOIN z ON z.session_id = k.session_id
-					AND (z.category = k.category
-						 OR (z.category IS NULL AND z.event_type = ANY (%7$L::text[])))
-				GROUP BY k.session_id, k.category
-			) x
-			GROUP BY x.session_id
-		), p AS (
-			-- per product: the same with its events and those without a product
-			SELECT x.session_id,
-				   jsonb_object_agg(x.product_id, jsonb_build_array(x.level, x.category)) AS product_funnel
-			FROM (
-				SELECT k.session_id, k.product_id,
-					   clickstream.funnel_agg(z.ts, %3$L::interval, %6$s) AS level,
-					   coalesce(min(z.category) FILTER (WHERE z.product_id IS NOT NULL), '') AS category
-				FROM (SELECT DISTINCT z.session_id, z.product_id FROM z WHERE z.product_id IS NOT NULL) k
-				JOIN z ON z.session_id = k.session_id
-					AND (z.product_id = k.product_id
-						 OR (z.product_id IS NULL AND z.event_type = ANY (%7$L::text[])))
-				GROUP BY k.session_id, k.product_id
-			) x
-			GROUP BY x.session_id
-		)
-		SELECT s.*, coalesce(c.category_funnel, '{}'), coalesce(p.product_funnel, '{}')
-		FROM s
-		LEFT JOIN c ON c.session_id = s.session_id
-		LEFT JOIN p ON p.session_id = s.session_id
-	$q$, events, source, win, conditions, category_conditions, product_conditions, steps[2:]);
+		SELECT z.session_id, min(z.user_id), min(z.session_start), min(z.session_end),
+			   (min(z.session_start) AT TIME ZONE current_setting('clickstream.timezone'))::date,
+			   min(z.event_id) FILTER (WHERE z.event_index = 1),
+			   min(z.event_id) FILTER (WHERE z.event_index = z.session_events),
+			   count(*)::integer,
+			   count(*) FILTER (WHERE e.event_type = 'page_view')::integer,
+			   count(*) FILTER (WHERE e.event_type = 'add_to_cart')::integer,
+			   count(*) FILTER (WHERE e.event_type = 'begin_checkout')::integer,
+			   count(*) FILTER (WHERE e.event_type = 'purchase')::integer,
+			   coalesce(sum(e.revenue), 0),
+			   bool_or(e.event_type = 'purchase'),
+			   min(e.page_url) FILTER (WHERE z.event_index = 1),
+			   min(e.page_url) FILTER (WHERE z.event_index = z.session_events),
+			   min(e.utm_source) FILTER (WHERE z.event_index = 1),
+			   min(e.utm_campaign) FILTER (WHERE z.event_index = 1),
+			   min(e.device) FILTER (WHERE z.event_index = 1),
+			   min(e.country) FILTER (WHERE z.event_index = 1),
+			   clickstream.funnel_agg(e.ts, %3$L::interval, %4$s),
+			   -- per category and per product: an event of it makes step 1
+			   -- of its funnel, later steps take its events or those without
+			   -- one (a checkout carries no product)
+			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval, e.category, %4$s), '{}'),
+			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval, e.product_id,
+													 e.category, %4$s), '{}')
+		FROM clickstream.sessionize(%1$L) z
+		JOIN %2$s e ON e.event_id = z.event_id COLLATE "C"
+		GROUP BY z.session_id
+	$q$, events, source, win, conditions);
 END
 $$ SET jit = off;
 

@@ -158,6 +158,48 @@ COMMENT ON AGGREGATE clickstream.funnel_steps(timestamptz, interval, boolean[]) 
 COMMENT ON AGGREGATE clickstream.funnel_steps(timestamptz, interval, text, boolean[]) IS
 'funnel_steps with the options of funnel_agg (strict_order, strict_deduplication, strict_increase, strict_once, exclude(a, b)).';
 
+-- Breakdown ---------------------------------------------------------------
+
+CREATE FUNCTION clickstream.funnel_breakdown_transfn(internal, timestamptz, interval, text, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_breakdown_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_breakdown_transfn(internal, timestamptz, interval, text, text, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_breakdown_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_breakdown_final(internal)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'clickstream_funnel_breakdown_final'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE AGGREGATE clickstream.funnel_breakdown(ts timestamptz, "window" interval, key text, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_breakdown_transfn,
+	STYPE = internal,
+	FINALFUNC = clickstream.funnel_breakdown_final,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE clickstream.funnel_breakdown(ts timestamptz, "window" interval, key text, label text, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_breakdown_transfn,
+	STYPE = internal,
+	FINALFUNC = clickstream.funnel_breakdown_final,
+	PARALLEL = SAFE
+);
+
+COMMENT ON FUNCTION clickstream.funnel_breakdown_transfn(internal, timestamptz, interval, text, boolean[]) IS
+'Transition function of funnel_breakdown: registers the row''s key and keeps the row (timestamp, step bitmask, key) if it matches a step.';
+COMMENT ON FUNCTION clickstream.funnel_breakdown_transfn(internal, timestamptz, interval, text, text, boolean[]) IS
+'Transition function of funnel_breakdown with a label: also keeps the smallest label (byte order) of each key.';
+COMMENT ON FUNCTION clickstream.funnel_breakdown_final(internal) IS
+'Final function of funnel_breakdown: runs the funnel_agg pass per key over the key''s rows and the rows without a key.';
+COMMENT ON AGGREGATE clickstream.funnel_breakdown(timestamptz, interval, text, boolean[]) IS
+'The funnel per key, as jsonb {"key": level}: for each non-NULL key of the group, funnel_agg over the rows of that key and the rows with a NULL key, where a row with a NULL key never counts as step 1 (a checkout without a product moves every product''s funnel, it starts none). Keys of rows that match no step get level 0; NULL ts rows are ignored.';
+COMMENT ON AGGREGATE clickstream.funnel_breakdown(timestamptz, interval, text, text, boolean[]) IS
+'funnel_breakdown with a label per key: {"key": [level, label]}, label being the smallest (in byte order) non-NULL label on the key''s rows, or null.';
+
 -- Retention ---------------------------------------------------------------
 
 CREATE FUNCTION clickstream.retention_transfn(bit, boolean[])

@@ -130,39 +130,42 @@ CREATE TABLE clickstream.high_interest_low_conversion (
 
 COMMENT ON TABLE clickstream.daily_funnel IS
 'Gold: the funnel of clickstream.funnel_definition per day (session_date: the day the session started, in clickstream.timezone), one row per day and step. Maintained by clickstream.refresh() from the sessions it changes; equal to the same counts over a full recomputation of sessions.';
-COMMENT ON COLUMN clickstream.daily_funnel.day IS 'Day the sessions started, in clickstream.timezone.';
-COMMENT ON COLUMN clickstream.daily_funnel.step IS 'Step of clickstream.funnel_definition.';
-COMMENT ON COLUMN clickstream.daily_funnel.step_name IS 'Its name.';
 COMMENT ON COLUMN clickstream.daily_funnel.sessions IS 'Sessions that started that day (the same in every step row of the day).';
-COMMENT ON COLUMN clickstream.daily_funnel.reached IS 'Sessions of the day that reached this step (their funnel_level is at least step).';
-COMMENT ON COLUMN clickstream.daily_funnel.conversion_from_previous IS 'Step-to-step conversion: reached / reached of the previous step (for step 1: / sessions), 4 decimals; NULL when dividing by 0.';
-COMMENT ON COLUMN clickstream.daily_funnel.conversion_from_first IS 'reached / reached of step 1 (the funnel''s own conversion, as PostHog reports it), 4 decimals; NULL when dividing by 0.';
-COMMENT ON COLUMN clickstream.daily_funnel.conversion_overall IS 'Overall conversion: reached / sessions, 4 decimals (the last step''s is the shop''s session conversion rate).';
 
 COMMENT ON TABLE clickstream.funnel_by_category IS
 'Gold: the funnel per product category and day. A session counts for each category its events carry; step 1 needs an event of the category, later steps take an event of the category or one without a category (begin_checkout carries none). Maintained by clickstream.refresh(), equal to a full recomputation.';
-COMMENT ON COLUMN clickstream.funnel_by_category.day IS 'Day the sessions started, in clickstream.timezone.';
 COMMENT ON COLUMN clickstream.funnel_by_category.category IS 'Product category.';
-COMMENT ON COLUMN clickstream.funnel_by_category.step IS 'Step of clickstream.funnel_definition.';
-COMMENT ON COLUMN clickstream.funnel_by_category.step_name IS 'Its name.';
 COMMENT ON COLUMN clickstream.funnel_by_category.sessions IS 'Sessions of the day with an event of the category.';
-COMMENT ON COLUMN clickstream.funnel_by_category.reached IS 'Of those, the sessions that reached this step with the category.';
-COMMENT ON COLUMN clickstream.funnel_by_category.conversion_from_previous IS 'reached / reached of the previous step (for step 1: / sessions), 4 decimals.';
-COMMENT ON COLUMN clickstream.funnel_by_category.conversion_from_first IS 'reached / reached of step 1, 4 decimals.';
-COMMENT ON COLUMN clickstream.funnel_by_category.conversion_overall IS 'reached / sessions, 4 decimals.';
 
 COMMENT ON TABLE clickstream.product_funnel IS
 'Gold: the funnel per product and day, with the rule of clickstream.funnel_by_category (step 1 needs an event of the product, later steps take an event of the product or one without a product). The base of clickstream.high_interest_low_conversion. Maintained by clickstream.refresh(), equal to a full recomputation.';
-COMMENT ON COLUMN clickstream.product_funnel.day IS 'Day the sessions started, in clickstream.timezone.';
 COMMENT ON COLUMN clickstream.product_funnel.product_id IS 'Product.';
 COMMENT ON COLUMN clickstream.product_funnel.category IS 'The category the product''s events carried in the session (the smallest, if several); '''' when none did.';
-COMMENT ON COLUMN clickstream.product_funnel.step IS 'Step of clickstream.funnel_definition.';
-COMMENT ON COLUMN clickstream.product_funnel.step_name IS 'Its name.';
 COMMENT ON COLUMN clickstream.product_funnel.sessions IS 'Sessions of the day with an event of the product.';
-COMMENT ON COLUMN clickstream.product_funnel.reached IS 'Of those, the sessions that reached this step with the product.';
-COMMENT ON COLUMN clickstream.product_funnel.conversion_from_previous IS 'reached / reached of the previous step (for step 1: / sessions), 4 decimals.';
-COMMENT ON COLUMN clickstream.product_funnel.conversion_from_first IS 'reached / reached of step 1, 4 decimals.';
-COMMENT ON COLUMN clickstream.product_funnel.conversion_overall IS 'reached / sessions, 4 decimals.';
+
+-- the columns the three funnel tables share
+DO $$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['daily_funnel', 'funnel_by_category', 'product_funnel'] LOOP
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.day IS %L', t,
+			'Day the sessions started, in clickstream.timezone.');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.step IS %L', t,
+			'Step of clickstream.funnel_definition.');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.step_name IS %L', t,
+			'Its name.');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.reached IS %L', t,
+			'Of the sessions counted, those that reached this step (with the category or the product, in funnel_by_category and product_funnel).');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.conversion_from_previous IS %L', t,
+			'Step-to-step conversion: reached / reached of the previous step (for step 1: / sessions), 4 decimals; NULL when dividing by 0.');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.conversion_from_first IS %L', t,
+			'reached / reached of step 1 (the funnel''s own conversion, as PostHog reports it), 4 decimals; NULL when dividing by 0.');
+		EXECUTE format('COMMENT ON COLUMN clickstream.%I.conversion_overall IS %L', t,
+			'Overall conversion: reached / sessions, 4 decimals (the last step''s is the session conversion rate).');
+	END LOOP;
+END
+$$;
 
 COMMENT ON TABLE clickstream.high_interest_low_conversion IS
 'Gold: products that many sessions viewed or carted on a day, but few bought: views >= clickstream.interest_min_views or carts >= clickstream.interest_min_carts, and conversion <= clickstream.interest_max_conversion. Rows of clickstream.product_funnel; maintained by clickstream.refresh(), rebuilt when the thresholds change.';
@@ -295,7 +298,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	products text := $q$
-		SELECT d.session_date AS day, p.key AS product_id, p.value ->> 1 AS category,
+		SELECT d.session_date AS day, p.key AS product_id, coalesce(p.value ->> 1, '') AS category,
 			   (p.value ->> 0)::integer AS level, d.sign
 		FROM pg_temp.clickstream_session_delta d, jsonb_each(d.product_funnel) p$q$;
 BEGIN

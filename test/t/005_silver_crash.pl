@@ -147,19 +147,46 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM (
 			(SELECT session_id, user_id, session_start, session_end, events, revenue,
-					landing_page, exit_page FROM clickstream.sessions
+					landing_page, exit_page, funnel_level, category_funnel, product_funnel FROM clickstream.sessions
 			 EXCEPT ALL
 			 SELECT session_id, user_id, session_start, session_end, events, revenue,
-					landing_page, exit_page FROM clickstream.session_rows('clickstream.events'))
+					landing_page, exit_page, funnel_level, category_funnel, product_funnel FROM clickstream.session_rows('clickstream.events'))
 			UNION ALL
 			(SELECT session_id, user_id, session_start, session_end, events, revenue,
-					landing_page, exit_page FROM clickstream.session_rows('clickstream.events')
+					landing_page, exit_page, funnel_level, category_funnel, product_funnel FROM clickstream.session_rows('clickstream.events')
 			 EXCEPT ALL
 			 SELECT session_id, user_id, session_start, session_end, events, revenue,
-					landing_page, exit_page FROM clickstream.sessions)) d}),
+					landing_page, exit_page, funnel_level, category_funnel, product_funnel FROM clickstream.sessions)) d}),
 	'0', 'sessions equal a full recomputation from silver after the crashes');
 is($node->safe_psql('postgres', 'SELECT sum(events) FROM clickstream.sessions'),
 	$m->{valid}, 'every promoted event is in exactly one session');
+
+# and the funnel tables equal the same sums over the recomputation
+is($node->safe_psql('postgres', q{
+		WITH s AS MATERIALIZED (SELECT * FROM clickstream.session_rows('clickstream.events')),
+		counted AS (
+			SELECT 'day' AS kind, session_date AS day, '' AS k1, '' AS k2, funnel_level AS level FROM s
+			UNION ALL
+			SELECT 'category', session_date, c.key, '', c.value::int
+			FROM s, jsonb_each_text(s.category_funnel) c
+			UNION ALL
+			SELECT 'product', session_date, p.key, coalesce(p.value ->> 1, ''), (p.value ->> 0)::int
+			FROM s, jsonb_each(s.product_funnel) p),
+		f AS (
+			SELECT kind, day, k1, k2, d.step, count(*) AS sessions,
+				   count(*) FILTER (WHERE level >= d.step) AS reached
+			FROM counted, clickstream.funnel_definition d GROUP BY 1, 2, 3, 4, 5),
+		g AS (
+			SELECT 'day', day, '', '', step, sessions, reached FROM clickstream.daily_funnel
+			UNION ALL
+			SELECT 'category', day, category, '', step, sessions, reached FROM clickstream.funnel_by_category
+			UNION ALL
+			SELECT 'product', day, product_id, category, step, sessions, reached FROM clickstream.product_funnel)
+		SELECT (SELECT count(*) FROM (TABLE f EXCEPT ALL TABLE g) a)
+			 + (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE f) b)}),
+	'0', 'the funnel tables equal the sums over the recomputed sessions after the crashes');
+ok($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.product_funnel') > 0,
+	'the funnel tables are not empty');
 
 $node->stop;
 stop_broker($addr);
