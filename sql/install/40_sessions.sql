@@ -272,11 +272,21 @@ BEGIN
 			product_funnel jsonb NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
+	IF to_regclass('pg_temp.clickstream_funnel_delta') IS NULL THEN
+		CREATE TEMP TABLE clickstream_funnel_delta (
+			kind text NOT NULL,
+			day date NOT NULL,
+			key text NOT NULL,
+			category text NOT NULL,
+			level integer NOT NULL,
+			sessions bigint NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.gold_scratch() IS
-'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, pg_temp.clickstream_session_delta).';
+'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, pg_temp.clickstream_session_delta, pg_temp.clickstream_funnel_delta).';
 
 CREATE FUNCTION clickstream.refresh_sessions(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean)

@@ -195,8 +195,8 @@ COMMENT ON FUNCTION clickstream.interest_rules() IS
 'The thresholds clickstream.high_interest_low_conversion was built with (clickstream.interest_*), as one value.';
 
 -- Add signed session counts to one funnel table.  deltas: a query returning
--- the key columns of the table, level (the step the session reached with
--- that key) and sign (+1 for a session written, -1 for one removed).
+-- the key columns of the table, level (the step the sessions reached with
+-- that key) and sign (how many sessions more, or fewer when negative).
 CREATE FUNCTION clickstream.funnel_add(target regclass, keys text[], deltas text)
 RETURNS void
 LANGUAGE plpgsql
@@ -291,32 +291,50 @@ $$;
 COMMENT ON FUNCTION clickstream.interest_update(text) IS
 'Internal: recompute the clickstream.high_interest_low_conversion rows of the (day, product_id, category) keys a query returns (all when NULL) from clickstream.product_funnel and the clickstream.interest_* thresholds.';
 
--- Apply pg_temp.clickstream_session_delta to every funnel table.
+-- Apply pg_temp.clickstream_session_delta to every funnel table: first net
+-- it per key and level (a session rewritten unchanged cancels out), then add
+-- it to each table.
 CREATE FUNCTION clickstream.apply_funnel_delta()
 RETURNS void
 LANGUAGE plpgsql
 AS $$
-DECLARE
-	products text := $q$
-		SELECT d.session_date AS day, p.key AS product_id, coalesce(p.value ->> 1, '') AS category,
-			   (p.value ->> 0)::integer AS level, d.sign
-		FROM pg_temp.clickstream_session_delta d, jsonb_each(d.product_funnel) p$q$;
 BEGIN
-	PERFORM clickstream.funnel_add('clickstream.daily_funnel', ARRAY['day'], $q$
-		SELECT d.session_date AS day, d.funnel_level AS level, d.sign
-		FROM pg_temp.clickstream_session_delta d$q$);
-	PERFORM clickstream.funnel_add('clickstream.funnel_by_category', ARRAY['day', 'category'], $q$
-		SELECT d.session_date AS day, c.key AS category, c.value::integer AS level, d.sign
-		FROM pg_temp.clickstream_session_delta d, jsonb_each_text(d.category_funnel) c$q$);
-	PERFORM clickstream.funnel_add('clickstream.product_funnel',
-		ARRAY['day', 'product_id', 'category'], products);
-	PERFORM clickstream.interest_update(products);
+	DELETE FROM pg_temp.clickstream_funnel_delta;
+	INSERT INTO pg_temp.clickstream_funnel_delta
+	SELECT x.kind, x.day, x.key, x.category, x.level, sum(x.sign)
+	FROM (
+		SELECT 'day' AS kind, d.session_date AS day, '' AS key, '' AS category,
+			   d.funnel_level AS level, d.sign
+		FROM pg_temp.clickstream_session_delta d
+		UNION ALL
+		SELECT 'category', d.session_date, c.key, c.key, c.value::integer, d.sign
+		FROM pg_temp.clickstream_session_delta d, jsonb_each_text(d.category_funnel) c
+		UNION ALL
+		SELECT 'product', d.session_date, p.key, coalesce(p.value ->> 1, ''),
+			   (p.value ->> 0)::integer, d.sign
+		FROM pg_temp.clickstream_session_delta d, jsonb_each(d.product_funnel) p
+	) x
+	GROUP BY x.kind, x.day, x.key, x.category, x.level
+	HAVING sum(x.sign) <> 0;
 	DELETE FROM pg_temp.clickstream_session_delta;
+
+	PERFORM clickstream.funnel_add('clickstream.daily_funnel', ARRAY['day'], $q$
+		SELECT d.day, d.level, d.sessions AS sign
+		FROM pg_temp.clickstream_funnel_delta d WHERE d.kind = 'day'$q$);
+	PERFORM clickstream.funnel_add('clickstream.funnel_by_category', ARRAY['day', 'category'], $q$
+		SELECT d.day, d.category, d.level, d.sessions AS sign
+		FROM pg_temp.clickstream_funnel_delta d WHERE d.kind = 'category'$q$);
+	PERFORM clickstream.funnel_add('clickstream.product_funnel', ARRAY['day', 'product_id', 'category'], $q$
+		SELECT d.day, d.key AS product_id, d.category, d.level, d.sessions AS sign
+		FROM pg_temp.clickstream_funnel_delta d WHERE d.kind = 'product'$q$);
+	PERFORM clickstream.interest_update($q$
+		SELECT d.day, d.key AS product_id, d.category
+		FROM pg_temp.clickstream_funnel_delta d WHERE d.kind = 'product'$q$);
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.apply_funnel_delta() IS
-'Internal (clickstream.refresh_sessions()): add what the sessions removed (-1) and written (+1) in this step counted to daily_funnel, funnel_by_category and product_funnel, and update high_interest_low_conversion for the products touched.';
+'Internal (clickstream.refresh_sessions()): net what the sessions removed (-1) and written (+1) in this step counted, per day, key and level (pg_temp.clickstream_funnel_delta), add it to daily_funnel, funnel_by_category and product_funnel, and update high_interest_low_conversion for the products touched.';
 
 -- Rebuild every funnel table from clickstream.sessions.
 CREATE FUNCTION clickstream.rebuild_funnels()
