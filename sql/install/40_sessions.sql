@@ -224,6 +224,7 @@ DECLARE
 	written bigint;
 BEGIN
 	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
 	PERFORM 1 FROM clickstream.gold_state FOR UPDATE;
 	DELETE FROM clickstream.sessions;
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
@@ -295,7 +296,7 @@ AS $$
 DECLARE
 	gold record;
 	hi bigint;
-	rules jsonb := clickstream.gold_rules();
+	rules jsonb;
 	timeout interval := current_setting('clickstream.session_timeout')::interval;
 	midnight boolean := current_setting('clickstream.session_split_at_midnight')::boolean;
 	tz text := current_setting('clickstream.timezone');
@@ -306,8 +307,11 @@ BEGIN
 	sessions_removed := 0;
 	sessions_written := 0;
 	rebuilt := false;
-	-- one writer of gold at a time (refresh holds this lock already)
+	-- one writer of gold at a time (refresh holds this lock already); the
+	-- funnel stays as read until the step commits
 	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
+	rules := clickstream.gold_rules();
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
 	IF gold.session_rules IS DISTINCT FROM rules THEN
 		IF gold.session_rules IS NOT NULL THEN
