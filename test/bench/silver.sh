@@ -46,7 +46,9 @@ valid=$(awk -F= '$1 == "valid" {print $2}' "$work/manifest")
 reset() {
 	q "TRUNCATE clickstream.events, clickstream.bronze, clickstream.ingest_positions, clickstream.watermarks,
 	            clickstream.event_ids, clickstream.dead_letters, clickstream.touched,
-	            clickstream.refresh_history, clickstream.sessions"
+	            clickstream.refresh_history, clickstream.sessions, clickstream.daily_funnel,
+	            clickstream.funnel_by_category, clickstream.product_funnel,
+	            clickstream.high_interest_low_conversion"
 	q "CHECKPOINT"
 }
 
