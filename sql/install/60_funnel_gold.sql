@@ -204,47 +204,50 @@ AS $$
 DECLARE
 	cols text := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k);
 	d_cols text := (SELECT string_agg(format('d.%I', k), ', ') FROM unnest(keys) k);
-	t_cols text := (SELECT string_agg(format('t.%I', k), ', ') FROM unnest(keys) k);
+	a_cols text := (SELECT string_agg(format('a.%I', k), ', ') FROM unnest(keys) k);
 	same_key text := (SELECT string_agg(format('t.%1$I = a.%1$I', k), ' AND ') FROM unnest(keys) k);
 BEGIN
+	-- the new counts of every step of the keys touched, with their rates
 	EXECUTE format($q$
-		INSERT INTO %1$s AS t (%2$s, step, step_name, sessions, reached)
-		SELECT %3$s, f.step, f.name, sum(d.sign),
-			   coalesce(sum(d.sign) FILTER (WHERE d.level >= f.step), 0)
-		FROM (%4$s) d
-		CROSS JOIN clickstream.funnel_definition f
-		GROUP BY %3$s, f.step, f.name
+		INSERT INTO %1$s AS t (%2$s, step, step_name, sessions, reached,
+			conversion_from_previous, conversion_from_first, conversion_overall)
+		SELECT %2$s, step, step_name, sessions, reached,
+			   round(reached::numeric / nullif(coalesce(lag(reached) OVER w, sessions), 0), 4),
+			   round(reached::numeric / nullif(first_value(reached) OVER w, 0), 4),
+			   round(reached::numeric / nullif(sessions, 0), 4)
+		FROM (
+			SELECT %6$s, a.step, a.step_name,
+				   coalesce(t.sessions, 0) + a.sessions AS sessions,
+				   coalesce(t.reached, 0) + a.reached AS reached
+			FROM (
+				SELECT %3$s, f.step, f.name AS step_name, sum(d.sign) AS sessions,
+					   coalesce(sum(d.sign) FILTER (WHERE d.level >= f.step), 0) AS reached
+				FROM (%4$s) d
+				CROSS JOIN clickstream.funnel_definition f
+				GROUP BY %3$s, f.step, f.name
+			) a
+			LEFT JOIN %1$s t ON %5$s AND t.step = a.step
+		) d
+		WINDOW w AS (PARTITION BY %2$s ORDER BY step)
 		ON CONFLICT (%2$s, step) DO UPDATE
-		SET sessions = t.sessions + excluded.sessions,
-			reached = t.reached + excluded.reached,
-			step_name = excluded.step_name
-	$q$, target, cols, d_cols, deltas);
+		SET step_name = excluded.step_name,
+			sessions = excluded.sessions,
+			reached = excluded.reached,
+			conversion_from_previous = excluded.conversion_from_previous,
+			conversion_from_first = excluded.conversion_from_first,
+			conversion_overall = excluded.conversion_overall
+	$q$, target, cols, d_cols, deltas, same_key, a_cols);
 	-- keys no session counts for any more
 	EXECUTE format($q$
 		DELETE FROM %1$s t
 		USING (SELECT DISTINCT %2$s FROM (%3$s) d) a
 		WHERE %4$s AND t.sessions = 0
 	$q$, target, d_cols, deltas, same_key);
-	EXECUTE format($q$
-		UPDATE %1$s t
-		SET conversion_from_previous = round(t.reached::numeric / nullif(x.previous, 0), 4),
-			conversion_from_first = round(t.reached::numeric / nullif(x.first, 0), 4),
-			conversion_overall = round(t.reached::numeric / nullif(t.sessions, 0), 4)
-		FROM (
-			SELECT t.ctid AS row_id,
-				   coalesce(lag(t.reached) OVER w, t.sessions) AS previous,
-				   first_value(t.reached) OVER w AS first
-			FROM (SELECT DISTINCT %2$s FROM (%3$s) d) a
-			JOIN %1$s t ON %4$s
-			WINDOW w AS (PARTITION BY %5$s ORDER BY t.step)
-		) x
-		WHERE t.ctid = x.row_id
-	$q$, target, d_cols, deltas, same_key, t_cols);
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.funnel_add(regclass, text[], text) IS
-'Internal: add signed session counts (a query of key columns, level, sign) to a funnel table, drop the keys left without sessions, and recompute the rates of the keys touched.';
+'Internal: add signed session counts (a query of key columns, level, sign) to a funnel table, with the rates of the keys touched, and drop the keys left without sessions.';
 
 -- Recompute the high-interest rows of some (day, product_id, category) keys,
 -- or of all when keys is NULL.
