@@ -479,10 +479,10 @@ FROM clickstream.daily_funnel WHERE day = '2026-03-02' ORDER BY step;
 SELECT user_id, funnel_level, category_funnel, product_funnel
 FROM clickstream.sessions WHERE session_date = '2026-03-02' ORDER BY user_id;
 SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
--- steps with a gap: refresh fails with a plain error, and nothing moves
+-- steps with a gap, or none, are refused when the change commits
 UPDATE clickstream.funnel_definition SET step = 3 WHERE step = 2;
-CALL clickstream.refresh();
-SELECT status FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
+DELETE FROM clickstream.funnel_definition;
+SELECT * FROM clickstream.funnel_definition ORDER BY step;
 -- back to the default funnel
 BEGIN;
 DELETE FROM clickstream.funnel_definition;

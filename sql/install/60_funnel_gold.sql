@@ -50,10 +50,13 @@ BEGIN
 	SELECT array_agg(event_type ORDER BY step), count(*), max(step)
 	INTO types, steps, last_step
 	FROM clickstream.funnel_definition;
-	IF steps = 0 OR last_step <> steps THEN
+	IF steps = 0 THEN
+		RAISE EXCEPTION 'clickstream.funnel_definition has no steps'
+			USING HINT = 'Insert the steps of your funnel, numbered 1 .. n, in the same transaction that deletes the old ones.';
+	ELSIF last_step <> steps THEN
 		RAISE EXCEPTION 'clickstream.funnel_definition must number its steps 1 .. n without gaps'
 			USING DETAIL = format('It has %s steps, the last one numbered %s.', steps, last_step),
-				  HINT = 'Renumber the steps (UPDATE clickstream.funnel_definition SET step = ...), then run clickstream.refresh() again.';
+				  HINT = 'Renumber the steps (UPDATE clickstream.funnel_definition SET step = ...).';
 	END IF;
 	RETURN types;
 END
@@ -61,6 +64,28 @@ $$;
 
 COMMENT ON FUNCTION clickstream.funnel_event_types() IS
 'The event types of the funnel steps of clickstream.funnel_definition, in step order; raises an error when the steps are not numbered 1 .. n.';
+
+-- Check the definition when a transaction that changed it commits (so that a
+-- DELETE and an INSERT in one transaction may replace it).
+CREATE FUNCTION clickstream.funnel_definition_check()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM clickstream.funnel_event_types();
+	RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER funnel_definition_steps
+AFTER INSERT OR UPDATE OR DELETE ON clickstream.funnel_definition
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION clickstream.funnel_definition_check();
+
+COMMENT ON FUNCTION clickstream.funnel_definition_check() IS
+'Trigger function: at commit of a change of clickstream.funnel_definition, refuses steps that are not numbered 1 .. n.';
+COMMENT ON TRIGGER funnel_definition_steps ON clickstream.funnel_definition IS
+'Refuses, at commit, a funnel whose steps are not numbered 1 .. n (or that has none).';
 
 -- The rules gold follows: the session rules and the funnel.
 CREATE FUNCTION clickstream.gold_rules()
