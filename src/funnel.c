@@ -1594,6 +1594,16 @@ BreakdownKeyNumber(BreakdownState *state, MemoryContext cxt, text *key)
 	return state->last = k;
 }
 
+/* qsort comparator of int64 values. */
+static int
+BreakdownInt64Compare(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
 /* Append one row (growing the arrays in cxt). */
 static void
 BreakdownAppend(BreakdownState *state, MemoryContext cxt, int64 ts,
@@ -1718,34 +1728,105 @@ clickstream_funnel_breakdown_final(PG_FUNCTION_ARGS)
 	JsonbParseState *parse = NULL;
 	JsonbValue *result;
 	int			nwords;
-	int64		nkeyless = 0;
+	int64		stride;
+	FunnelState *keyless;
+	int64	   *start;			/* per key: its first row in order[] */
+	int64	   *order;			/* keyed rows, grouped by key */
 
 	if (state == NULL)
 		PG_RETURN_NULL();
 	nwords = state->spec->nwords;
+	stride = 1 + nwords;
+
+	/*
+	 * The rows without a key, sorted; the keyed rows grouped by key (a
+	 * counting sort).
+	 */
+	start = palloc0(sizeof(int64) * (state->nkeys + 1));
 	for (int64 i = 0; i < state->nrows; i++)
-		nkeyless += state->keyno[i] < 0;
+		if (state->keyno[i] >= 0)
+			start[state->keyno[i] + 1]++;
+	for (int32 k = 0; k < state->nkeys; k++)
+		start[k + 1] += start[k];
+	order = palloc(sizeof(int64) * Max(start[state->nkeys], 1));
+	keyless = FunnelStateCreate(CurrentMemoryContext, state->spec,
+								state->nrows - start[state->nkeys]);
+	{
+		int64	   *next = palloc(sizeof(int64) * Max(state->nkeys, 1));
+
+		memcpy(next, start, sizeof(int64) * state->nkeys);
+		for (int64 i = 0; i < state->nrows; i++)
+		{
+			if (state->keyno[i] >= 0)
+				order[next[state->keyno[i]]++] = i;
+			else
+				FunnelStateAppend(keyless, state->ts[i], state->masks + i * nwords);
+		}
+		pfree(next);
+	}
+	FunnelStateSort(keyless);
 
 	pushJsonbValue(&parse, WJB_BEGIN_OBJECT, NULL);
 	for (int32 k = 0; k < state->nkeys; k++)
 	{
 		BreakdownKey *key = &state->keys[k];
-		FunnelState *rows;
 		FunnelPass	pass;
 		JsonbValue	v;
-		int64		n = nkeyless;
-		int			level;
+		int			level = 0;
+		int64		nkeyed = start[k + 1] - start[k];
+		int64	   *starts = palloc(sizeof(int64) * Max(nkeyed, 1));
+		int64		nstarts = 0;
+		FunnelState *rows;
 
-		for (int64 i = 0; i < state->nrows; i++)
-			n += state->keyno[i] == k;
-		rows = FunnelStateCreate(CurrentMemoryContext, state->spec, n);
-		for (int64 i = 0; i < state->nrows; i++)
-			if (state->keyno[i] == k || state->keyno[i] < 0)
-				FunnelStateAppend(rows, state->ts[i], state->masks + i * nwords);
-		level = rows->nrows > 0 ? FunnelEvaluate(rows, &pass, false) : 0;
-		if (rows->rows != rows->inline_rows)
-			pfree(rows->rows);
-		pfree(rows);
+		/*
+		 * Only the keyless rows within the window after one of the key's
+		 * step-1 rows can matter (nothing else does in the default mode): the
+		 * pass over a key costs its rows and those, not the whole group.
+		 */
+		for (int64 j = start[k]; j < start[k + 1]; j++)
+			if (state->masks[order[j] * nwords] & 1)
+				starts[nstarts++] = state->ts[order[j]];
+		if (nstarts > 0)
+		{
+			int64		from = 0;
+
+			qsort(starts, nstarts, sizeof(int64), BreakdownInt64Compare);
+			rows = FunnelStateCreate(CurrentMemoryContext, state->spec, nkeyed);
+			for (int64 j = start[k]; j < start[k + 1]; j++)
+				FunnelStateAppend(rows, state->ts[order[j]], state->masks + order[j] * nwords);
+			for (int64 m = 0; m < nstarts;)
+			{
+				int64		lo = starts[m],
+							until,
+							hi;
+
+				/* one span: step-1 rows whose windows overlap */
+				if (pg_add_s64_overflow(starts[m], state->spec->window, &until))
+					until = PG_INT64_MAX;
+				for (m++; m < nstarts && starts[m] <= until; m++)
+					if (pg_add_s64_overflow(starts[m], state->spec->window, &until))
+						until = PG_INT64_MAX;
+				/* its keyless rows (after those of the previous span) */
+				hi = keyless->nrows;
+				while (from < hi)
+				{
+					int64		mid = from + (hi - from) / 2;
+
+					if ((int64) keyless->rows[mid * stride] < lo)
+						from = mid + 1;
+					else
+						hi = mid;
+				}
+				for (; from < keyless->nrows && (int64) keyless->rows[from * stride] <= until; from++)
+					FunnelStateAppend(rows, (int64) keyless->rows[from * stride],
+									  keyless->rows + from * stride + 1);
+			}
+			level = FunnelEvaluate(rows, &pass, false);
+			if (rows->rows != rows->inline_rows)
+				pfree(rows->rows);
+			pfree(rows);
+		}
+		pfree(starts);
 
 		v.type = jbvString;
 		v.val.string.val = VARDATA_ANY(key->key);
@@ -1773,6 +1854,11 @@ clickstream_funnel_breakdown_final(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 	}
 	result = pushJsonbValue(&parse, WJB_END_OBJECT, NULL);
+	pfree(start);
+	pfree(order);
+	if (keyless->rows != keyless->inline_rows)
+		pfree(keyless->rows);
+	pfree(keyless);
 	PG_RETURN_POINTER(JsonbValueToJsonb(result));
 }
 
