@@ -34,6 +34,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "commands/tablespace.h"
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -42,6 +43,7 @@
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "port/pg_bswap.h"
+#include "storage/buffile.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
@@ -74,8 +76,6 @@ PG_FUNCTION_INFO_V1(clickstream_sessions_of);
 #define SESS_HUGE_PAGE ((Size) 2 * 1024 * 1024)
 /* Most batches (temporary files) a call splits its input into. */
 #define SESS_MAX_BATCHES 1024
-/* In-memory size of a batch's tuplestore before it goes to its file. */
-#define SESS_SPILL_KB 64
 /* Events ahead whose records are fetched into the cache while emitting. */
 #define SESS_PREFETCH_AHEAD 16
 
@@ -243,14 +243,14 @@ typedef struct SessState
 	char	   *slab_end;
 	Size		used;			/* bytes of the batch in memory */
 	Size		limit;			/* grow (split) beyond this */
-	bool		growing;		/* SessGrow is copying events over */
 
 	/* batches */
 	int			nbatch;			/* a power of 2 */
 	int			curbatch;
-	Tuplestorestate **spill;	/* [SESS_MAX_BATCHES], NULL until used */
-	TupleDesc	spilldesc;
-	TupleTableSlot *spillslot;
+	BufFile   **spill;			/* [SESS_MAX_BATCHES] of records, NULL until
+								 * used */
+	char	   *spillbuf;		/* a record on its way to a file */
+	Size		spillbuf_size;
 
 	/* output */
 	bool		per_session;	/* sessions_of(): a row per session */
@@ -578,78 +578,82 @@ SessPutText(SessRec *rec, uint32 at, const text *t)
 	}
 }
 
-/* Append an event of the current batch to its user's partition. */
-static SessRec *
-SessAppend(SessState *st, uint32 hash, const text *user, TimestampTz ts,
-		   const text *event_id, const text *utm_source,
-		   const text *utm_campaign)
+/*
+ * The layout of an event's record: its size, returned, and the offsets of
+ * its event_id, utm_source and utm_campaign in at[] (0 when NULL).
+ */
+static Size
+SessRecLayout(SessState *st, const text *user, const text *event_id,
+			  const text *utm_source, const text *utm_campaign, uint32 *at)
 {
 	Size		off = st->user_off;
-	uint32		user_at = SessPlaceText(&off, user);
-	uint32		id_at = event_id ? SessPlaceText(&off, event_id) : 0;
-	uint32		src_at = 0;
-	uint32		camp_at = 0;
-	SessRec    *rec;
 
+	(void) SessPlaceText(&off, user);
+	at[0] = event_id ? SessPlaceText(&off, event_id) : 0;
+	at[1] = at[2] = 0;
 	if (st->rules.split_on_campaign)
 	{
-		src_at = utm_source ? SessPlaceText(&off, utm_source) : 0;
-		camp_at = utm_campaign ? SessPlaceText(&off, utm_campaign) : 0;
+		at[1] = utm_source ? SessPlaceText(&off, utm_source) : 0;
+		at[2] = utm_campaign ? SessPlaceText(&off, utm_campaign) : 0;
 	}
 	off = MAXALIGN(off);
 	if (off > PG_UINT32_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("an event's user_id, event_id and campaign take more than 4 GB")));
-
-	rec = SessPartAlloc(st, SessPartOf(st, hash), off);
-	rec->ts = ts;
-	rec->hash = hash;
-	rec->size = (uint32) off;
-	rec->id_off = id_at;
-	Assert(user_at == st->user_off);
-	SessPutText(rec, user_at, user);
-	if (event_id)
-		SessPutText(rec, id_at, event_id);
-	if (st->rules.split_on_campaign)
-	{
-		SessRecCampaign(rec)[0] = src_at;
-		SessRecCampaign(rec)[1] = camp_at;
-		if (utm_source)
-			SessPutText(rec, src_at, utm_source);
-		if (utm_campaign)
-			SessPutText(rec, camp_at, utm_campaign);
-	}
-	return rec;
+	return off;
 }
 
-/* Write one event to the temporary file of its batch. */
+/* Write an event's record, of the layout SessRecLayout() gave. */
 static void
-SessSpill(SessState *st, int batch, const text *user, TimestampTz ts,
-		  const text *event_id, const text *utm_source,
-		  const text *utm_campaign)
+SessRecFill(SessState *st, SessRec *rec, Size size, const uint32 *at,
+			uint32 hash, const text *user, TimestampTz ts,
+			const text *event_id, const text *utm_source,
+			const text *utm_campaign)
 {
-	Datum		values[5];
-	bool		nulls[5];
+	rec->ts = ts;
+	rec->hash = hash;
+	rec->size = (uint32) size;
+	rec->id_off = at[0];
+	SessPutText(rec, st->user_off, user);
+	if (event_id)
+		SessPutText(rec, at[0], event_id);
+	if (st->rules.split_on_campaign)
+	{
+		SessRecCampaign(rec)[0] = at[1];
+		SessRecCampaign(rec)[1] = at[2];
+		if (utm_source)
+			SessPutText(rec, at[1], utm_source);
+		if (utm_campaign)
+			SessPutText(rec, at[2], utm_campaign);
+	}
+}
 
+/* Room for a record of size bytes on its way to a file. */
+static SessRec *
+SessSpillBuf(SessState *st, Size size)
+{
+	if (size > st->spillbuf_size)
+	{
+		st->spillbuf_size = Max(size, 2 * st->spillbuf_size);
+		st->spillbuf = repalloc_huge(st->spillbuf, st->spillbuf_size);
+	}
+	return (SessRec *) st->spillbuf;
+}
+
+/* Write a record to the temporary file of its batch. */
+static void
+SessSpill(SessState *st, int batch, const SessRec *rec)
+{
 	if (st->spill[batch] == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(st->spill));
 
-		st->spill[batch] = tuplestore_begin_heap(false, false, SESS_SPILL_KB);
+		PrepareTempTablespaces();
+		st->spill[batch] = BufFileCreateTemp(false);
 		MemoryContextSwitchTo(old);
 	}
-	values[0] = PointerGetDatum(user);
-	nulls[0] = false;
-	values[1] = TimestampTzGetDatum(ts);
-	nulls[1] = false;
-	values[2] = PointerGetDatum(event_id);
-	nulls[2] = event_id == NULL;
-	values[3] = PointerGetDatum(utm_source);
-	nulls[3] = utm_source == NULL;
-	values[4] = PointerGetDatum(utm_campaign);
-	nulls[4] = utm_campaign == NULL;
-	tuplestore_putvalues(st->spill[batch], st->spilldesc, values, nulls);
+	BufFileWrite(st->spill[batch], (void *) rec, rec->size);
 }
 
 /*
@@ -678,7 +682,6 @@ SessGrow(SessState *st)
 	memcpy(parts, st->parts, sizeof(SessPart) * nparts);
 	st->nbatch *= 2;
 	SessBatchStart(st, parent);
-	st->growing = true;
 	for (p = 0; p < nparts; p++)
 	{
 		SessChunk  *c;
@@ -693,18 +696,7 @@ SessGrow(SessState *st)
 				int			batch = SessBatchOf(st, rec->hash);
 
 				if (batch != st->curbatch)
-				{
-					const text *src = NULL;
-					const text *camp = NULL;
-
-					if (st->rules.split_on_campaign)
-					{
-						src = SessRecText(rec, SessRecCampaign(rec)[0]);
-						camp = SessRecText(rec, SessRecCampaign(rec)[1]);
-					}
-					SessSpill(st, batch, SessRecUser(st, rec), rec->ts,
-							  SessRecId(rec), src, camp);
-				}
+					SessSpill(st, batch, rec);
 				else
 				{
 					SessRec    *copy = SessPartAlloc(st, SessPartOf(st, rec->hash),
@@ -720,7 +712,6 @@ SessGrow(SessState *st)
 	}
 	pfree(parts);
 	MemoryContextDelete(oldcxt);
-	st->growing = false;
 
 	if (st->used > st->limit / 2)
 		st->limit = st->used * 2;
@@ -732,6 +723,8 @@ SessAdd(SessState *st, const text *user, TimestampTz ts, const text *event_id,
 		const text *utm_source, const text *utm_campaign)
 {
 	uint32		hash;
+	uint32		at[3];
+	Size		size;
 	SessRec    *rec;
 
 	/*
@@ -750,16 +743,72 @@ SessAdd(SessState *st, const text *user, TimestampTz ts, const text *event_id,
 		if (batch != st->curbatch)
 		{
 			st->last_user = NULL;
-			SessSpill(st, batch, user, ts, event_id, utm_source, utm_campaign);
+			size = SessRecLayout(st, user, event_id, utm_source, utm_campaign, at);
+			rec = SessSpillBuf(st, size);
+			SessRecFill(st, rec, size, at, hash, user, ts, event_id,
+						utm_source, utm_campaign);
+			SessSpill(st, batch, rec);
 			return;
 		}
 	}
-	rec = SessAppend(st, hash, user, ts, event_id, utm_source, utm_campaign);
+	size = SessRecLayout(st, user, event_id, utm_source, utm_campaign, at);
+	rec = SessPartAlloc(st, SessPartOf(st, hash), size);
+	SessRecFill(st, rec, size, at, hash, user, ts, event_id, utm_source,
+				utm_campaign);
 	st->last_user = SessRecUser(st, rec);
 	st->last_hash = hash;
 
-	if (st->used > st->limit && !st->growing)
+	if (st->used > st->limit)
 		SessGrow(st);
+}
+
+/*
+ * Read back the records of a batch's file: into memory those of the current
+ * batch, to their later batch's file the others (the batches have doubled
+ * since they were written).
+ */
+static void
+SessReadBatch(SessState *st, BufFile *file)
+{
+	SessRec		hdr;
+
+	if (BufFileSeek(file, 0, 0, SEEK_SET) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not rewind a sessionize temporary file: %m")));
+	for (;;)
+	{
+		size_t		got = BufFileRead(file, &hdr, sizeof(SessRec));
+		int			batch;
+		SessRec    *rec;
+
+		if (got == 0)
+			break;
+		if (got != sizeof(SessRec) || hdr.size < sizeof(SessRec))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a sessionize temporary file: read only %zu of %zu bytes",
+							got, sizeof(SessRec))));
+		batch = SessBatchOf(st, hdr.hash);
+		if (batch == st->curbatch)
+			rec = SessPartAlloc(st, SessPartOf(st, hdr.hash), hdr.size);
+		else
+			rec = SessSpillBuf(st, hdr.size);
+		memcpy(rec, &hdr, sizeof(SessRec));
+		got = BufFileRead(file, (char *) rec + sizeof(SessRec),
+						  hdr.size - sizeof(SessRec));
+		if (got != hdr.size - sizeof(SessRec))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a sessionize temporary file: read only %zu of %zu bytes",
+							got, hdr.size - sizeof(SessRec))));
+		if (batch != st->curbatch)
+			SessSpill(st, batch, rec);
+		else if (st->used > st->limit)
+			SessGrow(st);
+		if ((++st->rows_in & 0x3FF) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /* Day number of ts in clickstream.timezone (infinities far apart). */
@@ -1364,14 +1413,9 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 	while (st->part_bits < SESS_MAX_PART_BITS &&
 		   ((Size) SESS_PART_MEM << (st->part_bits + 1)) <= st->limit)
 		st->part_bits++;
-	st->spill = palloc0(sizeof(Tuplestorestate *) * SESS_MAX_BATCHES);
-	st->spilldesc = CreateTemplateTupleDesc(5);
-	TupleDescInitEntry(st->spilldesc, 1, "user_id", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 2, "ts", TIMESTAMPTZOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 3, "event_id", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 4, "utm_source", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 5, "utm_campaign", TEXTOID, -1, 0);
-	st->spillslot = MakeSingleTupleTableSlot(st->spilldesc, &TTSOpsMinimalTuple);
+	st->spill = palloc0(sizeof(BufFile *) * SESS_MAX_BATCHES);
+	st->spillbuf_size = 1024;
+	st->spillbuf = palloc(st->spillbuf_size);
 	SessBatchStart(st, callcxt);
 
 	/* run the query, its rows arriving at SessReceive */
@@ -1406,33 +1450,17 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 	/* the batch in memory, then each batch from its file */
 	for (;;)
 	{
-		Tuplestorestate *store;
-
 		SessEmitBatch(st);
 		if (++st->curbatch >= st->nbatch)
 			break;
-		store = st->spill[st->curbatch];
-		if (store == NULL)
+		if (st->spill[st->curbatch] == NULL)
 			continue;
-		while (tuplestore_gettupleslot(store, true, false, st->spillslot))
-		{
-			Datum	   *v = st->spillslot->tts_values;
-			bool	   *n = st->spillslot->tts_isnull;
-
-			slot_getallattrs(st->spillslot);
-			SessAdd(st, DatumGetTextPP(v[0]), DatumGetTimestampTz(v[1]),
-					n[2] ? NULL : DatumGetTextPP(v[2]),
-					n[3] ? NULL : DatumGetTextPP(v[3]),
-					n[4] ? NULL : DatumGetTextPP(v[4]));
-			if ((++st->rows_in & 0x3FF) == 0)
-				CHECK_FOR_INTERRUPTS();
-		}
-		tuplestore_end(store);
+		SessReadBatch(st, st->spill[st->curbatch]);
+		BufFileClose(st->spill[st->curbatch]);
 		st->spill[st->curbatch] = NULL;
 	}
 
 	SPI_finish();
-	ExecDropSingleTupleTableSlot(st->spillslot);
 	if (st->loose > 0)
 		ereport(NOTICE,
 				(errmsg("%llu rows with a NULL user_id or ts belong to no session",
