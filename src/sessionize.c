@@ -142,6 +142,7 @@ typedef struct SessRec
 	uint32		hash;			/* of the user id */
 	uint32		size;			/* bytes of the record, MAXALIGNed */
 	uint32		id_off;			/* offset of the event_id, 0 when NULL */
+	uint32		spare;			/* 0: no byte of a record is left unset */
 } SessRec;
 
 /* A chunk of a partition: records, in arrival order, after this header. */
@@ -611,10 +612,21 @@ SessRecFill(SessState *st, SessRec *rec, Size size, const uint32 *at,
 			const text *event_id, const text *utm_source,
 			const text *utm_campaign)
 {
+	int			i;
+
+	/*
+	 * Records go to temporary files as they are: zero their padding (at the
+	 * end, and before a text with a 4-byte header) before the texts land.
+	 */
+	memset((char *) rec + size - MAXIMUM_ALIGNOF, 0, MAXIMUM_ALIGNOF);
+	for (i = 0; i < 3; i++)
+		if (at[i] != 0 && at[i] % 4 == 0)
+			memset((char *) rec + at[i] - 3, 0, 3);
 	rec->ts = ts;
 	rec->hash = hash;
 	rec->size = (uint32) size;
 	rec->id_off = at[0];
+	rec->spare = 0;
 	SessPutText(rec, st->user_off, user);
 	if (event_id)
 		SessPutText(rec, at[0], event_id);
