@@ -6,15 +6,18 @@
  *
  * The SQL way to sessionize sorts all events by user and time, then runs
  * lag() and a running sum over the sorted whole.  This function never sorts
- * globally.  It runs the query, groups its rows by user in a hash table,
- * then sorts each user's run (small, usually) and walks it once.
+ * globally.  It runs the query and, as rows arrive, appends each to one of
+ * up to 256 partitions chosen by its user's hash (a radix partitioning: one
+ * sequential write per row, no lookup).  Then, one partition after another,
+ * it groups the partition's rows by user in a small hash table that stays in
+ * the CPU cache, sorts each user's run (small, usually) and walks it once.
  *
- * Memory follows work_mem the way a hash join does.  When the users held
+ * Memory follows work_mem the way a hash join does.  When the events held
  * exceed it, the number of batches doubles and the users of the other
  * batches go to temporary files (tuplestores), to be read back and processed
  * one batch after another.  The events of one user are never split, so a
  * user with more events than work_mem holds is processed in memory anyway:
- * memory is then about twice that user's events.
+ * memory is then about one and a half times that user's events.
  *
  * Rules, per user, events in (ts, event_id) order: a new session starts when
  * the gap to the previous event exceeds the timeout, when the event is more
@@ -27,8 +30,11 @@
  */
 #include "clickstream.h"
 
+#include <sys/mman.h>
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "commands/tablespace.h"
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -37,6 +43,7 @@
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "port/pg_bswap.h"
+#include "storage/buffile.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
@@ -49,16 +56,28 @@
 PG_FUNCTION_INFO_V1(clickstream_sessionize);
 PG_FUNCTION_INFO_V1(clickstream_sessions_of);
 
-/* Bytes of one arena block. */
-#define SESS_ARENA_BLOCK (64 * 1024)
+/* Most bits of a user's hash that choose its partition (256 partitions). */
+#ifndef SESS_MAX_PART_BITS
+#define SESS_MAX_PART_BITS 8
+#endif
+/* Bytes of work_mem per partition at least (fewer partitions below that). */
+#define SESS_PART_MEM (256 * 1024)
+/* Bytes of a partition's first chunk; the next ones double up to the last. */
+#define SESS_CHUNK_MIN 1024
+#define SESS_CHUNK_MAX (64 * 1024)
+/*
+ * With a work_mem of SESS_SLAB_MIN_LIMIT or more, chunks are cut from slabs
+ * of work_mem / 16 up to SESS_SLAB_MAX bytes, whose aligned interior is
+ * advised to the kernel as huge pages: filling hundreds of megabytes of
+ * fresh memory 4 kB page fault after page fault is a good part of the time.
+ */
+#define SESS_SLAB_MIN_LIMIT ((Size) 64 * 1024 * 1024)
+#define SESS_SLAB_MAX ((Size) 32 * 1024 * 1024)
+#define SESS_HUGE_PAGE ((Size) 2 * 1024 * 1024)
 /* Most batches (temporary files) a call splits its input into. */
 #define SESS_MAX_BATCHES 1024
-/* In-memory size of a batch's tuplestore before it goes to its file. */
-#define SESS_SPILL_KB 64
 /* Events ahead whose records are fetched into the cache while emitting. */
-#define SESS_PREFETCH_AHEAD 8
-/* Users ahead whose records are fetched while a batch is emitted. */
-#define SESS_PREFETCH_USERS 4
+#define SESS_PREFETCH_AHEAD 16
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SessPrefetch(p) __builtin_prefetch(p)
@@ -83,6 +102,23 @@ enum
 	OUT_NCOLS
 };
 
+/*
+ * A row of sessionize() as heap_fill_tuple() lays it out when user_id and
+ * event_id are short varlenas (a 1-byte header, no alignment): the header,
+ * the two texts, then from the next 8-aligned offset a tail of fixed layout.
+ * SessEmitSession() forms such rows itself (see SessFastRowsOk()).
+ */
+#define SESS_ROW_HOFF MAXALIGN(offsetof(HeapTupleHeaderData, t_bits))
+#define SESS_TAIL_TS 0			/* ts */
+#define SESS_TAIL_ID 8			/* session_id */
+#define SESS_TAIL_INDEX 24		/* session_index, then 4 bytes of padding */
+#define SESS_TAIL_START 32		/* session_start */
+#define SESS_TAIL_END 40		/* session_end */
+#define SESS_TAIL_EVENT_INDEX 48	/* event_index */
+#define SESS_TAIL_EVENTS 56		/* session_events */
+#define SESS_TAIL_LEN 64
+#define SESS_ROW_MAX (SESS_ROW_HOFF + 2 * VARATT_SHORT_MAX + 8 + SESS_TAIL_LEN)
+
 /* Output columns of sessions_of() (one row per session), as declared. */
 enum
 {
@@ -92,74 +128,81 @@ enum
 };
 
 /*
- * One event held in memory, in the arena in arrival order.  With
- * split_on_campaign its utm_source and utm_campaign (text pointers, NULL when
- * NULL) follow, then its event_id (a text varlena) when it has one: see
- * SessEventId() and SessEventCampaign().
+ * One event held in memory: a record in a chunk of its user's partition.
+ * With split_on_campaign two uint32 follow, the offsets of its utm_source
+ * and utm_campaign (see SessRecCampaign()).  Then its texts, as varlenas: the
+ * user id at SessState.user_off, the event_id, utm_source and utm_campaign
+ * at their offsets from the record (0 when NULL).  A text of up to 126 bytes
+ * has a 1-byte header (else 4 bytes, aligned), so each can be returned as a
+ * Datum as it is.
  */
-typedef struct SessEvent
+typedef struct SessRec
 {
-	uint32		user;			/* index into SessState.userv */
-	bool		has_id;			/* an event_id follows (else it is NULL) */
-} SessEvent;
+	TimestampTz ts;
+	uint32		hash;			/* of the user id */
+	uint32		size;			/* bytes of the record, MAXALIGNed */
+	uint32		id_off;			/* offset of the event_id, 0 when NULL */
+	uint32		spare;			/* 0: no byte of a record is left unset */
+} SessRec;
+
+/* A chunk of a partition: records, in arrival order, after this header. */
+typedef struct SessChunk
+{
+	struct SessChunk *next;
+	Size		used;			/* bytes of records (see SessPartsClose()) */
+} SessChunk;
+
+#define SESS_CHUNK_HDR MAXALIGN(sizeof(SessChunk))
+#define SessChunkData(c) ((char *) (c) + SESS_CHUNK_HDR)
+
+/*
+ * A partition of the batch in memory: its chunks, and the free part of the
+ * last one (kept here, next to the other partitions' for a row's writes).
+ */
+typedef struct SessPart
+{
+	char	   *pos;			/* where the next record goes */
+	char	   *end;			/* end of the last chunk */
+	int64		nevents;
+	SessChunk  *head;
+	SessChunk  *tail;
+} SessPart;
 
 /* An event as grouped and sorted: its time and its record. */
 typedef struct SessSlot
 {
 	TimestampTz ts;
-	SessEvent  *ev;
+	SessRec    *rec;
 } SessSlot;
 
-/* A user of the batch in memory. */
-typedef struct SessUserInfo
-{
-	text	   *user;			/* in the arena */
-	uint32		hash;
-} SessUserInfo;
-
 /*
- * A user as the hash table keys it: the text, and its first bytes inline, so
- * that comparing a short id (most are) touches only the table's own line.
- */
-#define SESS_INLINE_KEY 36
-
-typedef struct SessKey
-{
-	const text *user;
-	uint32		len;
-	char		inl[SESS_INLINE_KEY];
-} SessKey;
-
-/*
- * An entry of the users' hash table: user to index into userv, and the
- * user's number of events (counted here: the line a lookup reads anyway).
+ * An entry of a partition's users' hash table: the user (in its first
+ * record) and its index in the partition's order of first appearance.
  */
 typedef struct SessUser
 {
-	SessKey		key;
+	const text *user;
 	uint32		hash;
 	uint32		index;
-	int64		nevents;
 	char		status;
 } SessUser;
 
-/* Equality of two keys. */
+/* Equality of two text values, byte for byte. */
 static inline bool
-SessKeyEqual(const SessKey *a, const SessKey *b)
+SessTextEqual(const text *a, const text *b)
 {
-	if (a->len != b->len)
-		return false;
-	if (a->len <= SESS_INLINE_KEY)
-		return memcmp(a->inl, b->inl, a->len) == 0;
-	return memcmp(VARDATA_ANY(a->user), VARDATA_ANY(b->user), a->len) == 0;
+	Size		la = VARSIZE_ANY_EXHDR(a);
+
+	return la == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la) == 0;
 }
 
 #define SH_PREFIX sessusers
 #define SH_ELEMENT_TYPE SessUser
-#define SH_KEY_TYPE SessKey
-#define SH_KEY key
-#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) VARDATA_ANY((k).user), (k).len)
-#define SH_EQUAL(tb, a, b) SessKeyEqual(&(a), &(b))
+#define SH_KEY_TYPE const text *
+#define SH_KEY user
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k))
+#define SH_EQUAL(tb, a, b) SessTextEqual(a, b)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a) a->hash
 #define SH_SCOPE static inline
@@ -185,60 +228,68 @@ typedef struct SessState
 	/* input: attribute numbers (0-based, -1 when absent) and converters */
 	int			att[IN_NCOLS];
 	int			natts;			/* columns to deform: 1 + the last used */
-	Size		id_offset;		/* of the event_id in an event record */
 	bool		as_text[IN_NCOLS];	/* binary-compatible with text */
 	FmgrInfo	out[IN_NCOLS];	/* output functions of the others */
 	MemoryContext rowcxt;		/* reset after every row */
 
 	/* the batch in memory */
-	MemoryContext batchcxt;		/* everything below */
-	sessusers_hash *users;		/* user -> index into userv */
-	SessUserInfo *userv;
-	uint32		nusers;
-	uint32		maxusers;
-	SessSlot   *slots;			/* events in arrival order */
-	SessSlot   *grouped_end;	/* end of the events grouped by user */
-	int64		nslots;
-	int64		maxslots;
-	char	   *arena;			/* free part of the current block */
-	Size		arena_left;
-	char	   *keys;			/* same, for user ids: kept apart, dense */
-	Size		keys_left;
-	text	   *last_user;		/* user of the previous event, if in memory */
-	uint32		last_index;		/* and its index into userv */
-	SessUser   *last_entry;		/* and its entry (no insert since) */
+	MemoryContext batchcxt;		/* its chunks */
+	int			part_bits;		/* log2 of the number of partitions */
+	SessPart	parts[1 << SESS_MAX_PART_BITS];
+	Size		user_off;		/* of the user id in a record */
+	const text *last_user;		/* user of the previous event, if in memory */
+	uint32		last_hash;		/* and its hash */
+	Size		slab_size;		/* 0: chunks are allocated one by one */
+	char	   *slab_pos;		/* free part of the current slab */
+	char	   *slab_end;
 	Size		used;			/* bytes of the batch in memory */
 	Size		limit;			/* grow (split) beyond this */
-	bool		growing;		/* SessGrow is copying events over */
 
 	/* batches */
 	int			nbatch;			/* a power of 2 */
 	int			curbatch;
-	Tuplestorestate **spill;	/* [SESS_MAX_BATCHES], NULL until used */
-	TupleDesc	spilldesc;
-	TupleTableSlot *spillslot;
+	BufFile   **spill;			/* [SESS_MAX_BATCHES] of records, NULL until
+								 * used */
+	char	   *spillbuf;		/* a record on its way to a file */
+	Size		spillbuf_size;
 
 	/* output */
 	bool		per_session;	/* sessions_of(): a row per session */
 	Tuplestorestate *out_store;
 	TupleDesc	out_desc;
+	bool		fast_rows;		/* form per-event rows in rowbuf */
+	char	   *rowbuf;			/* [SESS_ROW_MAX], MAXALIGNed, its header set */
 	StringInfoData idbuf;		/* session id input */
 	uint64		rows_in;
 	uint64		loose;			/* rows with a NULL user or ts */
 } SessState;
 
-/* The event_id of an event record, NULL when NULL. */
+/* A text of a record at offset off, NULL for offset 0. */
 static inline text *
-SessEventId(const SessState *st, const SessEvent *e)
+SessRecText(const SessRec *rec, uint32 off)
 {
-	return e->has_id ? (text *) ((char *) e + st->id_offset) : NULL;
+	return off != 0 ? (text *) ((char *) rec + off) : NULL;
 }
 
-/* The utm_source and utm_campaign of an event record (split_on_campaign). */
-static inline text **
-SessEventCampaign(const SessEvent *e)
+/* The user id of a record. */
+static inline text *
+SessRecUser(const SessState *st, const SessRec *rec)
 {
-	return (text **) ((char *) e + MAXALIGN(sizeof(SessEvent)));
+	return (text *) ((char *) rec + st->user_off);
+}
+
+/* The event_id of a record, NULL when NULL. */
+static inline text *
+SessRecId(const SessRec *rec)
+{
+	return SessRecText(rec, rec->id_off);
+}
+
+/* The offsets of utm_source and utm_campaign (split_on_campaign). */
+static inline uint32 *
+SessRecCampaign(const SessRec *rec)
+{
+	return (uint32 *) ((char *) rec + sizeof(SessRec));
 }
 
 /* The DestReceiver the query's rows arrive at. */
@@ -248,18 +299,9 @@ typedef struct SessReceiver
 	SessState  *state;
 } SessReceiver;
 
-static void SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
-					text *utm_source, text *utm_campaign);
-
-/* Equality of two text values, byte for byte. */
-static inline bool
-SessTextEqual(const text *a, const text *b)
-{
-	Size		la = VARSIZE_ANY_EXHDR(a);
-
-	return la == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la) == 0;
-}
+static void SessAdd(SessState *st, const text *user, TimestampTz ts,
+					const text *event_id, const text *utm_source,
+					const text *utm_campaign);
 
 /* Equality of two nullable text values, NULL equal to NULL. */
 static inline bool
@@ -290,20 +332,20 @@ SessTextCompare(const text *a, const text *b)
 
 /* The documented event order: ts, then event_id (byte order, NULL last). */
 static inline int
-SessSlotCompare(const SessSlot *a, const SessSlot *b, SessState *st)
+SessSlotCompare(const SessSlot *a, const SessSlot *b)
 {
 	if (a->ts != b->ts)
 		return a->ts < b->ts ? -1 : 1;
-	return SessTextCompare(SessEventId(st, a->ev), SessEventId(st, b->ev));
+	return SessTextCompare(SessRecId(a->rec), SessRecId(b->rec));
 }
 
 #define ST_SORT SessSortSlots
 #define ST_ELEMENT_TYPE SessSlot
-#define ST_COMPARE_ARG_TYPE SessState
-#define ST_COMPARE(a, b, arg) SessSlotCompare(a, b, arg)
+#define ST_COMPARE(a, b) SessSlotCompare(a, b)
 #define ST_SCOPE static
 #define ST_DEFINE
 #include "lib/sort_template.h"
+
 
 /* An interval as microseconds; errors for NULL, months or a value <= 0. */
 static int64
@@ -345,66 +387,16 @@ SessBoolArg(FunctionCallInfo fcinfo, int argno, const char *name)
 	return PG_GETARG_BOOL(argno);
 }
 
-/*
- * Memory for the batch in memory from one of its arenas (*arena, *left):
- * blocks of the batch's context, never freed alone.
- */
-static void *
-SessArenaAlloc(SessState *st, char **arena, Size *left, Size size)
-{
-	void	   *p;
-
-	size = MAXALIGN(size);
-	if (size > *left)
-	{
-		Size		block = Max(size, SESS_ARENA_BLOCK);
-
-		*arena = MemoryContextAllocHuge(st->batchcxt, block);
-		*left = block;
-		st->used += block;
-	}
-	p = *arena;
-	*arena += size;
-	*left -= size;
-	return p;
-}
-
-/* A copy of a (nullable) text value in an arena, with a 4-byte header. */
-static text *
-SessArenaText(SessState *st, char **arena, Size *left, const text *t)
-{
-	Size		len;
-	text	   *copy;
-
-	if (t == NULL)
-		return NULL;
-	len = VARSIZE_ANY_EXHDR(t);
-	copy = SessArenaAlloc(st, arena, left, VARHDRSZ + len);
-	SET_VARSIZE(copy, VARHDRSZ + len);
-	memcpy(VARDATA(copy), VARDATA_ANY(t), len);
-	return copy;
-}
-
-/* Start an empty batch in memory: a new arena, users and events. */
+/* Start an empty batch in memory: a new context, empty partitions. */
 static void
 SessBatchStart(SessState *st, MemoryContext parent)
 {
 	st->batchcxt = AllocSetContextCreate(parent, "sessionize batch",
 										 ALLOCSET_DEFAULT_SIZES);
-	st->users = sessusers_create(st->batchcxt, 1024, NULL);
-	st->maxusers = 1024;
-	st->nusers = 0;
-	st->userv = MemoryContextAlloc(st->batchcxt, sizeof(SessUserInfo) * st->maxusers);
-	st->maxslots = 16384;
-	st->nslots = 0;
-	st->slots = MemoryContextAlloc(st->batchcxt, sizeof(SessSlot) * st->maxslots);
-	st->arena = NULL;
-	st->arena_left = 0;
-	st->keys = NULL;
-	st->keys_left = 0;
+	memset(st->parts, 0, sizeof(SessPart) << st->part_bits);
 	st->last_user = NULL;
-	st->used = st->users->size * sizeof(SessUser) +
-		st->maxusers * sizeof(SessUserInfo) + st->maxslots * sizeof(SessSlot);
+	st->slab_pos = st->slab_end = NULL;
+	st->used = 0;
 }
 
 /* The batch a user's hash belongs to (bits apart from the table's). */
@@ -414,32 +406,266 @@ SessBatchOf(SessState *st, uint32 hash)
 	return (int) (murmurhash32(hash) & (uint32) (st->nbatch - 1));
 }
 
-/* Write one event to the temporary file of its batch. */
-static void
-SessSpill(SessState *st, int batch, text *user, TimestampTz ts, text *event_id,
-		  text *utm_source, text *utm_campaign)
+/*
+ * The partition a user's hash belongs to: its top bits (the batch takes a
+ * remix, the hash tables the low bits).
+ */
+static inline SessPart *
+SessPartOf(SessState *st, uint32 hash)
 {
-	Datum		values[5];
-	bool		nulls[5];
+	return &st->parts[((uint64) hash << st->part_bits) >> 32];
+}
 
+/*
+ * Memory for a chunk of alloc bytes: from the current slab (a new one when
+ * it has no room left), or on its own when larger than a tenth of a slab.
+ */
+static SessChunk *
+SessChunkAlloc(SessState *st, Size alloc)
+{
+	SessChunk  *c;
+
+	if (st->slab_size == 0 || alloc > st->slab_size / 10)
+	{
+		st->used += alloc;
+		return MemoryContextAllocHuge(st->batchcxt, alloc);
+	}
+	if ((Size) (st->slab_end - st->slab_pos) < alloc)
+	{
+		char	   *slab = MemoryContextAllocHuge(st->batchcxt, st->slab_size);
+
+#ifdef MADV_HUGEPAGE
+		char	   *from = (char *) TYPEALIGN(SESS_HUGE_PAGE, slab);
+		char	   *to = (char *) TYPEALIGN_DOWN(SESS_HUGE_PAGE, slab + st->slab_size);
+
+		/* advice only: without huge pages, the slab is as good */
+		if (from < to)
+			(void) madvise(from, to - from, MADV_HUGEPAGE);
+#endif
+		st->slab_pos = slab;
+		st->slab_end = slab + st->slab_size;
+		st->used += st->slab_size;
+	}
+	c = (SessChunk *) st->slab_pos;
+	st->slab_pos += alloc;
+	return c;
+}
+
+/*
+ * Start a new chunk at the end of a partition, for a record of size bytes
+ * at least: twice as large as the last, up to SESS_CHUNK_MAX.
+ */
+static void
+SessPartGrow(SessState *st, SessPart *part, Size size)
+{
+	Size		alloc = SESS_CHUNK_MIN;
+	SessChunk  *c;
+
+	if (part->tail != NULL)
+	{
+		part->tail->used = part->pos - SessChunkData(part->tail);
+		alloc = Min((part->end - (char *) part->tail) * 2, SESS_CHUNK_MAX);
+	}
+	alloc = MAXALIGN(Max(alloc, SESS_CHUNK_HDR + size));
+	c = SessChunkAlloc(st, alloc);
+	c->next = NULL;
+	c->used = 0;
+	if (part->tail != NULL)
+		part->tail->next = c;
+	else
+		part->head = c;
+	part->tail = c;
+	part->pos = SessChunkData(c);
+	part->end = (char *) c + alloc;
+}
+
+/* Room for a record of size bytes at the end of a partition. */
+static inline SessRec *
+SessPartAlloc(SessState *st, SessPart *part, Size size)
+{
+	SessRec    *rec;
+
+	if (unlikely((Size) (part->end - part->pos) < size))
+		SessPartGrow(st, part, size);
+	rec = (SessRec *) part->pos;
+	part->pos += size;
+	part->nevents++;
+	return rec;
+}
+
+/* Record in the last chunk of each partition how much of it is used. */
+static void
+SessPartsClose(SessState *st)
+{
+	int			p;
+
+	for (p = 0; p < (1 << st->part_bits); p++)
+	{
+		SessPart   *part = &st->parts[p];
+
+		if (part->tail != NULL)
+			part->tail->used = part->pos - SessChunkData(part->tail);
+	}
+}
+
+/*
+ * Copy len bytes, len < 256: in overlapping blocks of fixed size, which the
+ * compiler turns into a few vector moves (a memcpy of a small bounded length
+ * it may turn into "rep movs", slow to start).
+ */
+static inline void
+SessCopyShort(char *dst, const char *src, Size len)
+{
+	Size		i;
+
+	if (len >= 16)
+	{
+		for (i = 0; i + 16 < len; i += 16)
+			memcpy(dst + i, src + i, 16);
+		memcpy(dst + len - 16, src + len - 16, 16);
+	}
+	else if (len >= 8)
+	{
+		memcpy(dst, src, 8);
+		memcpy(dst + len - 8, src + len - 8, 8);
+	}
+	else
+	{
+		for (i = 0; i < len; i++)
+			dst[i] = src[i];
+	}
+}
+
+/*
+ * Where a text goes in a record when the record's bytes so far are *off:
+ * returns its offset and advances *off past it.  Short texts take a 1-byte
+ * header, unaligned; longer ones a 4-byte header, aligned.
+ */
+static inline uint32
+SessPlaceText(Size *off, const text *t)
+{
+	Size		len = VARSIZE_ANY_EXHDR(t);
+	Size		at;
+
+	if (len <= VARATT_SHORT_MAX - VARHDRSZ_SHORT)
+	{
+		at = *off;
+		*off = at + VARHDRSZ_SHORT + len;
+	}
+	else
+	{
+		at = INTALIGN(*off);
+		*off = at + VARHDRSZ + len;
+	}
+	return (uint32) at;
+}
+
+/* Write a text where SessPlaceText() placed it. */
+static inline void
+SessPutText(SessRec *rec, uint32 at, const text *t)
+{
+	char	   *dst = (char *) rec + at;
+	Size		len = VARSIZE_ANY_EXHDR(t);
+
+	if (len <= VARATT_SHORT_MAX - VARHDRSZ_SHORT)
+	{
+		SET_VARSIZE_SHORT(dst, VARHDRSZ_SHORT + len);
+		SessCopyShort(dst + VARHDRSZ_SHORT, VARDATA_ANY(t), len);
+	}
+	else
+	{
+		SET_VARSIZE(dst, VARHDRSZ + len);
+		memcpy(dst + VARHDRSZ, VARDATA_ANY(t), len);
+	}
+}
+
+/*
+ * The layout of an event's record: its size, returned, and the offsets of
+ * its event_id, utm_source and utm_campaign in at[] (0 when NULL).
+ */
+static Size
+SessRecLayout(SessState *st, const text *user, const text *event_id,
+			  const text *utm_source, const text *utm_campaign, uint32 *at)
+{
+	Size		off = st->user_off;
+
+	(void) SessPlaceText(&off, user);
+	at[0] = event_id ? SessPlaceText(&off, event_id) : 0;
+	at[1] = at[2] = 0;
+	if (st->rules.split_on_campaign)
+	{
+		at[1] = utm_source ? SessPlaceText(&off, utm_source) : 0;
+		at[2] = utm_campaign ? SessPlaceText(&off, utm_campaign) : 0;
+	}
+	off = MAXALIGN(off);
+	if (off > PG_UINT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("an event's user_id, event_id and campaign take more than 4 GB")));
+	return off;
+}
+
+/* Write an event's record, of the layout SessRecLayout() gave. */
+static void
+SessRecFill(SessState *st, SessRec *rec, Size size, const uint32 *at,
+			uint32 hash, const text *user, TimestampTz ts,
+			const text *event_id, const text *utm_source,
+			const text *utm_campaign)
+{
+	int			i;
+
+	/*
+	 * Records go to temporary files as they are: zero their padding (at the
+	 * end, and before a text with a 4-byte header) before the texts land.
+	 */
+	memset((char *) rec + size - MAXIMUM_ALIGNOF, 0, MAXIMUM_ALIGNOF);
+	for (i = 0; i < 3; i++)
+		if (at[i] != 0 && at[i] % 4 == 0)
+			memset((char *) rec + at[i] - 3, 0, 3);
+	rec->ts = ts;
+	rec->hash = hash;
+	rec->size = (uint32) size;
+	rec->id_off = at[0];
+	rec->spare = 0;
+	SessPutText(rec, st->user_off, user);
+	if (event_id)
+		SessPutText(rec, at[0], event_id);
+	if (st->rules.split_on_campaign)
+	{
+		SessRecCampaign(rec)[0] = at[1];
+		SessRecCampaign(rec)[1] = at[2];
+		if (utm_source)
+			SessPutText(rec, at[1], utm_source);
+		if (utm_campaign)
+			SessPutText(rec, at[2], utm_campaign);
+	}
+}
+
+/* Room for a record of size bytes on its way to a file. */
+static SessRec *
+SessSpillBuf(SessState *st, Size size)
+{
+	if (size > st->spillbuf_size)
+	{
+		st->spillbuf_size = Max(size, 2 * st->spillbuf_size);
+		st->spillbuf = repalloc_huge(st->spillbuf, st->spillbuf_size);
+	}
+	return (SessRec *) st->spillbuf;
+}
+
+/* Write a record to the temporary file of its batch. */
+static void
+SessSpill(SessState *st, int batch, const SessRec *rec)
+{
 	if (st->spill[batch] == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(st->spill));
 
-		st->spill[batch] = tuplestore_begin_heap(false, false, SESS_SPILL_KB);
+		PrepareTempTablespaces();
+		st->spill[batch] = BufFileCreateTemp(false);
 		MemoryContextSwitchTo(old);
 	}
-	values[0] = PointerGetDatum(user);
-	nulls[0] = false;
-	values[1] = TimestampTzGetDatum(ts);
-	nulls[1] = false;
-	values[2] = PointerGetDatum(event_id);
-	nulls[2] = event_id == NULL;
-	values[3] = PointerGetDatum(utm_source);
-	nulls[3] = utm_source == NULL;
-	values[4] = PointerGetDatum(utm_campaign);
-	nulls[4] = utm_campaign == NULL;
-	tuplestore_putvalues(st->spill[batch], st->spilldesc, values, nulls);
+	BufFileWrite(st->spill[batch], (void *) rec, rec->size);
 }
 
 /*
@@ -453,44 +679,51 @@ SessGrow(SessState *st)
 {
 	MemoryContext oldcxt = st->batchcxt;
 	MemoryContext parent = MemoryContextGetParent(oldcxt);
-	SessSlot   *slots = st->slots;
-	int64		nslots = st->nslots;
-	SessUserInfo *userv = st->userv;
-	int64		i;
+	SessPart   *parts;
+	int			nparts = 1 << st->part_bits;
+	int			p;
+	int64		i = 0;
 
 	if (st->nbatch >= SESS_MAX_BATCHES)
 	{
 		st->limit = st->used * 2;
 		return;
 	}
+	SessPartsClose(st);
+	parts = palloc(sizeof(SessPart) * nparts);
+	memcpy(parts, st->parts, sizeof(SessPart) * nparts);
 	st->nbatch *= 2;
 	SessBatchStart(st, parent);
-	st->growing = true;
-	for (i = 0; i < nslots; i++)
+	for (p = 0; p < nparts; p++)
 	{
-		SessEvent  *e = slots[i].ev;
-		SessUserInfo *u = &userv[e->user];
-		int			batch = SessBatchOf(st, u->hash);
+		SessChunk  *c;
 
-		text	   *utm_source = NULL;
-		text	   *utm_campaign = NULL;
-
-		if (st->rules.split_on_campaign)
+		for (c = parts[p].head; c != NULL; c = c->next)
 		{
-			utm_source = SessEventCampaign(e)[0];
-			utm_campaign = SessEventCampaign(e)[1];
+			Size		off;
+
+			for (off = 0; off < c->used;)
+			{
+				SessRec    *rec = (SessRec *) (SessChunkData(c) + off);
+				int			batch = SessBatchOf(st, rec->hash);
+
+				if (batch != st->curbatch)
+					SessSpill(st, batch, rec);
+				else
+				{
+					SessRec    *copy = SessPartAlloc(st, SessPartOf(st, rec->hash),
+													 rec->size);
+
+					memcpy(copy, rec, rec->size);
+				}
+				off += rec->size;
+				if ((++i & 0xFFFF) == 0)
+					CHECK_FOR_INTERRUPTS();
+			}
 		}
-		if (batch != st->curbatch)
-			SessSpill(st, batch, u->user, slots[i].ts, SessEventId(st, e),
-					  utm_source, utm_campaign);
-		else
-			SessAdd(st, u->user, slots[i].ts, SessEventId(st, e),
-					utm_source, utm_campaign);
-		if ((i & 0xFFFF) == 0)
-			CHECK_FOR_INTERRUPTS();
 	}
+	pfree(parts);
 	MemoryContextDelete(oldcxt);
-	st->growing = false;
 
 	if (st->used > st->limit / 2)
 		st->limit = st->used * 2;
@@ -498,91 +731,96 @@ SessGrow(SessState *st)
 
 /* Take one event: into memory if its user's batch is the current one. */
 static void
-SessAdd(SessState *st, text *user, TimestampTz ts, text *event_id,
-		text *utm_source, text *utm_campaign)
+SessAdd(SessState *st, const text *user, TimestampTz ts, const text *event_id,
+		const text *utm_source, const text *utm_campaign)
 {
 	uint32		hash;
-	int			batch;
-	SessUser   *u;
-	SessKey		key;
-	SessEvent  *e;
-	bool		found;
-	uint32		size_before;
-	Size		idlen;
+	uint32		at[3];
+	Size		size;
+	SessRec    *rec;
 
 	/*
-	 * Input grouped by user (silver is written sorted by user, day by day)
-	 * comes as runs of one user: those need no hashing at all.
+	 * Input grouped by user (silver is written sorted by user, minute by
+	 * minute) comes as runs of one user: those need no hashing.
 	 */
-	if (st->last_user == NULL || !SessTextEqual(user, st->last_user))
+	if (st->last_user != NULL && SessTextEqual(user, st->last_user))
+		hash = st->last_hash;
+	else
 	{
+		int			batch;
+
 		hash = hash_bytes((const unsigned char *) VARDATA_ANY(user),
 						  VARSIZE_ANY_EXHDR(user));
 		batch = SessBatchOf(st, hash);
 		if (batch != st->curbatch)
 		{
 			st->last_user = NULL;
-			SessSpill(st, batch, user, ts, event_id, utm_source, utm_campaign);
+			size = SessRecLayout(st, user, event_id, utm_source, utm_campaign, at);
+			rec = SessSpillBuf(st, size);
+			SessRecFill(st, rec, size, at, hash, user, ts, event_id,
+						utm_source, utm_campaign);
+			SessSpill(st, batch, rec);
 			return;
 		}
-
-		key.user = user;
-		key.len = VARSIZE_ANY_EXHDR(user);
-		memcpy(key.inl, VARDATA_ANY(user), Min(key.len, SESS_INLINE_KEY));
-		size_before = st->users->size;
-		u = sessusers_insert_hash(st->users, key, hash, &found);
-		if (!found)
-		{
-			if (st->nusers == st->maxusers)
-			{
-				st->used += st->maxusers * sizeof(SessUserInfo);
-				st->maxusers *= 2;
-				st->userv = repalloc_huge(st->userv, sizeof(SessUserInfo) * st->maxusers);
-			}
-			u->key.user = SessArenaText(st, &st->keys, &st->keys_left, user);
-			u->index = st->nusers++;
-			st->userv[u->index].user = (text *) u->key.user;
-			st->userv[u->index].hash = hash;
-			u->nevents = 0;
-			if (st->users->size != size_before)
-				st->used += (st->users->size - size_before) * sizeof(SessUser);
-		}
-		st->last_user = (text *) u->key.user;
-		st->last_entry = u;
-		st->last_index = u->index;
 	}
-	st->last_entry->nevents++;
+	size = SessRecLayout(st, user, event_id, utm_source, utm_campaign, at);
+	rec = SessPartAlloc(st, SessPartOf(st, hash), size);
+	SessRecFill(st, rec, size, at, hash, user, ts, event_id, utm_source,
+				utm_campaign);
+	st->last_user = SessRecUser(st, rec);
+	st->last_hash = hash;
 
-	idlen = event_id ? VARSIZE_ANY_EXHDR(event_id) : 0;
-	e = SessArenaAlloc(st, &st->arena, &st->arena_left,
-					   st->id_offset + (event_id ? VARHDRSZ + idlen : 0));
-	e->user = st->last_index;
-	e->has_id = event_id != NULL;
-	if (event_id)
-	{
-		text	   *id = SessEventId(st, e);
-
-		SET_VARSIZE(id, VARHDRSZ + idlen);
-		memcpy(VARDATA(id), VARDATA_ANY(event_id), idlen);
-	}
-	if (st->rules.split_on_campaign)
-	{
-		SessEventCampaign(e)[0] = SessArenaText(st, &st->arena, &st->arena_left, utm_source);
-		SessEventCampaign(e)[1] = SessArenaText(st, &st->arena, &st->arena_left, utm_campaign);
-	}
-
-	if (st->nslots == st->maxslots)
-	{
-		st->used += st->maxslots * sizeof(SessSlot);
-		st->maxslots *= 2;
-		st->slots = repalloc_huge(st->slots, sizeof(SessSlot) * st->maxslots);
-	}
-	st->slots[st->nslots].ts = ts;
-	st->slots[st->nslots].ev = e;
-	st->nslots++;
-
-	if (st->used > st->limit && !st->growing)
+	if (st->used > st->limit)
 		SessGrow(st);
+}
+
+/*
+ * Read back the records of a batch's file: into memory those of the current
+ * batch, to their later batch's file the others (the batches have doubled
+ * since they were written).
+ */
+static void
+SessReadBatch(SessState *st, BufFile *file)
+{
+	SessRec		hdr;
+
+	if (BufFileSeek(file, 0, 0, SEEK_SET) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not rewind a sessionize temporary file: %m")));
+	for (;;)
+	{
+		size_t		got = BufFileRead(file, &hdr, sizeof(SessRec));
+		int			batch;
+		SessRec    *rec;
+
+		if (got == 0)
+			break;
+		if (got != sizeof(SessRec) || hdr.size < sizeof(SessRec))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a sessionize temporary file: read only %zu of %zu bytes",
+							got, sizeof(SessRec))));
+		batch = SessBatchOf(st, hdr.hash);
+		if (batch == st->curbatch)
+			rec = SessPartAlloc(st, SessPartOf(st, hdr.hash), hdr.size);
+		else
+			rec = SessSpillBuf(st, hdr.size);
+		memcpy(rec, &hdr, sizeof(SessRec));
+		got = BufFileRead(file, (char *) rec + sizeof(SessRec),
+						  hdr.size - sizeof(SessRec));
+		if (got != hdr.size - sizeof(SessRec))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a sessionize temporary file: read only %zu of %zu bytes",
+							got, hdr.size - sizeof(SessRec))));
+		if (batch != st->curbatch)
+			SessSpill(st, batch, rec);
+		else if (st->used > st->limit)
+			SessGrow(st);
+		if ((++st->rows_in & 0x3FF) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /* Day number of ts in clickstream.timezone (infinities far apart). */
@@ -620,7 +858,7 @@ SessFurtherThan(TimestampTz a, TimestampTz b, int64 limit)
 static void
 SessSessionId(SessState *st, const text *user, const SessSlot *first, pg_uuid_t *id)
 {
-	text	   *event_id = SessEventId(st, first->ev);
+	text	   *event_id = SessRecId(first->rec);
 	char		num[MAXINT8LEN + 1];
 	uint64		h[2];
 	int			i;
@@ -647,20 +885,24 @@ SessSessionId(SessState *st, const text *user, const SessSlot *first, pg_uuid_t 
 
 /* Emit the rows of one session: events ev[0..n) of user. */
 static void
-SessEmitSession(SessState *st, text *user, SessSlot *ev, int64 n,
+SessEmitSession(SessState *st, const text *user, SessSlot *ev, int64 n,
 				int32 session_index)
 {
 	Datum		values[OUT_NCOLS];
 	bool		nulls[OUT_NCOLS];
 	pg_uuid_t	id;
 	int64		i;
+	bool		fast;
+	HeapTupleData row;
+	int64		tailbuf[SESS_TAIL_LEN / sizeof(int64)];
+	char	   *tail = (char *) tailbuf;
 
 	SessSessionId(st, user, &ev[0], &id);
 	memset(nulls, 0, sizeof(nulls));
 	if (st->per_session)
 	{
-		text	   *first = SessEventId(st, ev[0].ev);
-		text	   *last = SessEventId(st, ev[n - 1].ev);
+		text	   *first = SessRecId(ev[0].rec);
+		text	   *last = SessRecId(ev[n - 1].rec);
 
 		values[SOUT_USER] = PointerGetDatum(user);
 		values[SOUT_SESSION_ID] = UUIDPGetDatum(&id);
@@ -681,25 +923,54 @@ SessEmitSession(SessState *st, text *user, SessSlot *ev, int64 n,
 	values[OUT_SESSION_START] = TimestampTzGetDatum(ev[0].ts);
 	values[OUT_SESSION_END] = TimestampTzGetDatum(ev[n - 1].ts);
 	values[OUT_SESSION_EVENTS] = Int64GetDatum(n);
+	fast = st->fast_rows && VARATT_IS_SHORT(user);
+	if (fast)
+	{
+		/* the user and the tail's columns of the session, once */
+		memcpy(st->rowbuf + SESS_ROW_HOFF, user, VARSIZE_SHORT(user));
+		memset(tail, 0, SESS_TAIL_LEN);
+		memcpy(tail + SESS_TAIL_ID, id.data, UUID_LEN);
+		memcpy(tail + SESS_TAIL_INDEX, &session_index, sizeof(int32));
+		memcpy(tail + SESS_TAIL_START, &ev[0].ts, sizeof(int64));
+		memcpy(tail + SESS_TAIL_END, &ev[n - 1].ts, sizeof(int64));
+		memcpy(tail + SESS_TAIL_EVENTS, &n, sizeof(int64));
+		row.t_data = (HeapTupleHeader) st->rowbuf;
+		ItemPointerSetInvalid(&row.t_self);
+		row.t_tableOid = InvalidOid;
+	}
 	for (i = 0; i < n; i++)
 	{
-		text	   *event_id;
+		text	   *event_id = SessRecId(ev[i].rec);
+		int64		event_index = i + 1;
 
-		if (ev + i + SESS_PREFETCH_AHEAD < st->grouped_end)
-			SessPrefetch(ev[i + SESS_PREFETCH_AHEAD].ev);
-		event_id = SessEventId(st, ev[i].ev);
+		if (fast && event_id != NULL && VARATT_IS_SHORT(event_id))
+		{
+			Size		at = SESS_ROW_HOFF + VARSIZE_SHORT(user);
+			Size		end = at + VARSIZE_SHORT(event_id);
+			Size		tail_at = TYPEALIGN(8, end);
 
+			SessCopyShort(st->rowbuf + at, (const char *) event_id,
+						  VARSIZE_SHORT(event_id));
+			memset(st->rowbuf + end, 0, tail_at - end);
+			memcpy(st->rowbuf + tail_at, tail, SESS_TAIL_LEN);
+			memcpy(st->rowbuf + tail_at + SESS_TAIL_TS, &ev[i].ts, sizeof(int64));
+			memcpy(st->rowbuf + tail_at + SESS_TAIL_EVENT_INDEX, &event_index,
+				   sizeof(int64));
+			row.t_len = tail_at + SESS_TAIL_LEN;
+			tuplestore_puttuple(st->out_store, &row);
+			continue;
+		}
 		values[OUT_EVENT_ID] = PointerGetDatum(event_id);
 		nulls[OUT_EVENT_ID] = event_id == NULL;
 		values[OUT_TS] = TimestampTzGetDatum(ev[i].ts);
-		values[OUT_EVENT_INDEX] = Int64GetDatum(i + 1);
+		values[OUT_EVENT_INDEX] = Int64GetDatum(event_index);
 		tuplestore_putvalues(st->out_store, st->out_desc, values, nulls);
 	}
 }
 
 /* Walk one user's sorted events and emit them session by session. */
 static void
-SessEmitUser(SessState *st, text *user, SessSlot *ev, int64 n)
+SessEmitUser(SessState *st, const text *user, SessSlot *ev, int64 n)
 {
 	const SessRules *r = &st->rules;
 	int64		i;
@@ -727,12 +998,14 @@ SessEmitUser(SessState *st, text *user, SessSlot *ev, int64 n)
 			}
 			if (!split && r->split_on_campaign)
 			{
-				text	  **cur = SessEventCampaign(ev[i].ev);
-				text	  **start = SessEventCampaign(ev[first].ev);
+				uint32	   *cur = SessRecCampaign(ev[i].rec);
+				uint32	   *start = SessRecCampaign(ev[first].rec);
 
-				if (cur[0] != NULL || cur[1] != NULL)
-					split = !SessTextEqualNull(cur[0], start[0]) ||
-						!SessTextEqualNull(cur[1], start[1]);
+				if (cur[0] != 0 || cur[1] != 0)
+					split = !SessTextEqualNull(SessRecText(ev[i].rec, cur[0]),
+											   SessRecText(ev[first].rec, start[0])) ||
+						!SessTextEqualNull(SessRecText(ev[i].rec, cur[1]),
+										   SessRecText(ev[first].rec, start[1]));
 			}
 		}
 		if (split)
@@ -749,63 +1022,137 @@ SessEmitUser(SessState *st, text *user, SessSlot *ev, int64 n)
 	}
 }
 
+/* What emitting the partitions of a batch works with, sized for the largest. */
+typedef struct SessEmitWork
+{
+	sessusers_hash *users;		/* user -> index, for one partition */
+	const text **userv;			/* index -> user */
+	int64	   *next;			/* index -> count, then where its events go */
+	uint32	   *uidx;			/* user index of each event, arrival order */
+	SessSlot   *grouped;		/* events grouped by user */
+} SessEmitWork;
+
 /*
- * Emit every user of the batch in memory, then empty it.  The events are
- * grouped by user with a counting sort (sequential passes, no comparison),
- * then each user's run is sorted on its own.
+ * Emit every user of one partition.  The events are grouped by user with a
+ * counting sort (two sequential passes over the partition's records, and a
+ * hash table of its users only: they fit in the cache), then each user's run
+ * is sorted on its own.
  */
+static void
+SessEmitPart(SessState *st, SessPart *part, SessEmitWork *w)
+{
+	SessChunk  *c;
+	Size		off;
+	int64		i = 0;
+	int64		pos = 0;
+	uint32		nusers = 0;
+	uint32		u;
+	const text *prev = NULL;
+	uint32		prev_hash = 0;
+	uint32		prev_index = 0;
+
+	/* number the users, count their events */
+	sessusers_reset(w->users);
+	for (c = part->head; c != NULL; c = c->next)
+	{
+		for (off = 0; off < c->used;)
+		{
+			SessRec    *rec = (SessRec *) (SessChunkData(c) + off);
+			const text *user = SessRecUser(st, rec);
+
+			if (prev == NULL || rec->hash != prev_hash ||
+				!SessTextEqual(user, prev))
+			{
+				SessUser   *entry;
+				bool		found;
+
+				entry = sessusers_insert_hash(w->users, user, rec->hash, &found);
+				if (!found)
+				{
+					entry->index = nusers;
+					w->userv[nusers] = user;
+					w->next[nusers] = 0;
+					nusers++;
+				}
+				prev = user;
+				prev_hash = rec->hash;
+				prev_index = entry->index;
+			}
+			w->next[prev_index]++;
+			w->uidx[i++] = prev_index;
+			off += rec->size;
+		}
+	}
+	Assert(i == part->nevents);
+
+	/* next[u]: where user u's events go */
+	for (u = 0; u < nusers; u++)
+	{
+		int64		n = w->next[u];
+
+		w->next[u] = pos;
+		pos += n;
+	}
+	i = 0;
+	for (c = part->head; c != NULL; c = c->next)
+	{
+		for (off = 0; off < c->used;)
+		{
+			SessRec    *rec = (SessRec *) (SessChunkData(c) + off);
+			SessSlot   *slot = &w->grouped[w->next[w->uidx[i++]]++];
+
+			slot->ts = rec->ts;
+			slot->rec = rec;
+			off += rec->size;
+		}
+	}
+
+	/*
+	 * Each user in turn (next[u] is now the end of user u).  Their records
+	 * lie anywhere in the partition: those of the next events are fetched
+	 * into the cache while this user is sorted and emitted.
+	 */
+	pos = 0;
+	i = 0;
+	for (u = 0; u < nusers; u++)
+	{
+		int64		n = w->next[u] - pos;
+		int64		upto = Min(pos + Min(n, 4 * SESS_PREFETCH_AHEAD) + SESS_PREFETCH_AHEAD,
+							   part->nevents);
+
+		for (i = Max(i, pos); i < upto; i++)
+			SessPrefetch(w->grouped[i].rec);
+
+		SessSortSlots(w->grouped + pos, n);
+		SessEmitUser(st, w->userv[u], w->grouped + pos, n);
+		pos += n;
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Emit every partition of the batch in memory, then empty it. */
 static void
 SessEmitBatch(SessState *st)
 {
 	MemoryContext parent = MemoryContextGetParent(st->batchcxt);
-	int64	   *next;
-	SessSlot   *grouped;
-	int64		i;
-	int64		pos = 0;
-	uint32		u;
-	sessusers_iterator it;
-	SessUser   *entry;
+	int			nparts = 1 << st->part_bits;
+	int64		most = 0;
+	int			p;
+	SessEmitWork w;
 
-	/* next[u]: where user u's events go, from the counts in the table */
-	next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * (st->nusers + 1));
-	sessusers_start_iterate(st->users, &it);
-	while ((entry = sessusers_iterate(st->users, &it)) != NULL)
-		next[entry->index] = entry->nevents;
-	for (u = 0; u < st->nusers; u++)
+	SessPartsClose(st);
+	for (p = 0; p < nparts; p++)
+		most = Max(most, st->parts[p].nevents);
+	if (most > 0)
 	{
-		int64		n = next[u];
-
-		next[u] = pos;
-		pos += n;
-	}
-	grouped = MemoryContextAllocHuge(st->batchcxt,
-									 sizeof(SessSlot) * Max(st->nslots, 1));
-	for (i = 0; i < st->nslots; i++)
-		grouped[next[st->slots[i].ev->user]++] = st->slots[i];
-	st->grouped_end = grouped + st->nslots;
-
-	/*
-	 * Walk the users in order.  Their event records lie anywhere in the
-	 * arena: fetch those of a user a few places ahead into the cache while
-	 * this one is sorted and emitted.  (next[u] is now the end of user u.)
-	 */
-	pos = 0;
-	for (u = 0; u < st->nusers; u++)
-	{
-		int64		n = next[u] - pos;
-
-		if (u + SESS_PREFETCH_USERS < st->nusers)
-		{
-			int64		ahead = next[u + SESS_PREFETCH_USERS - 1];
-			int64		end = next[u + SESS_PREFETCH_USERS];
-
-			for (i = ahead; i < end; i++)
-				SessPrefetch(grouped[i].ev);
-		}
-		SessSortSlots(grouped + pos, n, st);
-		SessEmitUser(st, st->userv[u].user, grouped + pos, n);
-		pos += n;
-		CHECK_FOR_INTERRUPTS();
+		w.users = sessusers_create(st->batchcxt, 1024, NULL);
+		w.userv = MemoryContextAllocHuge(st->batchcxt, sizeof(text *) * most);
+		w.next = MemoryContextAllocHuge(st->batchcxt, sizeof(int64) * most);
+		w.uidx = MemoryContextAllocHuge(st->batchcxt, sizeof(uint32) * most);
+		w.grouped = MemoryContextAllocHuge(st->batchcxt, sizeof(SessSlot) * most);
+		for (p = 0; p < nparts; p++)
+			if (st->parts[p].nevents > 0)
+				SessEmitPart(st, &st->parts[p], &w);
 	}
 	MemoryContextDelete(st->batchcxt);
 	SessBatchStart(st, parent);
@@ -981,6 +1328,35 @@ SessBindColumns(SessState *st, TupleDesc desc)
 	}
 }
 
+/*
+ * Whether sessionize()'s rows can be formed by SessEmitSession() itself:
+ * the columns are those it was written for, and doubles are 8-aligned.
+ */
+static bool
+SessFastRowsOk(TupleDesc desc)
+{
+	static const Oid types[OUT_NCOLS] = {
+		TEXTOID, TEXTOID, TIMESTAMPTZOID, UUIDOID, INT4OID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, INT8OID, INT8OID
+	};
+	int			i;
+
+	if (ALIGNOF_DOUBLE != 8 || MAXIMUM_ALIGNOF != 8 || desc->natts != OUT_NCOLS)
+		return false;
+	for (i = 0; i < OUT_NCOLS; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(desc, i);
+
+		if (attr->attisdropped || attr->atttypid != types[i])
+			return false;
+		if (attr->attlen == -1 ? attr->attstorage == TYPSTORAGE_PLAIN :
+			attr->attalign != (attr->attlen == 4 ? TYPALIGN_INT :
+							   attr->attlen == 16 ? TYPALIGN_CHAR : TYPALIGN_DOUBLE))
+			return false;
+	}
+	return true;
+}
+
 /* The body of sessionize() and sessions_of(). */
 static Datum
 SessRun(FunctionCallInfo fcinfo, bool per_session)
@@ -1014,8 +1390,8 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 	st->rules.max_duration = SessIntervalArg(fcinfo, 2, "max_duration");
 	st->rules.split_at_midnight = SessBoolArg(fcinfo, 3, "split_at_midnight");
 	st->rules.split_on_campaign = SessBoolArg(fcinfo, 4, "split_on_campaign");
-	st->id_offset = MAXALIGN(sizeof(SessEvent)) +
-		(st->rules.split_on_campaign ? MAXALIGN(2 * sizeof(text *)) : 0);
+	st->user_off = MAXALIGN(sizeof(SessRec)) +
+		(st->rules.split_on_campaign ? MAXALIGN(2 * sizeof(uint32)) : 0);
 	if (st->rules.split_at_midnight)
 	{
 		st->rules.tz = pg_tzset(cs_timezone);
@@ -1027,20 +1403,31 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 
 	st->out_store = rsinfo->setResult;
 	st->out_desc = rsinfo->setDesc;
+	st->fast_rows = !per_session && SessFastRowsOk(st->out_desc);
+	if (st->fast_rows)
+	{
+		HeapTupleHeader td;
+
+		st->rowbuf = palloc0(SESS_ROW_MAX);
+		td = (HeapTupleHeader) st->rowbuf;
+		HeapTupleHeaderSetNatts(td, OUT_NCOLS);
+		td->t_infomask = HEAP_HASVARWIDTH;
+		td->t_hoff = SESS_ROW_HOFF;
+	}
 	st->rowcxt = AllocSetContextCreate(callcxt, "sessionize row",
 									   ALLOCSET_SMALL_SIZES);
 	initStringInfo(&st->idbuf);
 	st->nbatch = 1;
 	st->curbatch = 0;
 	st->limit = (Size) work_mem * 1024;
-	st->spill = palloc0(sizeof(Tuplestorestate *) * SESS_MAX_BATCHES);
-	st->spilldesc = CreateTemplateTupleDesc(5);
-	TupleDescInitEntry(st->spilldesc, 1, "user_id", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 2, "ts", TIMESTAMPTZOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 3, "event_id", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 4, "utm_source", TEXTOID, -1, 0);
-	TupleDescInitEntry(st->spilldesc, 5, "utm_campaign", TEXTOID, -1, 0);
-	st->spillslot = MakeSingleTupleTableSlot(st->spilldesc, &TTSOpsMinimalTuple);
+	if (st->limit >= SESS_SLAB_MIN_LIMIT)
+		st->slab_size = Min(st->limit / 16, SESS_SLAB_MAX);
+	while (st->part_bits < SESS_MAX_PART_BITS &&
+		   ((Size) SESS_PART_MEM << (st->part_bits + 1)) <= st->limit)
+		st->part_bits++;
+	st->spill = palloc0(sizeof(BufFile *) * SESS_MAX_BATCHES);
+	st->spillbuf_size = 1024;
+	st->spillbuf = palloc(st->spillbuf_size);
 	SessBatchStart(st, callcxt);
 
 	/* run the query, its rows arriving at SessReceive */
@@ -1075,33 +1462,17 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 	/* the batch in memory, then each batch from its file */
 	for (;;)
 	{
-		Tuplestorestate *store;
-
 		SessEmitBatch(st);
 		if (++st->curbatch >= st->nbatch)
 			break;
-		store = st->spill[st->curbatch];
-		if (store == NULL)
+		if (st->spill[st->curbatch] == NULL)
 			continue;
-		while (tuplestore_gettupleslot(store, true, false, st->spillslot))
-		{
-			Datum	   *v = st->spillslot->tts_values;
-			bool	   *n = st->spillslot->tts_isnull;
-
-			slot_getallattrs(st->spillslot);
-			SessAdd(st, DatumGetTextPP(v[0]), DatumGetTimestampTz(v[1]),
-					n[2] ? NULL : DatumGetTextPP(v[2]),
-					n[3] ? NULL : DatumGetTextPP(v[3]),
-					n[4] ? NULL : DatumGetTextPP(v[4]));
-			if ((++st->rows_in & 0x3FF) == 0)
-				CHECK_FOR_INTERRUPTS();
-		}
-		tuplestore_end(store);
+		SessReadBatch(st, st->spill[st->curbatch]);
+		BufFileClose(st->spill[st->curbatch]);
 		st->spill[st->curbatch] = NULL;
 	}
 
 	SPI_finish();
-	ExecDropSingleTupleTableSlot(st->spillslot);
 	if (st->loose > 0)
 		ereport(NOTICE,
 				(errmsg("%llu rows with a NULL user_id or ts belong to no session",
