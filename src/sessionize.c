@@ -14,7 +14,8 @@
  *
  * Memory follows work_mem the way a hash join does.  When the events held
  * exceed it, the number of batches doubles and the users of the other
- * batches go to temporary files (tuplestores), to be read back and processed
+ * batches go to temporary files (BufFiles of the same records), to be read
+ * back and processed
  * one batch after another.  The events of one user are never split, so a
  * user with more events than work_mem holds is processed in memory anyway:
  * memory is then about one and a half times that user's events.
