@@ -79,7 +79,7 @@ CREATE INDEX sessions_date ON clickstream.sessions (session_date);
 
 COMMENT ON TABLE clickstream.sessions IS
 'Gold: one row per session of silver (clickstream.events), by the clickstream.session_* rules; kept equal to a full recomputation (clickstream.session_rows(''clickstream.events'')) by clickstream.refresh(). An event belongs to the session of its user with (session_start, first_event_id) <= (ts, event_id) <= (session_end, last_event_id): see clickstream.event_sessions.';
-COMMENT ON COLUMN clickstream.sessions.session_id IS 'Deterministic id: a name-based UUID (version 3) of user_id, session_start and first_event_id, the same as clickstream.sessionize() gives.';
+COMMENT ON COLUMN clickstream.sessions.session_id IS 'Deterministic id: a version-8 UUID holding a 128-bit hash of user_id, session_start and first_event_id, the same as clickstream.sessionize() gives.';
 COMMENT ON COLUMN clickstream.sessions.user_id IS 'User.';
 COMMENT ON COLUMN clickstream.sessions.session_start IS 'ts of the first event.';
 COMMENT ON COLUMN clickstream.sessions.session_end IS 'ts of the last event.';
@@ -246,7 +246,7 @@ END
 $$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
-'Recompute clickstream.sessions from all of silver and move the gold watermark to the latest touched row. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) changed; returns the number of sessions.';
+'Recompute clickstream.sessions from all of silver, and the funnel tables from it, and move the gold watermark to the latest touched row. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) or clickstream.funnel_definition changed; returns the number of sessions.';
 
 -- Per-call scratch tables; emptied at every commit.
 CREATE FUNCTION clickstream.gold_scratch()
@@ -461,7 +461,7 @@ END
 $$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.refresh_sessions() IS
-'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users; rebuilds it all when the session rules changed.';
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users, and add what those sessions count to the funnel tables; rebuilds it all when the session rules or the funnel changed, and high_interest_low_conversion when its thresholds did.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_sessions() FROM PUBLIC;
