@@ -184,7 +184,8 @@ CREATE TABLE bigs AS
          (ARRAY['v', 'c', 'x', 'v', 'c', 'p', 'r'])[1 + (hashint4(i) & 1023) % 7] AS e
   FROM generate_series(1, 200000) i ORDER BY i;
 ANALYZE bigs;
-CREATE TEMP TABLE par AS
+-- the same queries, run with workers, then serially
+CREATE TEMP VIEW parq AS
   SELECT 'merged' AS q, (SELECT funnel_steps(ts, '40 seconds', 'strict_once', e = 'v', e = 'c', e = 'v', e = 'c', e = 'p', e = 'v', e = 'c', e = 'p') FROM bigs)::text AS r
   UNION ALL
   SELECT 'one group' AS q, (SELECT funnel_agg(ts, '20 minutes', 'strict_order', e = 'v', e = 'c', e = 'p', e = 'x', e = 'v', e = 'c') FROM big)::text AS r
@@ -194,24 +195,16 @@ CREATE TEMP TABLE par AS
   SELECT 'per group', (SELECT string_agg(level || ':' || n, ' ' ORDER BY level) FROM (
     SELECT level, count(*) n FROM (SELECT g, funnel_agg(ts, '3 minutes', 'exclude(2,3)', e = 'v', e = 'c', e = 'p', e = 'r') AS level
                                    FROM big GROUP BY g) x GROUP BY level) y);
+CREATE TEMP TABLE par AS SELECT * FROM parq;
 RESET parallel_leader_participation;
 SET max_parallel_workers_per_gather = 0;
 SELECT p.q, p.r = s.r AS same_as_serial, p.r
-FROM par p JOIN (
-  SELECT 'merged' AS q, (SELECT funnel_steps(ts, '40 seconds', 'strict_once', e = 'v', e = 'c', e = 'v', e = 'c', e = 'p', e = 'v', e = 'c', e = 'p') FROM bigs)::text AS r
-  UNION ALL
-  SELECT 'one group' AS q, (SELECT funnel_agg(ts, '20 minutes', 'strict_order', e = 'v', e = 'c', e = 'p', e = 'x', e = 'v', e = 'c') FROM big)::text AS r
-  UNION ALL
-  SELECT 'steps', (SELECT funnel_steps(ts, '20 minutes', 'exclude(2,3)', e = 'v', e = 'c', e = 'p', e = 'r') FROM big)::text
-  UNION ALL
-  SELECT 'per group', (SELECT string_agg(level || ':' || n, ' ' ORDER BY level) FROM (
-    SELECT level, count(*) n FROM (SELECT g, funnel_agg(ts, '3 minutes', 'exclude(2,3)', e = 'v', e = 'c', e = 'p', e = 'r') AS level
-                                   FROM big GROUP BY g) x GROUP BY level) y)
-) s USING (q) ORDER BY q;
+FROM par p JOIN parq s USING (q) ORDER BY q;
 RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
+DROP VIEW parq;
 DROP TABLE big, bigs;
 
 -- Randomized comparison with a reference implementation of the documented
