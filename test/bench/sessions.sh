@@ -5,8 +5,9 @@
 #      the same events, giving the same session boundaries (checked);
 #   3. DuckDB (@duckdb/node-api) running that window query on the same
 #      events, exported to CSV (load time reported apart);
-# then one incremental refresh bringing 1 minute of new events (1000/s),
-# on a history H (the first tenth of the events) and on 10xH (all of them).
+# then incremental refreshes bringing 1 minute of new events (1000/s) each,
+# on a history H (1 day) and on 10xH (10 days), side by side: two databases
+# of the server, a refresh of each in turn, 5 minutes.
 # Targets: sessionize >= 5x the SQL window version and >= DuckDB; refresh
 # time on 10xH <= 1.2x the time on H.
 # Both shapes are timed: sessionize() (every event with its session) against
@@ -25,7 +26,8 @@ bash "$root/tools/setup.sh" >/dev/null
 source "$root/tools/cluster.sh"
 cs_workdir sessionbench
 port=54351
-q() { cs_psql -q -Atc "$1"; }
+# q SQL: in database $db (postgres unless set)
+q() { cs_psql -q -Atc "$1" -d "${db:-postgres}"; }
 now() { date +%s.%N; }
 secs() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
 trap 'cs_stop; [ -n "${CS_KEEP:-}" ] || rm -rf "$work"' EXIT
@@ -65,22 +67,27 @@ make_history() {	# make_history RATE
 silver_columns="event_id, event_type, user_id, ts, event_date, event_hour, product_id, category, price,
 	quantity, order_id, page_url, referrer, utm_source, utm_medium, utm_campaign, device, country,
 	is_high_value, revenue, attrs, kafka_topic, kafka_partition, kafka_offset, run_id"
-load_silver() {	# load_silver WHERE-clause: silver = those events, sessions rebuilt
-	q "TRUNCATE clickstream.events, clickstream.event_ids, clickstream.sessions, clickstream.touched,
-			  clickstream.bronze, clickstream.ingest_positions, clickstream.watermarks, clickstream.refresh_history"
-	q "SELECT clickstream.create_partitions(ARRAY(SELECT DISTINCT event_date FROM bench_silver WHERE $1))" >/dev/null
+load_silver() {	# load_silver WHERE-clause: silver of database $db = those events, sessions rebuilt
+	local dates
+	dates=$(db=postgres q "SELECT array_agg(DISTINCT event_date) FROM bench_silver WHERE $1")
 	# in the order the refresh writes silver in steady state: minute by
 	# minute (pg_cron), each step sorted by day, user and time
-	q "INSERT INTO clickstream.events SELECT $silver_columns FROM bench_silver WHERE $1
-	   ORDER BY date_trunc('minute', kafka_ts), event_date, user_id, ts"
-	q "INSERT INTO clickstream.event_ids SELECT event_id, event_date FROM bench_silver WHERE $1"
+	db=postgres q "COPY (SELECT $silver_columns FROM bench_silver WHERE $1
+	   ORDER BY date_trunc('minute', kafka_ts), event_date, user_id, ts) TO '$work/silver.copy'"
+	db=postgres q "COPY (SELECT event_id, event_date FROM bench_silver WHERE $1) TO '$work/ids.copy'"
+	q "TRUNCATE clickstream.events, clickstream.event_ids, clickstream.sessions, clickstream.touched,
+			  clickstream.bronze, clickstream.ingest_positions, clickstream.watermarks, clickstream.refresh_history"
+	q "SELECT clickstream.create_partitions('$dates')" >/dev/null
+	q "COPY clickstream.events ($silver_columns) FROM '$work/silver.copy'"
+	q "COPY clickstream.event_ids FROM '$work/ids.copy'"
+	rm -f "$work/silver.copy" "$work/ids.copy"
 	q "VACUUM ANALYZE clickstream.events"
 	q "VACUUM ANALYZE clickstream.event_ids"
 	t0=$(now)
 	q "SELECT clickstream.rebuild_sessions()" >/dev/null
 	t1=$(now)
 	q "VACUUM ANALYZE clickstream.sessions"
-	echo "  silver: $(q "SELECT count(*) || ' events, ' || count(DISTINCT user_id) || ' users, ' || min(ts)::date || ' to ' || max(ts)::date FROM clickstream.events"); sessions: $(q "SELECT count(*) FROM clickstream.sessions") (full rebuild $(secs "$t0" "$t1") s)"
+	echo "  ${db:-postgres}: silver $(q "SELECT count(*) || ' events, ' || count(DISTINCT user_id) || ' users, ' || min(ts)::date || ' to ' || max(ts)::date FROM clickstream.events"); sessions: $(q "SELECT count(*) FROM clickstream.sessions") (full rebuild $(secs "$t0" "$t1") s)"
 }
 
 if [ "${CS_SESSIONS_PART:-all}" != incremental ]; then
@@ -175,49 +182,65 @@ done
 fi
 
 # History as days: the same daily volume (~500k events), 1 day (H) against
-# 10 days (10xH) of it.
+# 10 days (10xH) of it, in two databases of the one server, measured side by
+# side: minute after minute, one refresh of each (in alternating order), so
+# that both see the same machine at the same time.
+db=postgres q "TRUNCATE clickstream.events, clickstream.event_ids, clickstream.sessions"
 make_history 6
-echo "== incremental refresh: 1 minute of new events (1000/s), history H (1 day) vs 10xH (10 days)"
+rounds=5
+echo "== incremental refresh: 1 minute of new events (1000/s), history H (1 day) vs 10xH (10 days), $rounds minutes each, alternating"
 end_all=$(q "SELECT max(ts) FROM bench_silver")
 cut=$(q "SELECT min(ts) + (max(ts) - min(ts)) / 10 FROM bench_silver")
-minutes() {	# minutes START: 3 files of 1 minute of events from START
-	local epoch_ms
-	epoch_ms=$(q "SELECT (extract(epoch FROM '$1'::timestamptz) * 1000)::bigint + 60000")
-	for m in 0 1 2; do
+for db in bench_h bench_10xh; do
+	db=postgres q "DROP DATABASE IF EXISTS $db"
+	db=postgres q "CREATE DATABASE $db"
+	q "CREATE EXTENSION clickstream"
+done
+db=bench_h load_silver "ts < '$cut'"
+db=bench_10xh load_silver true
+minutes() {	# minutes LABEL START: $rounds files of 1 minute of events from START
+	local epoch_ms m
+	epoch_ms=$(q "SELECT (extract(epoch FROM '$2'::timestamptz) * 1000)::bigint + 60000")
+	for m in $(seq 0 $((rounds - 1))); do
 		"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
 			--start $((epoch_ms + m * 60000)) --users "$users" \
-			--output "$work/minute$m.copy" --format copy --partitions 16 2>/dev/null
-		chmod 644 "$work/minute$m.copy"
+			--output "$work/$1.minute$m.copy" --format copy --partitions 16 2>/dev/null
+		chmod 644 "$work/$1.minute$m.copy"
 	done
 }
-incremental() {	# incremental LABEL: feed 3 minutes one by one, refresh after each
-	local times=()
-	q "CALL clickstream.refresh()"	# settle (empty)
-	for m in 0 1 2; do
-		q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/minute$m.copy'"
-		q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
-		   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2
-		   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
-		q "INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
-		   SELECT kafka_topic, kafka_partition, min(kafka_offset) FROM clickstream.bronze GROUP BY 1, 2
-		   ON CONFLICT (topic, partition) DO NOTHING"
-		q "CALL clickstream.refresh()"
-		r=$(q "SELECT round(extract(epoch FROM duration)::numeric, 3) || ' ' || round(extract(epoch FROM gold_time)::numeric, 3) || ' ' || rows_promoted || ' ' || sessions_written
-			   FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1")
-		set -- $r
-		times+=("$1")
-		echo "  $LABEL minute $m: refresh $1 s (gold $2 s), $3 events promoted, $4 sessions written"
-	done
-	echo "${times[@]}" > "$work/times.$LABEL"
+minutes H "$cut"
+minutes 10xH "$end_all"
+q_bronze() {	# q_bronze: positions and watermarks of what bronze holds, as the worker writes them
+	q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
+	   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2
+	   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+	q "INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
+	   SELECT kafka_topic, kafka_partition, min(kafka_offset) FROM clickstream.bronze GROUP BY 1, 2
+	   ON CONFLICT (topic, partition) DO NOTHING"
 }
-LABEL=H
-load_silver "ts < '$cut'"
-minutes "$cut"
-incremental
-LABEL=10xH
-load_silver true
-minutes "$end_all"
-incremental
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
-h=$(median $(cat "$work/times.H")); h10=$(median $(cat "$work/times.10xH"))
-echo "  median refresh: H $h s, 10xH $h10 s, ratio $(printf '%.2f' "$(echo "$h10 / $h" | bc -l)") (target <= 1.2)"
+declare -A total silver gold
+step() {	# step LABEL M: feed minute M to the LABEL history and refresh
+	local db=$([ "$1" = H ] && echo bench_h || echo bench_10xh) r
+	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/$1.minute$2.copy'"
+	q_bronze
+	q "CALL clickstream.refresh()"
+	r=$(q "SELECT round(extract(epoch FROM duration)::numeric, 3) || ' ' || round(extract(epoch FROM gold_time)::numeric, 3) || ' ' ||
+			  round(extract(epoch FROM duration - gold_time)::numeric, 3) || ' ' || rows_promoted || ' ' || sessions_written
+		   FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1")
+	set -- "$1" "$2" $r
+	total[$1]+="$3 "; gold[$1]+="$4 "; silver[$1]+="$5 "
+	echo "  $1 minute $2: refresh $3 s (silver $5 s, gold $4 s), $6 events promoted, $7 sessions written"
+}
+for db in bench_h bench_10xh; do q "CALL clickstream.refresh()"; done	# settle (empty)
+for m in $(seq 0 $((rounds - 1))); do
+	if [ $((m % 2)) = 0 ]; then step H $m; step 10xH $m; else step 10xH $m; step H $m; fi
+done
+median() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
+for part in total silver gold; do
+	eval "h=\$(median \${$part[H]}); h10=\$(median \${$part[10xH]})"
+	echo "  median $part: H $h s, 10xH $h10 s, ratio $(printf '%.2f' "$(echo "$h10 / $h" | bc -l)")$([ $part = total ] && echo ' (target <= 1.2)')"
+done
+for db in bench_h bench_10xh; do
+	echo "  $db sizes: $(q "SELECT string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)), ', ' ORDER BY c.relname)
+		FROM pg_class c WHERE c.relname IN ('event_ids_pkey', 'sessions', 'sessions_pkey', 'sessions_user_start')")"
+done
