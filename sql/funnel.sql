@@ -329,6 +329,24 @@ SELECT c.*, p.opts, p.win FROM rcmp c JOIN rp p USING (g)
 WHERE NOT (level = ref_level AND level_reversed = ref_level AND steps_level = ref_level AND step_ts = ref_step_ts)
 ORDER BY g LIMIT 5;
 
+-- the fixed-arity overloads (up to 8 conditions written out, no array per
+-- row) agree with the VARIADIC form on the same groups, with options and without
+CREATE TEMP TABLE fixed_cmp (g int, nconds int, variadic_opts int, fixed_opts int, variadic_plain int, fixed_plain int);
+DO $$
+BEGIN
+  FOR k IN 1 .. 8 LOOP
+    EXECUTE format($q$
+      INSERT INTO fixed_cmp
+      SELECT rp.g, %2$s, funnel_agg(rr.ts, rp.win, rp.opts, VARIADIC rr.c), funnel_agg(rr.ts, rp.win, rp.opts, %1$s),
+             funnel_agg(rr.ts, rp.win, VARIADIC rr.c), funnel_agg(rr.ts, rp.win, %1$s)
+      FROM rr JOIN rp USING (g) WHERE cardinality(rr.c) = %2$s GROUP BY rp.g$q$,
+      (SELECT string_agg(format('rr.c[%s]', i), ', ') FROM generate_series(1, k) i), k);
+  END LOOP;
+END $$;
+SELECT count(*) AS groups, count(DISTINCT nconds) AS arities,
+       count(*) FILTER (WHERE fixed_opts = variadic_opts AND fixed_plain = variadic_plain) AS agree
+FROM fixed_cmp;
+
 -- funnel_breakdown: the funnel per key ------------------------------------------
 -- a session viewing a book and a lamp, carting the book, checking out
 -- (no category) and buying the book: books 4, lamps 1

@@ -56,6 +56,8 @@
 #include "utils/varbit.h"
 
 PG_FUNCTION_INFO_V1(clickstream_funnel_transfn);
+PG_FUNCTION_INFO_V1(clickstream_funnel_transfn_args);
+PG_FUNCTION_INFO_V1(clickstream_funnel_transfn_options_args);
 PG_FUNCTION_INFO_V1(clickstream_funnel_combine);
 PG_FUNCTION_INFO_V1(clickstream_funnel_serialize);
 PG_FUNCTION_INFO_V1(clickstream_funnel_deserialize);
@@ -741,20 +743,40 @@ FunnelConditionMask(ArrayType *conds, int nconds, uint64 *mask, int nwords)
 }
 
 /*
- * clickstream.funnel_transfn(state, ts, window, [options,] conditions):
- * keep the row if it matches a condition (or always under strict_order).
+ * Set mask (nwords words) from the boolean arguments condarg .. nargs - 1, a
+ * NULL counting as false; returns whether any bit is set.
  */
-Datum
-clickstream_funnel_transfn(PG_FUNCTION_ARGS)
+static bool
+FunnelArgumentMask(FunctionCallInfo fcinfo, int condarg, uint64 *mask, int nwords)
+{
+	bool		any = false;
+
+	memset(mask, 0, sizeof(uint64) * nwords);
+	for (int i = 0; condarg + i < PG_NARGS(); i++)
+		if (!PG_ARGISNULL(condarg + i) && PG_GETARG_BOOL(condarg + i))
+		{
+			mask[i >> 6] |= UINT64CONST(1) << (i & 63);
+			any = true;
+		}
+	return any;
+}
+
+/*
+ * The transition of funnel_agg and funnel_steps: keep the row if it matches
+ * a condition (or always under strict_order).  The conditions are one
+ * boolean array (VARIADIC), or each an argument (the fixed-arity overloads,
+ * which spare the executor building an array for every row).
+ */
+static Datum
+FunnelTransition(FunctionCallInfo fcinfo, bool has_options, bool conds_as_args)
 {
 	MemoryContext aggcxt;
 	FunnelState *state = PG_ARGISNULL(0) ? NULL : (FunnelState *) PG_GETARG_POINTER(0);
-	bool		has_options = PG_NARGS() == 5;
 	int			condarg = has_options ? 4 : 3;
 	FunnelArgCache *cache;
 	Interval   *window;
 	text	   *options = NULL;
-	ArrayType  *conds;
+	ArrayType  *conds = NULL;
 	int			nconds;
 	const FunnelSpec *spec;
 	uint64		maskbuf[FUNNEL_MAX_CONDITIONS / 64];
@@ -772,7 +794,10 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("funnel options must not be NULL"),
 				 errhint("Pass '' for no options.")));
-	conds = FunnelConditions(fcinfo, condarg, &nconds);
+	if (conds_as_args)
+		nconds = PG_NARGS() - condarg;
+	else
+		conds = FunnelConditions(fcinfo, condarg, &nconds);
 
 	/* the spec of these arguments: the cached one unless they changed */
 	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
@@ -798,11 +823,35 @@ clickstream_funnel_transfn(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		PG_RETURN_POINTER(state);
 
-	any = FunnelConditionMask(conds, nconds, maskbuf, spec->nwords);
+	if (conds_as_args)
+		any = FunnelArgumentMask(fcinfo, condarg, maskbuf, spec->nwords);
+	else
+		any = FunnelConditionMask(conds, nconds, maskbuf, spec->nwords);
 	if (any || (spec->modes & FUNNEL_STRICT_ORDER))
 		FunnelStateAppend(state, PG_GETARG_TIMESTAMPTZ(1), maskbuf);
 
 	PG_RETURN_POINTER(state);
+}
+
+/* clickstream.funnel_transfn(state, ts, window, [options,] conditions[]). */
+Datum
+clickstream_funnel_transfn(PG_FUNCTION_ARGS)
+{
+	return FunnelTransition(fcinfo, PG_NARGS() == 5, false);
+}
+
+/* clickstream.funnel_transfn(state, ts, window, condition, ...). */
+Datum
+clickstream_funnel_transfn_args(PG_FUNCTION_ARGS)
+{
+	return FunnelTransition(fcinfo, false, true);
+}
+
+/* clickstream.funnel_transfn(state, ts, window, options, condition, ...). */
+Datum
+clickstream_funnel_transfn_options_args(PG_FUNCTION_ARGS)
+{
+	return FunnelTransition(fcinfo, true, true);
 }
 
 /* clickstream.funnel_combine(a, b): a with b's rows appended. */
