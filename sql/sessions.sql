@@ -479,9 +479,11 @@ FROM clickstream.daily_funnel WHERE day = '2026-03-02' ORDER BY step;
 SELECT user_id, funnel_level, category_funnel, product_funnel
 FROM clickstream.sessions WHERE session_date = '2026-03-02' ORDER BY user_id;
 SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
--- steps with a gap, or none, are refused when the change commits
+-- steps with a gap, or none, or two steps of one event type (one event
+-- would make both) are refused when the change commits
 UPDATE clickstream.funnel_definition SET step = 3 WHERE step = 2;
 DELETE FROM clickstream.funnel_definition;
+INSERT INTO clickstream.funnel_definition VALUES (3, 'second cart', 'add_to_cart');
 SELECT * FROM clickstream.funnel_definition ORDER BY step;
 -- back to the default funnel
 BEGIN;
@@ -498,6 +500,15 @@ ALTER SYSTEM RESET clickstream.interest_min_carts;
 ALTER SYSTEM RESET clickstream.interest_max_conversion;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
+
+-- a column added to silver while this session lives: the next refresh's
+-- scratch copy of silver follows it
+ALTER TABLE clickstream.events ADD COLUMN note text;
+SELECT feed_events(0, ARRAY[sev('z1', 'zed', '2026-03-05T10:00:00Z'), sev('z2', 'zed', '2026-03-05T10:10:00Z', 'add_to_cart')]);
+CALL clickstream.refresh();
+SELECT user_id, events, funnel_level FROM clickstream.sessions WHERE user_id = 'zed';
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+ALTER TABLE clickstream.events DROP COLUMN note;
 
 -- the settings
 SELECT name, setting, unit, context FROM pg_settings

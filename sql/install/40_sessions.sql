@@ -264,6 +264,17 @@ BEGIN
 			lo_date date NOT NULL,
 			hi_date date NOT NULL
 		) ON COMMIT DELETE ROWS;
+	END IF;
+	-- a copy of silver's columns: made again if they changed since (a column
+	-- added to clickstream.events while this session lives)
+	IF (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = to_regclass('pg_temp.clickstream_affected') AND attnum > 0 AND NOT attisdropped)
+	   IS DISTINCT FROM
+	   (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = 'clickstream.events'::regclass AND attnum > 0 AND NOT attisdropped) THEN
+		IF to_regclass('pg_temp.clickstream_affected') IS NOT NULL THEN
+			DROP TABLE pg_temp.clickstream_affected;
+		END IF;
 		CREATE TEMP TABLE clickstream_affected (LIKE clickstream.events) ON COMMIT DELETE ROWS;
 	END IF;
 	IF to_regclass('pg_temp.clickstream_session_delta') IS NULL THEN
