@@ -24,7 +24,9 @@
  * them.  So the result does not depend on the input order, combining two
  * states is a concatenation (a merge when both are sorted), and a state
  * serializes to a compact bytea for parallel aggregation (validated on the
- * way back: no bytea can make the final pass misbehave).
+ * way back: no bytea can make the final pass misbehave).  The conditions
+ * arrive as one boolean array (VARIADIC) or, through funnel_agg's
+ * fixed-arity overloads (1 to 8 conditions), as arguments: the same state.
  *
  * The pass (FunnelRunRow) does not simulate each attempt separately: two
  * attempts at the same step react identically to every later row except for
