@@ -218,7 +218,7 @@ q_bronze() {	# q_bronze: positions and watermarks of what bronze holds, as the w
 	   SELECT kafka_topic, kafka_partition, min(kafka_offset) FROM clickstream.bronze GROUP BY 1, 2
 	   ON CONFLICT (topic, partition) DO NOTHING"
 }
-declare -A total silver gold
+declare -A refresh_times	# refresh_times[PART/LABEL]: the seconds of each minute
 step() {	# step LABEL M: feed minute M to the LABEL history and refresh
 	local db=$([ "$1" = H ] && echo bench_h || echo bench_10xh) r
 	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/$1.minute$2.copy'"
@@ -228,7 +228,7 @@ step() {	# step LABEL M: feed minute M to the LABEL history and refresh
 			  round(extract(epoch FROM duration - gold_time)::numeric, 3) || ' ' || rows_promoted || ' ' || sessions_written
 		   FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1")
 	set -- "$1" "$2" $r
-	total[$1]+="$3 "; gold[$1]+="$4 "; silver[$1]+="$5 "
+	refresh_times[total/$1]+="$3 "; refresh_times[gold/$1]+="$4 "; refresh_times[silver/$1]+="$5 "
 	echo "  $1 minute $2: refresh $3 s (silver $5 s, gold $4 s), $6 events promoted, $7 sessions written"
 }
 for db in bench_h bench_10xh; do q "CALL clickstream.refresh()"; done	# settle (empty)
@@ -237,7 +237,7 @@ for m in $(seq 0 $((rounds - 1))); do
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
 for part in total silver gold; do
-	eval "h=\$(median \${$part[H]}); h10=\$(median \${$part[10xH]})"
+	h=$(median ${refresh_times[$part/H]}); h10=$(median ${refresh_times[$part/10xH]})
 	echo "  median $part: H $h s, 10xH $h10 s, ratio $(printf '%.2f' "$(echo "$h10 / $h" | bc -l)")$([ $part = total ] && echo ' (target <= 1.2)')"
 done
 for db in bench_h bench_10xh; do
