@@ -23,7 +23,9 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
 REGRESS = bronze silver sessions funnel
-REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --encoding=UTF8 --no-locale
+# Regression tests live in test/sql and test/expected; results go to test/.
+REGRESS_OPTS = --inputdir=test --outputdir=test --temp-config=test/regress.conf \
+	--temp-instance=./tmp_check --encoding=UTF8 --no-locale
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl

@@ -32,7 +32,7 @@ p=$(grep -cE '^(ok|test) .* \.\.\. +ok|^ok [0-9]+ ' "$work/regress.log")
 f=$(grep -cE '\.\.\. +FAILED|^not ok [0-9]+ ' "$work/regress.log")
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
-[ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+[ -f "$work/test/regression.diffs" ] && cat "$work/test/regression.diffs"
 
 echo "== TAP"
 as_user "cd '$work' && make -s tapcheck PG_CONFIG=$PG_CONFIG" 2>&1 | tee "$work/tap.log"

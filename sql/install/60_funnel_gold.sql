@@ -1,5 +1,5 @@
--- Gold: funnels.  The funnel's steps live in one table,
--- clickstream.funnel_definition.  Every session row of clickstream.sessions
+-- Gold: funnel tables.  The funnel's steps live in one table,
+-- clickstream.funnel_definition (40_funnel.sql).  Every session row of clickstream.sessions
 -- carries the furthest step it reached (clickstream.funnel_agg over its
 -- events), per product category and per product too.  The daily tables are
 -- sums over sessions by session_date:
@@ -9,110 +9,13 @@
 --   clickstream.product_funnel        (day, product_id, category, step)
 --   clickstream.high_interest_low_conversion   (day, product_id, category)
 --
--- refresh_sessions() records what every session it deletes or writes counted
+-- refresh_sessions() (80_gold.sql) records what every session it deletes or writes counted
 -- (-1 / +1) in pg_temp.clickstream_session_delta; apply_funnel_delta() adds
 -- those counts to the daily rows they belong to and recomputes the rates and
 -- the high-interest list of just those rows.  Sums are exact, so the tables
 -- always equal the same sums taken over a full recomputation of sessions.
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
-
--- The funnel ---------------------------------------------------------------------
-
-CREATE TABLE clickstream.funnel_definition (
-	step integer PRIMARY KEY CHECK (step BETWEEN 1 AND 64),
-	name text NOT NULL CHECK (name <> ''),
-	event_type text NOT NULL CHECK (event_type <> '')
-);
-
-INSERT INTO clickstream.funnel_definition VALUES
-	(1, 'view', 'page_view'),
-	(2, 'add to cart', 'add_to_cart'),
-	(3, 'begin checkout', 'begin_checkout'),
-	(4, 'purchase', 'purchase');
-
-COMMENT ON TABLE clickstream.funnel_definition IS
-'The funnel of the gold tables, one row per step (steps 1 .. n, no gaps, n <= 64, each step its own event type): a session reaches step k when its events hold events of the step types 1 .. k in that order, by ts (events with equal ts count in step order; clickstream.funnel_agg, the session as its window). Edit it to fit your event names; the next clickstream.refresh() rebuilds sessions and funnels.';
-COMMENT ON COLUMN clickstream.funnel_definition.step IS 'Position in the funnel, 1 .. n without gaps.';
-COMMENT ON COLUMN clickstream.funnel_definition.name IS 'Label of the step in the gold tables (step_name).';
-COMMENT ON COLUMN clickstream.funnel_definition.event_type IS 'The event_type of silver events that make the step; one step per event type.';
-
--- The step event types in order; a plain error when the definition is unusable.
-CREATE FUNCTION clickstream.funnel_event_types()
-RETURNS text[]
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-	types text[];
-	steps integer;
-	last_step integer;
-	repeated text;
-BEGIN
-	SELECT array_agg(event_type ORDER BY step), count(*), max(step)
-	INTO types, steps, last_step
-	FROM clickstream.funnel_definition;
-	IF steps = 0 THEN
-		RAISE EXCEPTION 'clickstream.funnel_definition has no steps'
-			USING HINT = 'Insert the steps of your funnel, numbered 1 .. n, in the same transaction that deletes the old ones.';
-	ELSIF last_step <> steps THEN
-		RAISE EXCEPTION 'clickstream.funnel_definition must number its steps 1 .. n without gaps'
-			USING DETAIL = format('It has %s steps, the last one numbered %s.', steps, last_step),
-				  HINT = 'Renumber the steps (UPDATE clickstream.funnel_definition SET step = ...).';
-	END IF;
-	-- one event matching two consecutive steps would make both (funnel_agg
-	-- lets a row advance an attempt through every step it matches)
-	SELECT format('Event type %L is the type of steps %s.', event_type,
-				  string_agg(step::text, ', ' ORDER BY step))
-	INTO repeated
-	FROM clickstream.funnel_definition
-	GROUP BY event_type HAVING count(*) > 1
-	ORDER BY min(step) LIMIT 1;
-	IF repeated IS NOT NULL THEN
-		RAISE EXCEPTION 'clickstream.funnel_definition gives two steps the same event type'
-			USING DETAIL = repeated,
-				  HINT = 'Give each step its own event type: one event of a type that two steps share would make both steps.';
-	END IF;
-	RETURN types;
-END
-$$;
-
-COMMENT ON FUNCTION clickstream.funnel_event_types() IS
-'The event types of the funnel steps of clickstream.funnel_definition, in step order; raises an error when the steps are not numbered 1 .. n or two steps have the same event type.';
-
--- Check the definition when a transaction that changed it commits (so that a
--- DELETE and an INSERT in one transaction may replace it).
-CREATE FUNCTION clickstream.funnel_definition_check()
-RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-	PERFORM clickstream.funnel_event_types();
-	RETURN NULL;
-END
-$$;
-
-CREATE CONSTRAINT TRIGGER funnel_definition_steps
-AFTER INSERT OR UPDATE OR DELETE ON clickstream.funnel_definition
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW EXECUTE FUNCTION clickstream.funnel_definition_check();
-
-COMMENT ON FUNCTION clickstream.funnel_definition_check() IS
-'Trigger function: at commit of a change of clickstream.funnel_definition, refuses steps that are not numbered 1 .. n or that repeat an event type.';
-COMMENT ON TRIGGER funnel_definition_steps ON clickstream.funnel_definition IS
-'Refuses, at commit, a funnel whose steps are not numbered 1 .. n (or that has none), or whose steps repeat an event type.';
-
--- The rules gold follows: the session rules and the funnel.
-CREATE FUNCTION clickstream.gold_rules()
-RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
-	SELECT clickstream.session_rules() || jsonb_build_object('funnel',
-		(SELECT jsonb_agg(jsonb_build_array(f.step, f.name, f.event_type) ORDER BY f.step)
-		 FROM clickstream.funnel_definition f))
-$$;
-
-COMMENT ON FUNCTION clickstream.gold_rules() IS
-'What clickstream.sessions and the funnel tables are built by, as one value: clickstream.session_rules() and the steps of clickstream.funnel_definition. A change makes the next refresh rebuild them.';
 
 -- The daily tables ------------------------------------------------------------------
 
@@ -218,6 +121,37 @@ COMMENT ON COLUMN clickstream.high_interest_low_conversion.cart_rate IS 'carts /
 COMMENT ON COLUMN clickstream.high_interest_low_conversion.conversion IS 'purchases / views, 4 decimals.';
 
 -- Maintenance -----------------------------------------------------------------------
+
+-- Per-call scratch tables of the funnel deltas; emptied at every commit.
+CREATE FUNCTION clickstream.funnel_scratch()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF to_regclass('pg_temp.clickstream_session_delta') IS NULL THEN
+		CREATE TEMP TABLE clickstream_session_delta (
+			sign integer NOT NULL,
+			session_date date NOT NULL,
+			funnel_level integer NOT NULL,
+			category_funnel jsonb NOT NULL,
+			product_funnel jsonb NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_funnel_delta') IS NULL THEN
+		CREATE TEMP TABLE clickstream_funnel_delta (
+			kind text NOT NULL,
+			day date NOT NULL,
+			key text NOT NULL,
+			category text NOT NULL,
+			level integer NOT NULL,
+			sessions bigint NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.funnel_scratch() IS
+'Internal: create the session''s scratch tables of the funnel deltas (pg_temp.clickstream_session_delta: what sessions removed and written counted; pg_temp.clickstream_funnel_delta: the same netted per day, key and level).';
 
 -- The settings high_interest_low_conversion depends on, as one value.
 CREATE FUNCTION clickstream.interest_rules()
@@ -384,7 +318,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-	PERFORM clickstream.gold_scratch();
+	PERFORM clickstream.funnel_scratch();
 	DELETE FROM clickstream.daily_funnel;
 	DELETE FROM clickstream.funnel_by_category;
 	DELETE FROM clickstream.product_funnel;
@@ -400,6 +334,7 @@ $$;
 COMMENT ON FUNCTION clickstream.rebuild_funnels() IS
 'Internal (clickstream.rebuild_sessions()): rebuild daily_funnel, funnel_by_category, product_funnel and high_interest_low_conversion from clickstream.sessions.';
 
+REVOKE ALL ON FUNCTION clickstream.funnel_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.funnel_add(regclass, text[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.interest_update(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.apply_funnel_delta() FROM PUBLIC;

@@ -1,7 +1,9 @@
--- Funnels: clickstream.funnel_agg, its companion clickstream.funnel_steps
--- (with the timestamps of the steps), and clickstream.retention.
+-- Funnels: the aggregates clickstream.funnel_agg, its companion
+-- clickstream.funnel_steps (with the timestamps of the steps),
+-- clickstream.funnel_breakdown and clickstream.retention; and
+-- clickstream.funnel_definition, the funnel the gold layers count.
 --
--- Semantics (the README's "Funnels" section says the same at length):
+-- Semantics (docs/sessions-and-funnels.md, "Funnels", says the same at length):
 --
 --   funnel_agg(ts, window, [options,] VARIADIC conditions) returns how many
 --   consecutive steps of the chain some attempt completed.  The first
@@ -271,3 +273,87 @@ COMMENT ON FUNCTION clickstream.retention_final(bit) IS
 'Final function of retention: r[1] = condition 1 held on some row, r[k] = condition 1 and condition k each held on some row.';
 COMMENT ON AGGREGATE clickstream.retention(boolean[]) IS
 'ClickHouse-style retention: r[1] is true when condition 1 held on some row of the group; r[k] when condition 1 and condition k each held on some row (not necessarily the same one). NULL conditions are false.';
+
+-- The funnel of the gold tables -------------------------------------------------------
+
+CREATE TABLE clickstream.funnel_definition (
+	step integer PRIMARY KEY CHECK (step BETWEEN 1 AND 64),
+	name text NOT NULL CHECK (name <> ''),
+	event_type text NOT NULL CHECK (event_type <> '')
+);
+
+INSERT INTO clickstream.funnel_definition VALUES
+	(1, 'view', 'page_view'),
+	(2, 'add to cart', 'add_to_cart'),
+	(3, 'begin checkout', 'begin_checkout'),
+	(4, 'purchase', 'purchase');
+
+COMMENT ON TABLE clickstream.funnel_definition IS
+'The funnel of the gold tables, one row per step (steps 1 .. n, no gaps, n <= 64, each step its own event type): a session reaches step k when its events hold events of the step types 1 .. k in that order, by ts (events with equal ts count in step order; clickstream.funnel_agg, the session as its window). Edit it to fit your event names; the next clickstream.refresh() rebuilds sessions and funnels.';
+COMMENT ON COLUMN clickstream.funnel_definition.step IS 'Position in the funnel, 1 .. n without gaps.';
+COMMENT ON COLUMN clickstream.funnel_definition.name IS 'Label of the step in the gold tables (step_name).';
+COMMENT ON COLUMN clickstream.funnel_definition.event_type IS 'The event_type of silver events that make the step; one step per event type.';
+
+-- The step event types in order; a plain error when the definition is unusable.
+CREATE FUNCTION clickstream.funnel_event_types()
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	types text[];
+	steps integer;
+	last_step integer;
+	repeated text;
+BEGIN
+	SELECT array_agg(event_type ORDER BY step), count(*), max(step)
+	INTO types, steps, last_step
+	FROM clickstream.funnel_definition;
+	IF steps = 0 THEN
+		RAISE EXCEPTION 'clickstream.funnel_definition has no steps'
+			USING HINT = 'Insert the steps of your funnel, numbered 1 .. n, in the same transaction that deletes the old ones.';
+	ELSIF last_step <> steps THEN
+		RAISE EXCEPTION 'clickstream.funnel_definition must number its steps 1 .. n without gaps'
+			USING DETAIL = format('It has %s steps, the last one numbered %s.', steps, last_step),
+				  HINT = 'Renumber the steps (UPDATE clickstream.funnel_definition SET step = ...).';
+	END IF;
+	-- one event matching two consecutive steps would make both (funnel_agg
+	-- lets a row advance an attempt through every step it matches)
+	SELECT format('Event type %L is the type of steps %s.', event_type,
+				  string_agg(step::text, ', ' ORDER BY step))
+	INTO repeated
+	FROM clickstream.funnel_definition
+	GROUP BY event_type HAVING count(*) > 1
+	ORDER BY min(step) LIMIT 1;
+	IF repeated IS NOT NULL THEN
+		RAISE EXCEPTION 'clickstream.funnel_definition gives two steps the same event type'
+			USING DETAIL = repeated,
+				  HINT = 'Give each step its own event type: one event of a type that two steps share would make both steps.';
+	END IF;
+	RETURN types;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.funnel_event_types() IS
+'The event types of the funnel steps of clickstream.funnel_definition, in step order; raises an error when the steps are not numbered 1 .. n or two steps have the same event type.';
+
+-- Check the definition when a transaction that changed it commits (so that a
+-- DELETE and an INSERT in one transaction may replace it).
+CREATE FUNCTION clickstream.funnel_definition_check()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM clickstream.funnel_event_types();
+	RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER funnel_definition_steps
+AFTER INSERT OR UPDATE OR DELETE ON clickstream.funnel_definition
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION clickstream.funnel_definition_check();
+
+COMMENT ON FUNCTION clickstream.funnel_definition_check() IS
+'Trigger function: at commit of a change of clickstream.funnel_definition, refuses steps that are not numbered 1 .. n or that repeat an event type.';
+COMMENT ON TRIGGER funnel_definition_steps ON clickstream.funnel_definition IS
+'Refuses, at commit, a funnel whose steps are not numbered 1 .. n (or that has none), or whose steps repeat an event type.';

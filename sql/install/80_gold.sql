@@ -1,0 +1,257 @@
+-- Gold maintenance: clickstream.sessions and the tables derived from it kept
+-- equal to a full recomputation from silver, incrementally.
+--
+-- In every silver step's transaction, refresh_sessions() reads the touched
+-- rows above the gold watermark (gold_state.touch_id): per user, the range of
+-- new event times.  It recomputes that user's sessions from the latest session that
+-- starts before the first new event (its start stays a start: nothing before
+-- it changed) up to the first later session that starts after a gap longer
+-- than the timeout (or after midnight with that option) even counting the new
+-- events: from there on nothing can change.  Those sessions are replaced by
+-- the recomputed ones, what they count is added to the funnel tables
+-- (60_funnel_gold.sql), and the watermark moves, in one transaction.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- Rebuild the sessions from all of silver (the rules changed, or first use).
+CREATE FUNCTION clickstream.rebuild_sessions()
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	written bigint;
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
+	PERFORM 1 FROM clickstream.gold_state FOR UPDATE;
+	DELETE FROM clickstream.sessions;
+	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
+		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
+		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
+		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
+	SELECT * FROM clickstream.session_rows('clickstream.events');
+	GET DIAGNOSTICS written = ROW_COUNT;
+	PERFORM clickstream.rebuild_funnels();
+	UPDATE clickstream.gold_state g
+	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
+		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
+			<> current_setting('clickstream.timezone'), false),
+		session_rules = clickstream.gold_rules(), updated_at = now();
+	RETURN written;
+END
+$$ SET work_mem = '256MB' SET jit = off;
+
+COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
+'Recompute clickstream.sessions from all of silver, and the funnel tables from it, and move the gold watermark to the latest touched row. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) or clickstream.funnel_definition changed; returns the number of sessions.';
+
+-- Per-call scratch tables; emptied at every commit.
+CREATE FUNCTION clickstream.gold_scratch()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF to_regclass('pg_temp.clickstream_dirty') IS NULL THEN
+		CREATE TEMP TABLE clickstream_dirty (
+			user_id text COLLATE "C" NOT NULL,
+			from_ts timestamptz NOT NULL,
+			from_id text COLLATE "C" NOT NULL,
+			to_ts timestamptz NOT NULL,
+			to_id text COLLATE "C" NOT NULL,
+			lo_date date NOT NULL,
+			hi_date date NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
+	-- a copy of silver's columns: made again if they changed since (a column
+	-- added to clickstream.events while this session lives)
+	IF (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = to_regclass('pg_temp.clickstream_affected') AND attnum > 0 AND NOT attisdropped)
+	   IS DISTINCT FROM
+	   (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = 'clickstream.events'::regclass AND attnum > 0 AND NOT attisdropped) THEN
+		IF to_regclass('pg_temp.clickstream_affected') IS NOT NULL THEN
+			DROP TABLE pg_temp.clickstream_affected;
+		END IF;
+		CREATE TEMP TABLE clickstream_affected (LIKE clickstream.events) ON COMMIT DELETE ROWS;
+	END IF;
+	PERFORM clickstream.funnel_scratch();
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.gold_scratch() IS
+'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, and those of clickstream.funnel_scratch()).';
+
+CREATE FUNCTION clickstream.refresh_sessions(OUT users bigint, OUT sessions_removed bigint,
+	OUT sessions_written bigint, OUT rebuilt boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	gold record;
+	hi bigint;
+	rules jsonb;
+	timeout interval := current_setting('clickstream.session_timeout')::interval;
+	midnight boolean := current_setting('clickstream.session_split_at_midnight')::boolean;
+	tz text := current_setting('clickstream.timezone');
+	margin integer;
+	one_day date;
+BEGIN
+	users := 0;
+	sessions_removed := 0;
+	sessions_written := 0;
+	rebuilt := false;
+	-- one writer of gold at a time (refresh holds this lock already); the
+	-- funnel stays as read until the step commits
+	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
+	rules := clickstream.gold_rules();
+	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
+	IF gold.session_rules IS DISTINCT FROM rules THEN
+		IF gold.session_rules IS NOT NULL THEN
+			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding clickstream.sessions and the funnel tables'
+				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
+		END IF;
+		SELECT count(*) INTO sessions_removed FROM clickstream.sessions;
+		sessions_written := clickstream.rebuild_sessions();
+		rebuilt := true;
+		RETURN;
+	END IF;
+	IF gold.interest_rules IS DISTINCT FROM clickstream.interest_rules() THEN
+		PERFORM clickstream.interest_update(NULL);
+	END IF;
+	SELECT coalesce(max(t.touch_id), 0) INTO hi FROM clickstream.touched t;
+	IF hi <= gold.touch_id THEN
+		RETURN;
+	END IF;
+
+	-- event_date is the day of ts in the zone of its promotion: exact unless
+	-- the zone ever changed
+	margin := CASE WHEN gold.timezone_changed THEN 2 ELSE 0 END;
+	PERFORM clickstream.gold_scratch();
+	DELETE FROM pg_temp.clickstream_dirty;
+	DELETE FROM pg_temp.clickstream_affected;
+
+	-- Per user: recompute from the latest session that starts before the
+	-- first new event, unless that one ended long enough before it (a gap
+	-- over the timeout, or a midnight with that option: the new events start
+	-- a session of their own whatever came before), in which case from that
+	-- event; up to the first later session that starts after a gap (or a
+	-- midnight) that the new events cannot close, or to the end.
+	INSERT INTO pg_temp.clickstream_dirty
+	SELECT t.user_id, f.from_ts, f.from_id,
+		   coalesce(n.session_start, 'infinity'), coalesce(n.first_event_id, ''),
+		   (f.from_ts AT TIME ZONE tz)::date - margin,
+		   (greatest(coalesce(n.session_start, l.session_end), t.last_ts) AT TIME ZONE tz)::date + margin
+	FROM (
+		SELECT x.user_id, min(x.first_ts) AS first_ts, max(x.last_ts) AS last_ts
+		FROM clickstream.touched x
+		WHERE x.touch_id > gold.touch_id AND x.touch_id <= hi
+		GROUP BY x.user_id
+	) t
+	LEFT JOIN LATERAL (
+		SELECT s.session_start, s.session_end, s.first_event_id
+		FROM clickstream.sessions s
+		WHERE s.user_id = t.user_id AND s.session_start < t.first_ts
+		ORDER BY s.session_start DESC, s.first_event_id DESC
+		LIMIT 1
+	) p ON true
+	CROSS JOIN LATERAL (
+		SELECT p.session_start IS NULL
+			   OR t.first_ts - p.session_end > timeout
+			   OR (midnight AND (p.session_end AT TIME ZONE tz)::date
+								<> (t.first_ts AT TIME ZONE tz)::date) AS fresh
+	) c
+	CROSS JOIN LATERAL (
+		SELECT CASE WHEN c.fresh THEN t.first_ts ELSE p.session_start END AS from_ts,
+			   CASE WHEN c.fresh THEN '' ELSE p.first_event_id END AS from_id
+	) f
+	LEFT JOIN LATERAL (
+		SELECT x.session_start, x.first_event_id
+		FROM (
+			SELECT s.session_start, s.first_event_id,
+				   greatest(lag(s.session_end) OVER w, t.last_ts) AS before_start
+			FROM clickstream.sessions s
+			WHERE s.user_id = t.user_id AND s.session_start >= f.from_ts
+			WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
+		) x
+		WHERE x.session_start > t.last_ts
+			AND (x.session_start - x.before_start > timeout
+				 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
+									<> (x.before_start AT TIME ZONE tz)::date))
+		ORDER BY x.session_start, x.first_event_id
+		LIMIT 1
+	) n ON true
+	LEFT JOIN LATERAL (
+		SELECT s.session_end
+		FROM clickstream.sessions s
+		WHERE s.user_id = t.user_id
+		ORDER BY s.session_start DESC, s.first_event_id DESC
+		LIMIT 1
+	) l ON true;
+	GET DIAGNOSTICS users = ROW_COUNT;
+	ANALYZE pg_temp.clickstream_dirty;
+
+	-- Their events, one daily partition at a time, by index probes per user
+	-- (LATERAL: never a scan of a whole day for a few users).
+	FOR one_day IN
+		SELECT DISTINCT g::date
+		FROM pg_temp.clickstream_dirty d, generate_series(d.lo_date, d.hi_date, '1 day') g
+		ORDER BY 1
+	LOOP
+		INSERT INTO pg_temp.clickstream_affected
+		SELECT e.*
+		FROM pg_temp.clickstream_dirty d
+		CROSS JOIN LATERAL (
+			SELECT e.*
+			FROM clickstream.events e
+			WHERE e.event_date = one_day
+				AND e.user_id = d.user_id
+				AND e.ts >= d.from_ts AND e.ts <= d.to_ts
+				AND (e.ts, e.event_id) >= (d.from_ts, d.from_id)
+				AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
+		) e
+		WHERE one_day BETWEEN d.lo_date AND d.hi_date;
+	END LOOP;
+	ANALYZE pg_temp.clickstream_affected;
+
+	-- the sessions replaced, found by index probes per user; what they and
+	-- their replacements count in the funnels goes to the delta
+	DELETE FROM pg_temp.clickstream_session_delta;
+	WITH gone AS (
+	DELETE FROM clickstream.sessions s
+	WHERE s.ctid = ANY (ARRAY(
+		SELECT x.ctid
+		FROM pg_temp.clickstream_dirty d
+		CROSS JOIN LATERAL (
+			SELECT s2.ctid
+			FROM clickstream.sessions s2
+			WHERE s2.user_id = d.user_id
+				AND s2.session_start >= d.from_ts AND s2.session_start <= d.to_ts
+				AND (s2.session_start, s2.first_event_id) >= (d.from_ts, d.from_id)
+				AND (s2.session_start, s2.first_event_id) < (d.to_ts, d.to_id)
+		) x))
+	RETURNING s.session_date, s.funnel_level, s.category_funnel, s.product_funnel)
+	INSERT INTO pg_temp.clickstream_session_delta
+	SELECT -1, g.* FROM gone g;
+	GET DIAGNOSTICS sessions_removed = ROW_COUNT;
+
+	WITH added AS (
+	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
+		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
+		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
+		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
+	SELECT * FROM clickstream.session_rows('pg_temp.clickstream_affected')
+	RETURNING session_date, funnel_level, category_funnel, product_funnel)
+	INSERT INTO pg_temp.clickstream_session_delta
+	SELECT 1, a.* FROM added a;
+	GET DIAGNOSTICS sessions_written = ROW_COUNT;
+	PERFORM clickstream.apply_funnel_delta();
+
+	UPDATE clickstream.gold_state SET touch_id = hi, updated_at = now();
+END
+$$ SET work_mem = '256MB' SET jit = off;
+
+COMMENT ON FUNCTION clickstream.refresh_sessions() IS
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users, and add what those sessions count to the funnel tables; rebuilds it all when the session rules or the funnel changed, and high_interest_low_conversion when its thresholds did.';
+
+REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.refresh_sessions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.rebuild_sessions() FROM PUBLIC;

@@ -1,0 +1,241 @@
+-- Orchestration: clickstream.refresh() (silver steps, each with gold brought
+-- up to date in its transaction), dead-letter replay, pruning of the
+-- history tables, and scheduling with pg_cron.  Uses every layer before it.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- The refresh ---------------------------------------------------------------
+
+CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run bigint;
+	step record;
+	steps integer := 0;
+	failed boolean := false;
+	more boolean := true;
+	msg text;
+	det text;
+	ctx text;
+	code text;
+	holder integer;
+	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
+	today date;
+	gold record;
+	gold_started timestamptz;
+BEGIN
+	IF max_steps IS NOT NULL AND max_steps < 1 THEN
+		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
+	END IF;
+	-- Fails at once inside a transaction block, before anything is locked.
+	COMMIT;
+	IF NOT pg_try_advisory_lock(hashtext('clickstream.refresh'), 0) THEN
+		SELECT l.pid INTO holder FROM pg_locks l
+		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+				SELECT oid FROM pg_database WHERE datname = current_database())
+			AND l.classid::bigint = (hashtext('clickstream.refresh')::bigint & 4294967295)
+			AND l.objid = 0 AND l.objsubid = 2
+		LIMIT 1;
+		RAISE NOTICE 'clickstream.refresh() is already running (pid %), skipping this call', holder;
+		RETURN;
+	END IF;
+
+	BEGIN
+		-- Holding the lock, no other run can be in progress.
+		UPDATE clickstream.refresh_history
+		SET status = 'interrupted', finished_at = clock_timestamp()
+		WHERE status = 'running';
+		INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+		-- today's and tomorrow's partitions exist before their events arrive
+		today := (now() AT TIME ZONE current_setting('clickstream.timezone'))::date;
+		PERFORM clickstream.create_partitions(ARRAY[today, today + 1]);
+	EXCEPTION WHEN OTHERS THEN
+		PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
+		RAISE;
+	END;
+	COMMIT;
+
+	WHILE more AND NOT failed LOOP
+		-- a silver step and gold brought up to date with it: one transaction
+		BEGIN
+			step := clickstream.refresh_step(run, batch);
+			gold_started := clock_timestamp();
+			gold := clickstream.refresh_sessions();
+			steps := steps + 1;
+			more := step.more AND steps < coalesce(max_steps, steps + 1);
+			UPDATE clickstream.refresh_history h
+			SET steps = h.steps + 1,
+				rows_read = h.rows_read + step.rows_read,
+				rows_promoted = h.rows_promoted + step.rows_promoted,
+				rows_duplicate = h.rows_duplicate + step.rows_duplicate,
+				rows_rejected = h.rows_rejected + step.rows_rejected,
+				partitions_created = h.partitions_created + step.partitions_created,
+				sessions_written = h.sessions_written + gold.sessions_written,
+				gold_time = h.gold_time + (clock_timestamp() - gold_started)
+			WHERE h.run_id = run;
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			-- a cancel or statement_timeout too: record it and let go of the
+			-- lock before re-raising
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+			failed := true;
+			UPDATE clickstream.refresh_history
+			SET status = 'failed', finished_at = clock_timestamp(),
+				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+			WHERE run_id = run;
+		END;
+		COMMIT;
+	END LOOP;
+
+	IF NOT failed THEN
+		UPDATE clickstream.refresh_history
+		SET status = 'succeeded', finished_at = clock_timestamp()
+		WHERE run_id = run;
+		PERFORM clickstream.prune_history();
+		COMMIT;
+	END IF;
+	PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
+	IF failed THEN
+		RAISE EXCEPTION 'clickstream.refresh() run % failed: %', run, msg
+			USING ERRCODE = code,
+				  HINT = 'The failed step was rolled back and its rows stay in bronze; the next run retries them. See clickstream.refresh_history.';
+	END IF;
+END
+$$;
+
+COMMENT ON PROCEDURE clickstream.refresh(integer) IS
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows, each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+
+CREATE FUNCTION clickstream.prune_history()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	horizon timestamptz := now() - current_setting('clickstream.history_retention')::interval;
+	oldest_kept bigint;
+BEGIN
+	SELECT min(run_id) INTO oldest_kept FROM clickstream.refresh_history
+	WHERE finished_at IS NULL OR finished_at >= horizon;
+	-- never the rows gold has not applied yet
+	DELETE FROM clickstream.touched WHERE run_id < coalesce(oldest_kept,
+		(SELECT max(run_id) + 1 FROM clickstream.refresh_history))
+		AND touch_id <= (SELECT g.touch_id FROM clickstream.gold_state g);
+	DELETE FROM clickstream.refresh_history WHERE finished_at < horizon;
+	DELETE FROM clickstream.quality_results WHERE checked_at < horizon;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.prune_history() IS
+'Internal: delete refresh_history, touched and quality_results rows older than clickstream.history_retention (called by refresh).';
+
+-- Replaying dead letters ----------------------------------------------------
+
+CREATE FUNCTION clickstream.replay_dead_letters(only_reason text DEFAULT NULL,
+	since timestamptz DEFAULT NULL, ids bigint[] DEFAULT NULL,
+	OUT run_id bigint, OUT replayed bigint, OUT promoted bigint,
+	OUT duplicates bigint, OUT still_rejected bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	r record;
+BEGIN
+	-- never alongside a refresh: wait for it
+	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay')
+	RETURNING refresh_history.run_id INTO run_id;
+
+	SELECT * INTO r FROM clickstream.promote_rows(run_id, $src$
+			DELETE FROM clickstream.dead_letters d
+			WHERE d.payload IS NOT NULL AND NOT d.payload_truncated
+				AND d.kafka_topic IS NOT NULL AND d.kafka_partition IS NOT NULL
+				AND d.kafka_offset IS NOT NULL
+				AND d.reason NOT IN ('message_too_large', 'offsets_skipped')
+				AND ($1 IS NULL OR d.reason = $1)
+				AND ($2 IS NULL OR d.created_at >= $2)
+				AND ($3 IS NULL OR d.id = ANY ($3))
+			RETURNING d.kafka_topic, d.kafka_partition, d.kafka_offset, d.kafka_timestamp,
+					  d.kafka_key, d.payload
+		$src$, only_reason, since, ids, isolate => true);
+	replayed := r.rows_read;
+	-- gold follows in the same transaction
+	PERFORM clickstream.refresh_sessions();
+	promoted := r.rows_promoted;
+	duplicates := r.rows_duplicate;
+	still_rejected := r.rows_rejected;
+	UPDATE clickstream.refresh_history h
+	SET status = 'succeeded', finished_at = clock_timestamp(), steps = 1,
+		rows_read = replayed, rows_promoted = promoted, rows_duplicate = duplicates,
+		rows_rejected = still_rejected, partitions_created = r.partitions_created
+	WHERE h.run_id = replay_dead_letters.run_id;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[]) IS
+'Run dead letters (optionally only one reason, only those created since a time, or only the given ids) through the silver parser again, after a fix of the payloads (UPDATE dead_letters SET payload = ...) or of a setting: valid ones are promoted (deduplicated), the rest go back to dead_letters with their new reason. Truncated and skipped-offset rows cannot be replayed. Recorded in refresh_history as kind replay.';
+
+-- Scheduling with pg_cron -----------------------------------------------------
+
+CREATE FUNCTION clickstream.schedule(every interval DEFAULT '1 minute')
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	exact numeric := extract(epoch FROM every) / 60;
+	minutes integer;
+	spec text;
+	job bigint;
+BEGIN
+	IF to_regnamespace('cron') IS NULL THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
+			USING HINT = 'Install postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and run CREATE EXTENSION pg_cron here.';
+	END IF;
+	IF exact < 1 OR exact <> trunc(exact) OR exact > 1440 THEN
+		RAISE EXCEPTION 'cannot schedule clickstream.refresh() every %', every
+			USING HINT = 'pg_cron 1.4 schedules by the minute: use a whole number of minutes (1 minute is the default and the shortest), at most 1 day.';
+	END IF;
+	minutes := exact::integer;
+	IF minutes = 1 THEN
+		spec := '* * * * *';
+	ELSIF minutes < 60 AND 60 % minutes = 0 THEN
+		spec := format('*/%s * * * *', minutes);
+	ELSIF minutes % 60 = 0 AND minutes < 1440 AND 24 % (minutes / 60) = 0 THEN
+		spec := format('0 */%s * * *', minutes / 60);
+	ELSIF minutes = 1440 THEN
+		spec := '0 0 * * *';
+	ELSE
+		RAISE EXCEPTION 'cannot schedule clickstream.refresh() every %', every
+			USING HINT = 'Use a divisor of an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 minutes), of a day (1, 2, 3, 4, 6, 8, 12 hours), or 1 day; or call cron.schedule yourself.';
+	END IF;
+	-- a named job: scheduling again updates it instead of adding one
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+	INTO job USING 'clickstream-refresh', spec, 'CALL clickstream.refresh()';
+	RETURN job;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.schedule(interval) IS
+'Register CALL clickstream.refresh() with pg_cron as job clickstream-refresh, every given interval (default and minimum 1 minute: pg_cron 1.4 schedules by the minute). Idempotent: calling it again updates the one job. Returns the cron job id.';
+
+CREATE FUNCTION clickstream.unschedule()
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	found_job boolean;
+BEGIN
+	IF to_regnamespace('cron') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+	INTO found_job USING 'clickstream-refresh';
+	IF found_job THEN
+		EXECUTE 'SELECT cron.unschedule($1)' USING 'clickstream-refresh';
+	END IF;
+	RETURN found_job;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.unschedule() IS
+'Remove the pg_cron job clickstream-refresh; returns false when there was none.';
