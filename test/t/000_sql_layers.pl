@@ -7,6 +7,7 @@ use warnings;
 
 use File::Basename qw(dirname basename);
 use File::Spec;
+use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $root = File::Spec->rel2abs(File::Spec->catdir(dirname(__FILE__), '..', '..'));
