@@ -280,11 +280,42 @@ BEGIN
 			hi bigint NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
+	-- the events a step (or replay) wrote to silver, for gold: promote_rows
+	-- writes them here too, in the layout of clickstream.events
+	IF to_regclass('pg_temp.clickstream_step_events') IS NULL THEN
+		CREATE TEMP TABLE clickstream_step_events (
+			event_id text COLLATE "C" NOT NULL,
+			event_type text NOT NULL,
+			user_id text COLLATE "C" NOT NULL,
+			ts timestamptz NOT NULL,
+			event_date date NOT NULL,
+			event_hour smallint NOT NULL,
+			product_id text,
+			category text,
+			price numeric,
+			quantity integer,
+			order_id text,
+			page_url text,
+			referrer text,
+			utm_source text,
+			utm_medium text,
+			utm_campaign text,
+			device text,
+			country text,
+			is_high_value boolean NOT NULL,
+			revenue numeric,
+			attrs jsonb,
+			kafka_topic text NOT NULL,
+			kafka_partition integer NOT NULL,
+			kafka_offset bigint NOT NULL,
+			run_id bigint NOT NULL
+		) ON COMMIT DELETE ROWS;
+	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_scratch() IS
-'Internal: create the session''s temporary table clickstream_limits (the offset ranges of a refresh step; ON COMMIT DELETE ROWS).';
+'Internal: create the session''s temporary tables of a refresh step: clickstream_limits (the offset ranges it takes) and clickstream_step_events (the events it wrote to silver, for gold); ON COMMIT DELETE ROWS.';
 
 -- Promote the rows that a DELETE ... RETURNING statement takes out of their
 -- source (bronze for refresh, dead_letters for replay), in C (src/refresh.c):
@@ -356,6 +387,11 @@ BEGIN
 		INTO rows_read, rows_promoted, rows_duplicate, rows_rejected, partitions_created
 		FROM clickstream.promote_rows(run, source, isolate => true, failed => true) p;
 	END IF;
+
+	INSERT INTO pg_temp.clickstream_step_events
+	SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id, e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs, e.kafka_topic, e.kafka_partition, e.kafka_offset, e.run_id FROM clickstream.events e JOIN pg_temp.clickstream_limits l
+		ON e.kafka_topic = l.topic AND e.kafka_partition = l.partition
+	WHERE e.run_id = run AND e.kafka_offset >= l.lo AND e.kafka_offset < l.hi;  -- TEMPORARY
 
 	-- Last, so that the row locks are held only for the commit.
 	INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)

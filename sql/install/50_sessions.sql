@@ -60,6 +60,7 @@ CREATE TABLE clickstream.sessions (
 	landing_page text,
 	exit_page text,
 	utm_source text,
+	utm_medium text,
 	utm_campaign text,
 	device text,
 	country text,
@@ -91,6 +92,7 @@ COMMENT ON COLUMN clickstream.sessions.converted IS 'Whether the session has a p
 COMMENT ON COLUMN clickstream.sessions.landing_page IS 'page_url of the first event.';
 COMMENT ON COLUMN clickstream.sessions.exit_page IS 'page_url of the last event.';
 COMMENT ON COLUMN clickstream.sessions.utm_source IS 'First touch: utm_source of the first event.';
+COMMENT ON COLUMN clickstream.sessions.utm_medium IS 'First touch: utm_medium of the first event.';
 COMMENT ON COLUMN clickstream.sessions.utm_campaign IS 'First touch: utm_campaign of the first event.';
 COMMENT ON COLUMN clickstream.sessions.device IS 'device of the first event.';
 COMMENT ON COLUMN clickstream.sessions.country IS 'country of the first event.';
@@ -104,6 +106,7 @@ CREATE TABLE clickstream.gold_state (
 	session_rules jsonb,
 	timezone_changed boolean NOT NULL DEFAULT false,
 	interest_rules jsonb,
+	silver_partitions text[],
 	updated_at timestamptz
 );
 INSERT INTO clickstream.gold_state DEFAULT VALUES;
@@ -115,6 +118,7 @@ COMMENT ON COLUMN clickstream.gold_state.touch_id IS 'Gold watermark: touched ro
 COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.gold_rules() (session rules, time zone, funnel steps) when sessions was last brought up to date; a change makes the next refresh rebuild sessions and the funnel tables.';
 COMMENT ON COLUMN clickstream.gold_state.timezone_changed IS 'clickstream.timezone changed at some point: silver then holds event_date values derived in different zones, and gold looks for a user''s events two days around their times instead of on the exact days.';
 COMMENT ON COLUMN clickstream.gold_state.interest_rules IS 'clickstream.interest_rules() when clickstream.high_interest_low_conversion was last built; a change makes the next refresh rebuild it.';
+COMMENT ON COLUMN clickstream.gold_state.silver_partitions IS 'The day partitions of clickstream.events when gold was last brought up to date: one that has gone since (dropped or detached) makes the next refresh rebuild gold from the days that are left.';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 
 CREATE FUNCTION clickstream.session_rules()
@@ -143,8 +147,8 @@ RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	session_end timestamptz, session_date date, first_event_id text, last_event_id text,
 	events integer, page_views integer, add_to_carts integer, checkouts integer,
 	purchases integer, revenue numeric, converted boolean, landing_page text,
-	exit_page text, utm_source text, utm_campaign text, device text, country text,
-	funnel_level integer, category_funnel jsonb, product_funnel jsonb)
+	exit_page text, utm_source text, utm_medium text, utm_campaign text, device text,
+	country text, funnel_level integer, category_funnel jsonb, product_funnel jsonb)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -174,6 +178,7 @@ BEGIN
 			   min(e.page_url) FILTER (WHERE z.event_index = 1),
 			   min(e.page_url) FILTER (WHERE z.event_index = z.session_events),
 			   min(e.utm_source) FILTER (WHERE z.event_index = 1),
+			   min(e.utm_medium) FILTER (WHERE z.event_index = 1),
 			   min(e.utm_campaign) FILTER (WHERE z.event_index = 1),
 			   min(e.device) FILTER (WHERE z.event_index = 1),
 			   min(e.country) FILTER (WHERE z.event_index = 1),

@@ -9,7 +9,7 @@
 --   clickstream.product_funnel        (day, product_id, category, step)
 --   clickstream.high_interest_low_conversion   (day, product_id, category)
 --
--- refresh_sessions() (80_gold.sql) records what every session it deletes or writes counted
+-- refresh_gold() (80_gold.sql) records every session it deletes or writes
 -- (-1 / +1) in pg_temp.clickstream_session_delta; apply_funnel_delta() adds
 -- those counts to the daily rows they belong to and recomputes the rates and
 -- the high-interest list of just those rows.  Sums are exact, so the tables
@@ -128,13 +128,12 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
+	-- the sessions a step removed (sign -1) and wrote (+1), whole: the
+	-- funnel tables and the marts (70_marts.sql) take what they count
 	IF to_regclass('pg_temp.clickstream_session_delta') IS NULL THEN
 		CREATE TEMP TABLE clickstream_session_delta (
 			sign integer NOT NULL,
-			session_date date NOT NULL,
-			funnel_level integer NOT NULL,
-			category_funnel jsonb NOT NULL,
-			product_funnel jsonb NOT NULL
+			LIKE clickstream.sessions
 		) ON COMMIT DELETE ROWS;
 	END IF;
 	IF to_regclass('pg_temp.clickstream_funnel_delta') IS NULL THEN
@@ -151,7 +150,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.funnel_scratch() IS
-'Internal: create the session''s scratch tables of the funnel deltas (pg_temp.clickstream_session_delta: what sessions removed and written counted; pg_temp.clickstream_funnel_delta: the same netted per day, key and level).';
+'Internal: create the session''s scratch tables of the funnel deltas (pg_temp.clickstream_session_delta: the sessions a step removed and wrote, with a sign; pg_temp.clickstream_funnel_delta: what they count netted per day, key and level).';
 
 -- The settings high_interest_low_conversion depends on, as one value.
 CREATE FUNCTION clickstream.interest_rules()
@@ -292,7 +291,6 @@ BEGIN
 	) x
 	GROUP BY x.kind, x.day, x.key, x.category, x.level
 	HAVING sum(x.sign) <> 0;
-	DELETE FROM pg_temp.clickstream_session_delta;
 
 	PERFORM clickstream.funnel_add('clickstream.daily_funnel', ARRAY['day'], $q$
 		SELECT d.day, d.level, d.sessions AS sign
@@ -310,7 +308,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.apply_funnel_delta() IS
-'Internal (clickstream.refresh_sessions()): net what the sessions removed (-1) and written (+1) in this step counted, per day, key and level (pg_temp.clickstream_funnel_delta), add it to daily_funnel, funnel_by_category and product_funnel, and update high_interest_low_conversion for the products touched.';
+'Internal (clickstream.refresh_gold()): net what the sessions removed (-1) and written (+1) in this step counted, per day, key and level (pg_temp.clickstream_funnel_delta), add it to daily_funnel, funnel_by_category and product_funnel, and update high_interest_low_conversion for the products touched.';
 
 -- Rebuild every funnel table from clickstream.sessions.
 CREATE FUNCTION clickstream.rebuild_funnels()
@@ -325,14 +323,70 @@ BEGIN
 	DELETE FROM clickstream.high_interest_low_conversion;
 	DELETE FROM pg_temp.clickstream_session_delta;
 	INSERT INTO pg_temp.clickstream_session_delta
-	SELECT 1, s.session_date, s.funnel_level, s.category_funnel, s.product_funnel
-	FROM clickstream.sessions s;
+	SELECT 1, s.* FROM clickstream.sessions s;
 	PERFORM clickstream.apply_funnel_delta();
+	DELETE FROM pg_temp.clickstream_session_delta;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.rebuild_funnels() IS
-'Internal (clickstream.rebuild_sessions()): rebuild daily_funnel, funnel_by_category, product_funnel and high_interest_low_conversion from clickstream.sessions.';
+'Internal (clickstream.rebuild_gold()): rebuild daily_funnel, funnel_by_category, product_funnel and high_interest_low_conversion from clickstream.sessions.';
+
+-- Full recomputations, for clickstream.verify_gold(): the same sums taken
+-- over all of clickstream.sessions.
+CREATE FUNCTION clickstream.recompute_funnels()
+RETURNS TABLE (kind text, day date, key text, category text, step integer, step_name text,
+	sessions bigint, reached bigint, conversion_from_previous numeric,
+	conversion_from_first numeric, conversion_overall numeric)
+LANGUAGE sql STABLE
+AS $$
+	WITH counted AS (
+		SELECT 'daily' AS kind, s.session_date AS day, '' AS key, '' AS category,
+			   s.funnel_level AS level
+		FROM clickstream.sessions s
+		UNION ALL
+		SELECT 'category', s.session_date, c.key, c.key, c.value::integer
+		FROM clickstream.sessions s, jsonb_each_text(s.category_funnel) c
+		UNION ALL
+		SELECT 'product', s.session_date, p.key, coalesce(p.value ->> 1, ''), (p.value ->> 0)::integer
+		FROM clickstream.sessions s, jsonb_each(s.product_funnel) p),
+	sums AS (
+		SELECT c.kind, c.day, c.key, c.category, f.step, f.name, count(*) AS sessions,
+			   count(*) FILTER (WHERE c.level >= f.step) AS reached
+		FROM counted c CROSS JOIN clickstream.funnel_definition f
+		GROUP BY c.kind, c.day, c.key, c.category, f.step, f.name)
+	SELECT s.kind, s.day, s.key, s.category, s.step, s.name, s.sessions, s.reached,
+		   round(s.reached::numeric / nullif(coalesce(lag(s.reached) OVER w, s.sessions), 0), 4),
+		   round(s.reached::numeric / nullif(first_value(s.reached) OVER w, 0), 4),
+		   round(s.reached::numeric / nullif(s.sessions, 0), 4)
+	FROM sums s
+	WINDOW w AS (PARTITION BY s.kind, s.day, s.key, s.category ORDER BY s.step)
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_funnels() IS
+'Full recomputation of the funnel tables from clickstream.sessions, one row per kind (daily, category, product), day, key, category and step.';
+
+CREATE FUNCTION clickstream.recompute_high_interest_low_conversion()
+RETURNS SETOF clickstream.high_interest_low_conversion
+LANGUAGE sql STABLE
+AS $$
+	SELECT x.day, x.product_id, x.category, x.views, x.carts, x.purchases,
+		   round(x.carts::numeric / x.views, 4), round(x.purchases::numeric / x.views, 4)
+	FROM (SELECT f.day, f.key AS product_id, f.category,
+				 max(f.reached) FILTER (WHERE f.step = 1) AS views,
+				 max(f.reached) FILTER (WHERE f.step = 2) AS carts,
+				 max(f.reached) FILTER (WHERE f.step = (SELECT max(d.step) FROM clickstream.funnel_definition d)) AS purchases
+		  FROM clickstream.recompute_funnels() f
+		  WHERE f.kind = 'product'
+		  GROUP BY f.day, f.key, f.category) x
+	WHERE x.views > 0
+		AND (x.views >= current_setting('clickstream.interest_min_views')::bigint
+			 OR x.carts >= current_setting('clickstream.interest_min_carts')::bigint)
+		AND x.purchases <= current_setting('clickstream.interest_max_conversion')::numeric * x.views
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_high_interest_low_conversion() IS
+'Full recomputation of clickstream.high_interest_low_conversion from clickstream.sessions and the clickstream.interest_* thresholds.';
 
 REVOKE ALL ON FUNCTION clickstream.funnel_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.funnel_add(regclass, text[], text) FROM PUBLIC;

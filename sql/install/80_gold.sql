@@ -1,20 +1,36 @@
 -- Gold maintenance: clickstream.sessions and the tables derived from it kept
 -- equal to a full recomputation from silver, incrementally.
 --
--- In every silver step's transaction, refresh_sessions() reads the touched
+-- In every silver step's transaction, refresh_gold() reads the touched
 -- rows above the gold watermark (gold_state.touch_id): per user, the range of
 -- new event times.  It recomputes that user's sessions from the latest session that
 -- starts before the first new event (its start stays a start: nothing before
 -- it changed) up to the first later session that starts after a gap longer
 -- than the timeout (or after midnight with that option) even counting the new
 -- events: from there on nothing can change.  Those sessions are replaced by
--- the recomputed ones, what they count is added to the funnel tables
--- (60_funnel_gold.sql), and the watermark moves, in one transaction.
+-- the recomputed ones; what they count is added to the funnel tables
+-- (60_funnel_gold.sql) and the marts (70_marts.sql), with what the step's
+-- new events add; and the watermark moves, in one transaction.
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
--- Rebuild the sessions from all of silver (the rules changed, or first use).
-CREATE FUNCTION clickstream.rebuild_sessions()
+-- The day partitions of silver, by name.
+CREATE FUNCTION clickstream.silver_partitions()
+RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+	SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}')
+	FROM pg_catalog.pg_inherits i
+	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+	WHERE i.inhparent = 'clickstream.events'::regclass
+$$;
+
+COMMENT ON FUNCTION clickstream.silver_partitions() IS
+'The names of the day partitions of clickstream.events, sorted: gold notices a day that was dropped or detached by comparing them with clickstream.gold_state.silver_partitions.';
+
+-- Rebuild all of gold from silver (the rules changed, a day was dropped, or
+-- on demand).
+CREATE FUNCTION clickstream.rebuild_gold()
 RETURNS bigint
 LANGUAGE plpgsql
 AS $$
@@ -28,21 +44,32 @@ BEGIN
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
 		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
 		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
-		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
+		utm_medium, utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
 	SELECT * FROM clickstream.session_rows('clickstream.events');
 	GET DIAGNOSTICS written = ROW_COUNT;
 	PERFORM clickstream.rebuild_funnels();
+	PERFORM clickstream.rebuild_marts();
 	UPDATE clickstream.gold_state g
 	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
 		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
 			<> current_setting('clickstream.timezone'), false),
-		session_rules = clickstream.gold_rules(), updated_at = now();
+		session_rules = clickstream.gold_rules(),
+		silver_partitions = clickstream.silver_partitions(),
+		updated_at = now();
 	RETURN written;
 END
 $$ SET work_mem = '256MB' SET jit = off;
 
+COMMENT ON FUNCTION clickstream.rebuild_gold() IS
+'Recompute all of gold from silver: clickstream.sessions, the funnel tables and every mart, and move the gold watermark to the latest touched row; returns the number of sessions. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) or clickstream.funnel_definition changed, or a day partition of silver was dropped; run it after deleting silver rows by hand.';
+
+CREATE FUNCTION clickstream.rebuild_sessions()
+RETURNS bigint
+LANGUAGE sql
+AS $$ SELECT clickstream.rebuild_gold() $$;
+
 COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
-'Recompute clickstream.sessions from all of silver, and the funnel tables from it, and move the gold watermark to the latest touched row. clickstream.refresh() does it by itself when the session rules (clickstream.session_*, clickstream.timezone) or clickstream.funnel_definition changed; returns the number of sessions.';
+'The same as clickstream.rebuild_gold() (the marts follow the sessions): recompute all of gold from silver; returns the number of sessions.';
 
 -- Per-call scratch tables; emptied at every commit.
 CREATE FUNCTION clickstream.gold_scratch()
@@ -78,9 +105,9 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.gold_scratch() IS
-'Internal: create the session''s scratch tables of clickstream.refresh_sessions() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, and those of clickstream.funnel_scratch()).';
+'Internal: create the session''s scratch tables of clickstream.refresh_gold() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, and those of clickstream.funnel_scratch()).';
 
-CREATE FUNCTION clickstream.refresh_sessions(OUT users bigint, OUT sessions_removed bigint,
+CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean)
 LANGUAGE plpgsql
 AS $$
@@ -93,6 +120,7 @@ DECLARE
 	tz text := current_setting('clickstream.timezone');
 	margin integer;
 	one_day date;
+	parts text[];
 BEGIN
 	users := 0;
 	sessions_removed := 0;
@@ -104,15 +132,24 @@ BEGIN
 	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
 	rules := clickstream.gold_rules();
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
-	IF gold.session_rules IS DISTINCT FROM rules THEN
-		IF gold.session_rules IS NOT NULL THEN
-			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding clickstream.sessions and the funnel tables'
+	parts := clickstream.silver_partitions();
+	IF gold.session_rules IS DISTINCT FROM rules
+	   OR NOT coalesce(gold.silver_partitions <@ parts, true) THEN
+		IF gold.session_rules IS DISTINCT FROM rules AND gold.session_rules IS NOT NULL THEN
+			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding gold'
 				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
+		ELSIF gold.session_rules IS NOT NULL THEN
+			RAISE NOTICE 'clickstream: a day partition of clickstream.events is gone, rebuilding gold from the days that are left'
+				USING DETAIL = format('gone: %s', (SELECT string_agg(p, ', ') FROM unnest(gold.silver_partitions) p
+												 WHERE p <> ALL (parts)));
 		END IF;
 		SELECT count(*) INTO sessions_removed FROM clickstream.sessions;
-		sessions_written := clickstream.rebuild_sessions();
+		sessions_written := clickstream.rebuild_gold();
 		rebuilt := true;
 		RETURN;
+	END IF;
+	IF gold.silver_partitions IS DISTINCT FROM parts THEN
+		UPDATE clickstream.gold_state SET silver_partitions = parts;
 	END IF;
 	IF gold.interest_rules IS DISTINCT FROM clickstream.interest_rules() THEN
 		PERFORM clickstream.interest_update(NULL);
@@ -228,7 +265,7 @@ BEGIN
 				AND (s2.session_start, s2.first_event_id) >= (d.from_ts, d.from_id)
 				AND (s2.session_start, s2.first_event_id) < (d.to_ts, d.to_id)
 		) x))
-	RETURNING s.session_date, s.funnel_level, s.category_funnel, s.product_funnel)
+	RETURNING s.*)
 	INSERT INTO pg_temp.clickstream_session_delta
 	SELECT -1, g.* FROM gone g;
 	GET DIAGNOSTICS sessions_removed = ROW_COUNT;
@@ -237,21 +274,108 @@ BEGIN
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
 		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
 		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
-		utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
+		utm_medium, utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
 	SELECT * FROM clickstream.session_rows('pg_temp.clickstream_affected')
-	RETURNING session_date, funnel_level, category_funnel, product_funnel)
+	RETURNING *)
 	INSERT INTO pg_temp.clickstream_session_delta
 	SELECT 1, a.* FROM added a;
 	GET DIAGNOSTICS sessions_written = ROW_COUNT;
 	PERFORM clickstream.apply_funnel_delta();
 
+	-- the marts: what the step's events add, what the replaced sessions
+	-- count, the orders, then the daily, hourly, active-user and retention
+	-- tables
+	PERFORM clickstream.marts_scratch();
+	PERFORM clickstream.marts_apply_events();
+	PERFORM clickstream.marts_apply_sessions();
+	PERFORM clickstream.marts_apply_orders(
+		'SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_dirty d');
+	PERFORM clickstream.marts_apply_deltas();
+
 	UPDATE clickstream.gold_state SET touch_id = hi, updated_at = now();
 END
 $$ SET work_mem = '256MB' SET jit = off;
 
-COMMENT ON FUNCTION clickstream.refresh_sessions() IS
-'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring clickstream.sessions up to date with the touched rows above the gold watermark, recomputing only the affected sessions of the affected users, and add what those sessions count to the funnel tables; rebuilds it all when the session rules or the funnel changed, and high_interest_low_conversion when its thresholds did.';
+COMMENT ON FUNCTION clickstream.refresh_gold() IS
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed or a day partition of silver is gone, and high_interest_low_conversion when its thresholds changed.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.refresh_sessions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.rebuild_gold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_sessions() FROM PUBLIC;
+
+-- Verification --------------------------------------------------------------------
+
+-- Every gold table against its full recomputation: sessions against
+-- session_rows('clickstream.events'), the funnel tables and the marts
+-- against the plain-SQL recomputations of 60_funnel_gold.sql and
+-- 70_marts.sql.  Rows are compared whole (every column); since restricts
+-- the tables keyed by day to days >= since.
+CREATE FUNCTION clickstream.verify_gold(since date DEFAULT NULL)
+RETURNS TABLE (mart text, gold_rows bigint, recomputed_rows bigint, missing bigint,
+	unexpected bigint, ok boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	c record;
+	session_cols text := 'session_id, user_id, session_start, session_end, session_date, '
+		'first_event_id, last_event_id, events, page_views, add_to_carts, checkouts, purchases, '
+		'revenue, converted, landing_page, exit_page, utm_source, utm_medium, utm_campaign, '
+		'device, country, funnel_level, category_funnel, product_funnel';
+	funnel_cols text := 'step, step_name, sessions, reached, conversion_from_previous, '
+		'conversion_from_first, conversion_overall';
+BEGIN
+	FOR c IN
+		SELECT * FROM (VALUES
+			('sessions', format('SELECT %s FROM clickstream.sessions WHERE $1 IS NULL OR session_date >= $1', session_cols),
+			 format('SELECT %s FROM clickstream.session_rows(''clickstream.events'') WHERE $1 IS NULL OR session_date >= $1', session_cols)),
+			('daily_funnel', format('SELECT day, %s FROM clickstream.daily_funnel WHERE $1 IS NULL OR day >= $1', funnel_cols),
+			 format('SELECT day, %s FROM clickstream.recompute_funnels() WHERE kind = ''daily'' AND ($1 IS NULL OR day >= $1)', funnel_cols)),
+			('funnel_by_category', format('SELECT day, category, %s FROM clickstream.funnel_by_category WHERE $1 IS NULL OR day >= $1', funnel_cols),
+			 format('SELECT day, category, %s FROM clickstream.recompute_funnels() WHERE kind = ''category'' AND ($1 IS NULL OR day >= $1)', funnel_cols)),
+			('product_funnel', format('SELECT day, product_id, category, %s FROM clickstream.product_funnel WHERE $1 IS NULL OR day >= $1', funnel_cols),
+			 format('SELECT day, key, category, %s FROM clickstream.recompute_funnels() WHERE kind = ''product'' AND ($1 IS NULL OR day >= $1)', funnel_cols)),
+			('high_interest_low_conversion', 'SELECT * FROM clickstream.high_interest_low_conversion WHERE $1 IS NULL OR day >= $1',
+			 'SELECT * FROM clickstream.recompute_high_interest_low_conversion() WHERE $1 IS NULL OR day >= $1'),
+			('daily_metrics', 'day', NULL), ('hourly_metrics', 'day', NULL),
+			('category_daily', 'day', NULL), ('product_daily', 'day', NULL),
+			('products', NULL, NULL), ('orders', NULL, NULL), ('users', NULL, NULL),
+			('active_users', 'day', NULL), ('cohort_retention', 'cohort_week', NULL),
+			('traffic_daily', 'day', NULL), ('audience_daily', 'day', NULL),
+			('pages_daily', 'day', NULL), ('user_days', 'day', NULL),
+			('category_day_users', 'day', NULL), ('page_day_users', 'day', NULL),
+			('traffic_day_users', 'day', NULL), ('audience_day_users', 'day', NULL)
+		) AS m (name, g, r)
+	LOOP
+		mart := c.name;
+		IF c.r IS NULL THEN
+			-- a mart of 70_marts.sql: the table and its recompute_ function;
+			-- g names its day column, if any
+			c.r := format('SELECT * FROM clickstream.%I() x WHERE %s', 'recompute_' || c.name,
+						  CASE WHEN c.g IS NULL THEN '$1 IS NULL OR true'
+							   ELSE format('$1 IS NULL OR x.%I >= $1', c.g) END);
+			c.g := format('SELECT * FROM clickstream.%I x WHERE %s', c.name,
+						  CASE WHEN c.g IS NULL THEN '$1 IS NULL OR true'
+							   ELSE format('$1 IS NULL OR x.%I >= $1', c.g) END);
+		END IF;
+		EXECUTE format($q$
+			WITH g AS MATERIALIZED (%s), r AS MATERIALIZED (%s)
+			SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM r),
+				   (SELECT count(*) FROM (TABLE r EXCEPT ALL TABLE g) a),
+				   (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE r) b)
+		$q$, c.g, c.r)
+		INTO gold_rows, recomputed_rows, missing, unexpected
+		USING since;
+		ok := missing = 0 AND unexpected = 0;
+		RETURN NEXT;
+	END LOOP;
+END
+$$ SET work_mem = '256MB' SET jit = off SET enable_mergejoin = off;
+
+COMMENT ON FUNCTION clickstream.verify_gold(date) IS
+'Compare every gold table with its full recomputation from silver, row by row and column by column: clickstream.sessions with session_rows(''clickstream.events''), the funnel tables, and every mart and its sets with their plain-SQL recomputations (recompute_*). One row per table: rows in gold, rows recomputed, rows missing from gold, rows in gold that should not be there, ok. since (optional) restricts the tables keyed by day to the days from since on; the lifetime tables (users, products, orders) are always compared whole. Costs a full recomputation: run it from check_quality() or by hand, not every minute.';
+
+INSERT INTO clickstream.quality_checks (name, layer, severity, description, query, builtin) VALUES
+('gold_matches_recomputation', 'gold', 'error',
+ 'Every gold table (sessions, funnels, marts) equals its full recomputation from silver (clickstream.verify_gold()): the number of rows missing or unexpected.',
+ $q$SELECT coalesce(sum(missing + unexpected), 0) FROM clickstream.verify_gold($1::date)$q$, true);

@@ -61,7 +61,7 @@ BEGIN
 		BEGIN
 			step := clickstream.refresh_step(run, batch);
 			gold_started := clock_timestamp();
-			gold := clickstream.refresh_sessions();
+			gold := clickstream.refresh_gold();
 			steps := steps + 1;
 			more := step.more AND steps < coalesce(max_steps, steps + 1);
 			UPDATE clickstream.refresh_history h
@@ -145,6 +145,7 @@ BEGIN
 	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
 	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay')
 	RETURNING refresh_history.run_id INTO run_id;
+	PERFORM clickstream.refresh_scratch();
 
 	SELECT * INTO r FROM clickstream.promote_rows(run_id, $src$
 			DELETE FROM clickstream.dead_letters d
@@ -159,8 +160,10 @@ BEGIN
 					  d.kafka_key, d.payload
 		$src$, only_reason, since, ids, isolate => true);
 	replayed := r.rows_read;
+	INSERT INTO pg_temp.clickstream_step_events
+	SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id, e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs, e.kafka_topic, e.kafka_partition, e.kafka_offset, e.run_id FROM clickstream.events e WHERE e.run_id = replay_dead_letters.run_id;  -- TEMPORARY
 	-- gold follows in the same transaction
-	PERFORM clickstream.refresh_sessions();
+	PERFORM clickstream.refresh_gold();
 	promoted := r.rows_promoted;
 	duplicates := r.rows_duplicate;
 	still_rejected := r.rows_rejected;

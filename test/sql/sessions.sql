@@ -224,7 +224,7 @@ LANGUAGE sql AS $$
 	WITH g AS (SELECT session_id, user_id, session_start, session_end, session_date,
 			first_event_id, last_event_id, events, page_views, add_to_carts, checkouts,
 			purchases, revenue, converted, landing_page, exit_page, utm_source,
-			utm_campaign, device, country, funnel_level, category_funnel, product_funnel
+			utm_medium, utm_campaign, device, country, funnel_level, category_funnel, product_funnel
 			FROM clickstream.sessions),
 	f AS (SELECT * FROM clickstream.session_rows('clickstream.events'))
 	SELECT (SELECT count(*) FROM (TABLE g EXCEPT ALL TABLE f) a) +

@@ -1,0 +1,1613 @@
+-- Gold: the marts dashboards read.  Days and hours are in
+-- clickstream.timezone.  Every mart is kept equal to a full recomputation
+-- from silver (and from clickstream.sessions, itself equal to one) by every
+-- refresh step, in the step's transaction; clickstream.verify_gold()
+-- (80_gold.sql) compares them with the recomputations below.
+--
+--   daily_metrics, hourly_metrics, category_daily, product_daily, products,
+--   orders, users, active_users, cohort_retention, traffic_daily,
+--   audience_daily, pages_daily; the views live and live_summary.
+--
+-- How they are maintained (docs/marts.md, "How the marts stay exact"):
+--   * what the step's new events add (pg_temp.clickstream_step_events,
+--     written by promote_rows as it writes silver): counts and sums are
+--     added to the rows of their day, hour, category, product, page, order;
+--   * distinct users are sets with one row per member: user_days (user,
+--     day, hours of activity), category_day_users and page_day_users; a
+--     member that is new adds 1.  WAU, MAU and the retention table follow
+--     from the new (user, day) pairs and each user's nearest active days
+--     before and after (index probes), never from a recount;
+--   * what sessions count (sessions, bounces, conversions, traffic,
+--     audience, entrances and exits) comes from the sessions the step
+--     removed (-1) and wrote (+1), as for the funnel tables; distinct users
+--     of traffic and audience are reference-counted sets
+--     (traffic_day_users, audience_day_users);
+--   * orders: the lines of the step are added to their order; what an order
+--     counted before and counts now goes to the order delta, which moves
+--     the daily and hourly order counts and the owners' lifetime value.
+-- So a step costs what it adds, whatever the size of history.
+
+\echo Use "CREATE EXTENSION clickstream" to load this file. \quit
+
+-- Conventions ------------------------------------------------------------------
+
+CREATE FUNCTION clickstream.local_day(ts timestamptz)
+RETURNS date
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT (ts AT TIME ZONE current_setting('clickstream.timezone'))::date $$;
+
+COMMENT ON FUNCTION clickstream.local_day(timestamptz) IS
+'The day of a time in clickstream.timezone: the day of every daily mart.';
+
+CREATE FUNCTION clickstream.local_hour(ts timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+	SELECT date_trunc('hour', ts AT TIME ZONE current_setting('clickstream.timezone'))
+		   AT TIME ZONE current_setting('clickstream.timezone')
+$$;
+
+COMMENT ON FUNCTION clickstream.local_hour(timestamptz) IS
+'The start of the hour of a time in clickstream.timezone, as a timestamptz: the key of clickstream.hourly_metrics (on the day clocks go back, the repeated hour is one bucket).';
+
+CREATE FUNCTION clickstream.hour_of_day(ts timestamptz)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT extract(hour FROM ts AT TIME ZONE current_setting('clickstream.timezone'))::integer $$;
+
+COMMENT ON FUNCTION clickstream.hour_of_day(timestamptz) IS
+'The hour of the day (0-23) of a time in clickstream.timezone.';
+
+CREATE FUNCTION clickstream.week_of(day date)
+RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT day - (extract(isodow FROM day)::integer - 1) $$;
+
+COMMENT ON FUNCTION clickstream.week_of(date) IS
+'The Monday of the ISO week of a day: the cohort_week of clickstream.cohort_retention.';
+
+CREATE FUNCTION clickstream.label(value text, missing text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT coalesce(nullif(value, ''), missing) $$;
+
+COMMENT ON FUNCTION clickstream.label(text, text) IS
+'A dimension value for the marts: the value, or the given label when it is NULL or empty ((direct), (none), (not set)).';
+
+CREATE FUNCTION clickstream.order_key(order_id text, event_id text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT coalesce(nullif(order_id, ''), 'event:' || event_id) $$;
+
+COMMENT ON FUNCTION clickstream.order_key(text, text) IS
+'The order a purchase event is a line of: its order_id; a purchase without one (accepted when clickstream.require_order_id is off) is an order of its own, event:<event_id>.';
+
+CREATE FUNCTION clickstream.rate(part numeric, whole numeric)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT round(part / nullif(whole, 0), 4) $$;
+
+COMMENT ON FUNCTION clickstream.rate(numeric, numeric) IS
+'part / whole rounded to 4 decimals, NULL when whole is 0 or NULL: every rate of the marts.';
+
+-- The marts --------------------------------------------------------------------
+
+CREATE TABLE clickstream.daily_metrics (
+	day date PRIMARY KEY,
+	events bigint NOT NULL,
+	page_views bigint NOT NULL,
+	users bigint NOT NULL,
+	new_users bigint NOT NULL,
+	sessions bigint NOT NULL,
+	bounced_sessions bigint NOT NULL,
+	converted_sessions bigint NOT NULL,
+	session_seconds numeric NOT NULL,
+	avg_session_seconds numeric,
+	bounce_rate numeric,
+	conversion_rate numeric,
+	orders bigint NOT NULL,
+	units bigint NOT NULL,
+	revenue numeric NOT NULL,
+	aov numeric,
+	revenue_growth numeric,
+	users_growth numeric,
+	orders_growth numeric
+);
+
+COMMENT ON TABLE clickstream.daily_metrics IS
+'Gold: the shop per day (clickstream.timezone), one row per day with events. Events, page views, units and revenue count the events of the day; users the distinct users active that day; new_users those whose first event ever is that day; sessions and their measures the sessions that started that day; orders the orders whose first line is that day. Growth columns compare with the previous calendar day. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.daily_metrics.day IS 'Day, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.daily_metrics.events IS 'Silver events of the day.';
+COMMENT ON COLUMN clickstream.daily_metrics.page_views IS 'page_view events of the day.';
+COMMENT ON COLUMN clickstream.daily_metrics.users IS 'Distinct users with an event that day (the DAU of clickstream.active_users).';
+COMMENT ON COLUMN clickstream.daily_metrics.new_users IS 'Users whose first event ever is on that day.';
+COMMENT ON COLUMN clickstream.daily_metrics.sessions IS 'Sessions (clickstream.sessions) that started that day.';
+COMMENT ON COLUMN clickstream.daily_metrics.bounced_sessions IS 'Of those, sessions of one page view and no other event.';
+COMMENT ON COLUMN clickstream.daily_metrics.converted_sessions IS 'Of those, sessions with a purchase.';
+COMMENT ON COLUMN clickstream.daily_metrics.session_seconds IS 'Total duration of those sessions, in seconds (first to last event).';
+COMMENT ON COLUMN clickstream.daily_metrics.avg_session_seconds IS 'session_seconds / sessions, 4 decimals.';
+COMMENT ON COLUMN clickstream.daily_metrics.bounce_rate IS 'bounced_sessions / sessions, 4 decimals.';
+COMMENT ON COLUMN clickstream.daily_metrics.conversion_rate IS 'converted_sessions / sessions, 4 decimals.';
+COMMENT ON COLUMN clickstream.daily_metrics.orders IS 'Orders (clickstream.orders) whose first line is on that day.';
+COMMENT ON COLUMN clickstream.daily_metrics.units IS 'Units of the purchase events of the day (quantity, 1 when absent).';
+COMMENT ON COLUMN clickstream.daily_metrics.revenue IS 'Revenue of the purchase events of the day (price x quantity).';
+COMMENT ON COLUMN clickstream.daily_metrics.aov IS 'Average order value: revenue / orders, 4 decimals.';
+COMMENT ON COLUMN clickstream.daily_metrics.revenue_growth IS 'Day-over-day growth of revenue: (revenue - revenue of the previous day) / revenue of the previous day, 4 decimals; NULL without a previous day or when it was 0.';
+COMMENT ON COLUMN clickstream.daily_metrics.users_growth IS 'Day-over-day growth of users, as revenue_growth.';
+COMMENT ON COLUMN clickstream.daily_metrics.orders_growth IS 'Day-over-day growth of orders, as revenue_growth.';
+
+CREATE TABLE clickstream.hourly_metrics (
+	hour timestamptz PRIMARY KEY,
+	day date NOT NULL,
+	events bigint NOT NULL,
+	users bigint NOT NULL,
+	sessions_started bigint NOT NULL,
+	orders bigint NOT NULL,
+	revenue numeric NOT NULL
+);
+
+CREATE INDEX hourly_metrics_day ON clickstream.hourly_metrics (day);
+
+COMMENT ON TABLE clickstream.hourly_metrics IS
+'Gold: the shop per hour (clickstream.timezone), one row per hour with events. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.hourly_metrics.hour IS 'Start of the hour in clickstream.timezone (on the day clocks go back, the repeated hour is one row).';
+COMMENT ON COLUMN clickstream.hourly_metrics.day IS 'Its day.';
+COMMENT ON COLUMN clickstream.hourly_metrics.events IS 'Silver events in the hour.';
+COMMENT ON COLUMN clickstream.hourly_metrics.users IS 'Distinct users with an event in the hour.';
+COMMENT ON COLUMN clickstream.hourly_metrics.sessions_started IS 'Sessions that started in the hour.';
+COMMENT ON COLUMN clickstream.hourly_metrics.orders IS 'Orders whose first line is in the hour.';
+COMMENT ON COLUMN clickstream.hourly_metrics.revenue IS 'Revenue of the purchase events in the hour.';
+
+CREATE TABLE clickstream.category_daily (
+	day date NOT NULL,
+	category text NOT NULL,
+	page_views bigint NOT NULL,
+	add_to_carts bigint NOT NULL,
+	purchases bigint NOT NULL,
+	units bigint NOT NULL,
+	revenue numeric NOT NULL,
+	users bigint NOT NULL,
+	PRIMARY KEY (day, category)
+);
+
+COMMENT ON TABLE clickstream.category_daily IS
+'Gold: events and revenue per product category and day; events without a category count under (not set), so the categories of a day add up to daily_metrics. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.category_daily.day IS 'Day of the events.';
+COMMENT ON COLUMN clickstream.category_daily.category IS 'category of the events; (not set) when they had none.';
+COMMENT ON COLUMN clickstream.category_daily.page_views IS 'page_view events.';
+COMMENT ON COLUMN clickstream.category_daily.add_to_carts IS 'add_to_cart events.';
+COMMENT ON COLUMN clickstream.category_daily.purchases IS 'purchase events (order lines).';
+COMMENT ON COLUMN clickstream.category_daily.units IS 'Units of those purchases.';
+COMMENT ON COLUMN clickstream.category_daily.revenue IS 'Revenue of those purchases.';
+COMMENT ON COLUMN clickstream.category_daily.users IS 'Distinct users with an event of the category that day.';
+
+CREATE TABLE clickstream.product_daily (
+	day date NOT NULL,
+	product_id text NOT NULL,
+	category text,
+	page_views bigint NOT NULL,
+	add_to_carts bigint NOT NULL,
+	removes bigint NOT NULL,
+	purchases bigint NOT NULL,
+	units bigint NOT NULL,
+	revenue numeric NOT NULL,
+	PRIMARY KEY (day, product_id)
+);
+
+CREATE INDEX product_daily_product ON clickstream.product_daily (product_id, day);
+
+COMMENT ON TABLE clickstream.product_daily IS
+'Gold: events and revenue per product and day (events with a product_id). Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.product_daily.day IS 'Day of the events.';
+COMMENT ON COLUMN clickstream.product_daily.product_id IS 'Product.';
+COMMENT ON COLUMN clickstream.product_daily.category IS 'The category its events carried that day (the smallest in byte order if they disagree); NULL when none did.';
+COMMENT ON COLUMN clickstream.product_daily.page_views IS 'page_view events of the product.';
+COMMENT ON COLUMN clickstream.product_daily.add_to_carts IS 'add_to_cart events.';
+COMMENT ON COLUMN clickstream.product_daily.removes IS 'remove_from_cart events.';
+COMMENT ON COLUMN clickstream.product_daily.purchases IS 'purchase events (order lines).';
+COMMENT ON COLUMN clickstream.product_daily.units IS 'Units purchased.';
+COMMENT ON COLUMN clickstream.product_daily.revenue IS 'Revenue of its purchases.';
+
+CREATE TABLE clickstream.products (
+	product_id text PRIMARY KEY,
+	category text,
+	first_seen timestamptz NOT NULL,
+	last_seen timestamptz NOT NULL,
+	page_views bigint NOT NULL,
+	add_to_carts bigint NOT NULL,
+	removes bigint NOT NULL,
+	purchases bigint NOT NULL,
+	units bigint NOT NULL,
+	revenue numeric NOT NULL,
+	view_to_cart_rate numeric,
+	cart_to_purchase_rate numeric,
+	last_price numeric,
+	last_price_at timestamptz,
+	last_price_event_id text COLLATE "C"
+);
+
+COMMENT ON TABLE clickstream.products IS
+'Gold: one row per product over all of silver (the SKU 360): when it was first and last seen, what happened to it, its rates and its last price. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.products.product_id IS 'Product.';
+COMMENT ON COLUMN clickstream.products.category IS 'The category its events carry (the smallest in byte order if they disagree); NULL when none does.';
+COMMENT ON COLUMN clickstream.products.first_seen IS 'Time of its first event.';
+COMMENT ON COLUMN clickstream.products.last_seen IS 'Time of its last event.';
+COMMENT ON COLUMN clickstream.products.page_views IS 'page_view events of the product.';
+COMMENT ON COLUMN clickstream.products.add_to_carts IS 'add_to_cart events.';
+COMMENT ON COLUMN clickstream.products.removes IS 'remove_from_cart events.';
+COMMENT ON COLUMN clickstream.products.purchases IS 'purchase events (order lines).';
+COMMENT ON COLUMN clickstream.products.units IS 'Units purchased.';
+COMMENT ON COLUMN clickstream.products.revenue IS 'Revenue of its purchases.';
+COMMENT ON COLUMN clickstream.products.view_to_cart_rate IS 'add_to_carts / page_views (events, not sessions: see product_funnel for sessions), 4 decimals.';
+COMMENT ON COLUMN clickstream.products.cart_to_purchase_rate IS 'purchases / add_to_carts, 4 decimals.';
+COMMENT ON COLUMN clickstream.products.last_price IS 'price of its latest event that carries one (by ts, then event_id).';
+COMMENT ON COLUMN clickstream.products.last_price_at IS 'ts of that event.';
+COMMENT ON COLUMN clickstream.products.last_price_event_id IS 'event_id of that event.';
+
+CREATE TABLE clickstream.orders (
+	order_id text PRIMARY KEY,
+	user_id text COLLATE "C" NOT NULL,
+	session_id uuid,
+	ordered_at timestamptz NOT NULL,
+	day date NOT NULL,
+	lines integer NOT NULL,
+	units bigint NOT NULL,
+	revenue numeric NOT NULL,
+	first_event_id text COLLATE "C" NOT NULL
+);
+
+CREATE INDEX orders_user ON clickstream.orders (user_id, ordered_at);
+CREATE INDEX orders_day ON clickstream.orders (day);
+
+COMMENT ON TABLE clickstream.orders IS
+'Gold: the order fact, one row per order. The purchase events with one order_id are the lines of one order, whenever they arrive; the order belongs to the user and session of its first line. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.orders.order_id IS 'order_id of its purchase events; event:<event_id> for a purchase without one (accepted when clickstream.require_order_id is off), which is an order of its own.';
+COMMENT ON COLUMN clickstream.orders.user_id IS 'User of its first line (the earliest purchase event, by ts then event_id).';
+COMMENT ON COLUMN clickstream.orders.session_id IS 'Session (clickstream.sessions) of its first line.';
+COMMENT ON COLUMN clickstream.orders.ordered_at IS 'ts of its first line.';
+COMMENT ON COLUMN clickstream.orders.day IS 'Day of ordered_at in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.orders.lines IS 'Purchase events of the order.';
+COMMENT ON COLUMN clickstream.orders.units IS 'Units: the sum of their quantities (1 when absent).';
+COMMENT ON COLUMN clickstream.orders.revenue IS 'Revenue: the sum of their price x quantity.';
+COMMENT ON COLUMN clickstream.orders.first_event_id IS 'event_id of its first line.';
+
+CREATE TABLE clickstream.users (
+	user_id text COLLATE "C" PRIMARY KEY,
+	first_seen timestamptz NOT NULL,
+	last_seen timestamptz NOT NULL,
+	first_event_id text COLLATE "C" NOT NULL,
+	last_event_id text COLLATE "C" NOT NULL,
+	utm_source text,
+	utm_medium text,
+	utm_campaign text,
+	country text,
+	device text,
+	events bigint NOT NULL,
+	sessions bigint NOT NULL,
+	orders bigint NOT NULL,
+	revenue numeric NOT NULL,
+	first_order_at timestamptz,
+	days_active integer NOT NULL
+);
+
+COMMENT ON TABLE clickstream.users IS
+'Gold: one row per user over all of silver, with first touch and lifetime value. Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.users.user_id IS 'User.';
+COMMENT ON COLUMN clickstream.users.first_seen IS 'Time of the user''s first event.';
+COMMENT ON COLUMN clickstream.users.last_seen IS 'Time of the user''s last event.';
+COMMENT ON COLUMN clickstream.users.first_event_id IS 'event_id of the first event (the first in (ts, event_id) order).';
+COMMENT ON COLUMN clickstream.users.last_event_id IS 'event_id of the last event.';
+COMMENT ON COLUMN clickstream.users.utm_source IS 'First touch: utm_source of the first event (NULL: direct).';
+COMMENT ON COLUMN clickstream.users.utm_medium IS 'First touch: utm_medium of the first event.';
+COMMENT ON COLUMN clickstream.users.utm_campaign IS 'First touch: utm_campaign of the first event.';
+COMMENT ON COLUMN clickstream.users.country IS 'country of the last event.';
+COMMENT ON COLUMN clickstream.users.device IS 'device of the last event.';
+COMMENT ON COLUMN clickstream.users.events IS 'Silver events of the user.';
+COMMENT ON COLUMN clickstream.users.sessions IS 'Sessions of the user (clickstream.sessions).';
+COMMENT ON COLUMN clickstream.users.orders IS 'Orders of the user (clickstream.orders.user_id).';
+COMMENT ON COLUMN clickstream.users.revenue IS 'Lifetime value: the revenue of those orders.';
+COMMENT ON COLUMN clickstream.users.first_order_at IS 'ordered_at of the first of those orders; NULL when none.';
+COMMENT ON COLUMN clickstream.users.days_active IS 'Days (clickstream.timezone) with at least one event of the user.';
+
+CREATE TABLE clickstream.active_users (
+	day date PRIMARY KEY,
+	dau bigint NOT NULL,
+	wau bigint NOT NULL,
+	mau bigint NOT NULL,
+	stickiness numeric
+);
+
+COMMENT ON TABLE clickstream.active_users IS
+'Gold: exact distinct active users per day: that day, in the 7 days and in the 30 days ending that day (clickstream.timezone); a row for every day that is in the 30-day window of some active day. Maintained by every refresh from the new (user, day) pairs only, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.active_users.day IS 'Day the windows end (included).';
+COMMENT ON COLUMN clickstream.active_users.dau IS 'Distinct users with an event that day.';
+COMMENT ON COLUMN clickstream.active_users.wau IS 'Distinct users with an event in the 7 days ending that day.';
+COMMENT ON COLUMN clickstream.active_users.mau IS 'Distinct users with an event in the 30 days ending that day.';
+COMMENT ON COLUMN clickstream.active_users.stickiness IS 'dau / mau, 4 decimals.';
+
+CREATE TABLE clickstream.cohort_retention (
+	cohort_week date NOT NULL,
+	week_number integer NOT NULL,
+	cohort_users bigint NOT NULL,
+	active_users bigint NOT NULL,
+	retention_rate numeric,
+	PRIMARY KEY (cohort_week, week_number)
+);
+
+COMMENT ON TABLE clickstream.cohort_retention IS
+'Gold: the retention table. Users belong to the cohort of the ISO week (Monday, clickstream.timezone) of their first event; a row tells how many of them had an event week_number weeks later (rows only where some did; week 0 is the whole cohort). Maintained by every refresh, equal to a full recomputation from silver.';
+COMMENT ON COLUMN clickstream.cohort_retention.cohort_week IS 'Monday of the week of the users'' first event.';
+COMMENT ON COLUMN clickstream.cohort_retention.week_number IS 'Weeks after the cohort week (0 = that week).';
+COMMENT ON COLUMN clickstream.cohort_retention.cohort_users IS 'Users in the cohort.';
+COMMENT ON COLUMN clickstream.cohort_retention.active_users IS 'Of them, users with an event in week week_number.';
+COMMENT ON COLUMN clickstream.cohort_retention.retention_rate IS 'active_users / cohort_users, 4 decimals.';
+
+CREATE TABLE clickstream.traffic_daily (
+	day date NOT NULL,
+	utm_source text NOT NULL,
+	utm_medium text NOT NULL,
+	utm_campaign text NOT NULL,
+	sessions bigint NOT NULL,
+	users bigint NOT NULL,
+	converted_sessions bigint NOT NULL,
+	revenue numeric NOT NULL,
+	PRIMARY KEY (day, utm_source, utm_medium, utm_campaign)
+);
+
+COMMENT ON TABLE clickstream.traffic_daily IS
+'Gold: acquisition per day by the first touch of each session (the utm_* of its first event), as Google Analytics reports it: a missing source is (direct), a missing medium or campaign (none). Sessions by the day they started. Maintained by every refresh, equal to a full recomputation from clickstream.sessions.';
+COMMENT ON COLUMN clickstream.traffic_daily.day IS 'Day the sessions started.';
+COMMENT ON COLUMN clickstream.traffic_daily.utm_source IS 'utm_source of the session''s first event; (direct) when none.';
+COMMENT ON COLUMN clickstream.traffic_daily.utm_medium IS 'utm_medium of the session''s first event; (none) when none.';
+COMMENT ON COLUMN clickstream.traffic_daily.utm_campaign IS 'utm_campaign of the session''s first event; (none) when none.';
+COMMENT ON COLUMN clickstream.traffic_daily.sessions IS 'Sessions.';
+COMMENT ON COLUMN clickstream.traffic_daily.users IS 'Distinct users of those sessions.';
+COMMENT ON COLUMN clickstream.traffic_daily.converted_sessions IS 'Sessions with a purchase.';
+COMMENT ON COLUMN clickstream.traffic_daily.revenue IS 'Revenue of the purchases of those sessions.';
+
+CREATE TABLE clickstream.audience_daily (
+	day date NOT NULL,
+	country text NOT NULL,
+	device text NOT NULL,
+	sessions bigint NOT NULL,
+	users bigint NOT NULL,
+	converted_sessions bigint NOT NULL,
+	revenue numeric NOT NULL,
+	PRIMARY KEY (day, country, device)
+);
+
+COMMENT ON TABLE clickstream.audience_daily IS
+'Gold: sessions per day by the country and device of their first event ((not set) when missing). Maintained by every refresh, equal to a full recomputation from clickstream.sessions.';
+COMMENT ON COLUMN clickstream.audience_daily.day IS 'Day the sessions started.';
+COMMENT ON COLUMN clickstream.audience_daily.country IS 'country of the session''s first event; (not set) when none.';
+COMMENT ON COLUMN clickstream.audience_daily.device IS 'device of the session''s first event; (not set) when none.';
+COMMENT ON COLUMN clickstream.audience_daily.sessions IS 'Sessions.';
+COMMENT ON COLUMN clickstream.audience_daily.users IS 'Distinct users of those sessions.';
+COMMENT ON COLUMN clickstream.audience_daily.converted_sessions IS 'Sessions with a purchase.';
+COMMENT ON COLUMN clickstream.audience_daily.revenue IS 'Revenue of the purchases of those sessions.';
+
+CREATE TABLE clickstream.pages_daily (
+	day date NOT NULL,
+	page_url text NOT NULL,
+	page_views bigint NOT NULL,
+	entrances bigint NOT NULL,
+	exits bigint NOT NULL,
+	users bigint NOT NULL,
+	PRIMARY KEY (day, page_url)
+);
+
+COMMENT ON TABLE clickstream.pages_daily IS
+'Gold: pages per day: views, and how often sessions started (landing page) or ended (exit page) on them ((not set) for a session whose first or last event has no page_url). Maintained by every refresh, equal to a full recomputation from silver and clickstream.sessions.';
+COMMENT ON COLUMN clickstream.pages_daily.day IS 'Day of the page views; for entrances and exits the day the session started.';
+COMMENT ON COLUMN clickstream.pages_daily.page_url IS 'page_url.';
+COMMENT ON COLUMN clickstream.pages_daily.page_views IS 'page_view events of the page that day.';
+COMMENT ON COLUMN clickstream.pages_daily.entrances IS 'Sessions that started there (landing_page).';
+COMMENT ON COLUMN clickstream.pages_daily.exits IS 'Sessions that ended there (exit_page).';
+COMMENT ON COLUMN clickstream.pages_daily.users IS 'Distinct users who viewed the page (page_view) that day.';
+
+-- The sets behind the distinct counts -------------------------------------------
+
+CREATE TABLE clickstream.user_days (
+	user_id text COLLATE "C" NOT NULL,
+	day date NOT NULL,
+	events bigint NOT NULL,
+	hours integer NOT NULL,
+	PRIMARY KEY (user_id, day)
+);
+
+COMMENT ON TABLE clickstream.user_days IS
+'Gold (state of the marts): one row per user and day with an event (clickstream.timezone): the set behind daily users, new users, days_active, WAU, MAU and retention.';
+COMMENT ON COLUMN clickstream.user_days.user_id IS 'User.';
+COMMENT ON COLUMN clickstream.user_days.day IS 'Day with at least one event of the user.';
+COMMENT ON COLUMN clickstream.user_days.events IS 'The user''s events that day.';
+COMMENT ON COLUMN clickstream.user_days.hours IS 'Hours of the day (bit 0 = 00:00-00:59 ... bit 23) with an event of the user: the set behind hourly_metrics.users.';
+
+CREATE TABLE clickstream.category_day_users (
+	day date NOT NULL,
+	category text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	PRIMARY KEY (day, category, user_id)
+);
+
+COMMENT ON TABLE clickstream.category_day_users IS
+'Gold (state of the marts): the users with an event of a category on a day, behind category_daily.users.';
+COMMENT ON COLUMN clickstream.category_day_users.day IS 'Day.';
+COMMENT ON COLUMN clickstream.category_day_users.category IS 'Category ((not set) for events without one).';
+COMMENT ON COLUMN clickstream.category_day_users.user_id IS 'User.';
+
+CREATE TABLE clickstream.page_day_users (
+	day date NOT NULL,
+	page_url text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	PRIMARY KEY (day, page_url, user_id)
+);
+
+COMMENT ON TABLE clickstream.page_day_users IS
+'Gold (state of the marts): the users who viewed a page on a day, behind pages_daily.users.';
+COMMENT ON COLUMN clickstream.page_day_users.day IS 'Day.';
+COMMENT ON COLUMN clickstream.page_day_users.page_url IS 'Page ((not set) for page views without a page_url).';
+COMMENT ON COLUMN clickstream.page_day_users.user_id IS 'User.';
+
+CREATE TABLE clickstream.traffic_day_users (
+	day date NOT NULL,
+	utm_source text NOT NULL,
+	utm_medium text NOT NULL,
+	utm_campaign text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	sessions bigint NOT NULL,
+	PRIMARY KEY (day, utm_source, utm_medium, utm_campaign, user_id)
+);
+
+COMMENT ON TABLE clickstream.traffic_day_users IS
+'Gold (state of the marts): per day and first touch, the users with sessions of it and how many: behind traffic_daily.users (a user counts while sessions > 0; sessions merge and split, so membership is counted, not only added).';
+COMMENT ON COLUMN clickstream.traffic_day_users.day IS 'Day the sessions started.';
+COMMENT ON COLUMN clickstream.traffic_day_users.utm_source IS 'As in traffic_daily.';
+COMMENT ON COLUMN clickstream.traffic_day_users.utm_medium IS 'As in traffic_daily.';
+COMMENT ON COLUMN clickstream.traffic_day_users.utm_campaign IS 'As in traffic_daily.';
+COMMENT ON COLUMN clickstream.traffic_day_users.user_id IS 'User.';
+COMMENT ON COLUMN clickstream.traffic_day_users.sessions IS 'The user''s sessions of that day and first touch (always > 0).';
+
+CREATE TABLE clickstream.audience_day_users (
+	day date NOT NULL,
+	country text NOT NULL,
+	device text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	sessions bigint NOT NULL,
+	PRIMARY KEY (day, country, device, user_id)
+);
+
+COMMENT ON TABLE clickstream.audience_day_users IS
+'Gold (state of the marts): per day, country and device, the users with sessions of it and how many, behind audience_daily.users.';
+COMMENT ON COLUMN clickstream.audience_day_users.day IS 'Day the sessions started.';
+COMMENT ON COLUMN clickstream.audience_day_users.country IS 'As in audience_daily.';
+COMMENT ON COLUMN clickstream.audience_day_users.device IS 'As in audience_daily.';
+COMMENT ON COLUMN clickstream.audience_day_users.user_id IS 'User.';
+COMMENT ON COLUMN clickstream.audience_day_users.sessions IS 'The user''s sessions of that day, country and device (always > 0).';
+
+-- Full recomputations ------------------------------------------------------------
+-- What each mart and set must hold, from silver (and clickstream.sessions),
+-- written once, plainly: rebuild_gold() fills the tables with them and
+-- verify_gold() compares the tables with them (80_gold.sql).
+
+CREATE FUNCTION clickstream.recompute_user_days()
+RETURNS SETOF clickstream.user_days
+LANGUAGE sql STABLE
+AS $$
+	SELECT e.user_id, clickstream.local_day(e.ts), count(*),
+		   bit_or(1 << clickstream.hour_of_day(e.ts))
+	FROM clickstream.events e
+	GROUP BY 1, 2
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_user_days() IS
+'Full recomputation of clickstream.user_days from silver.';
+
+CREATE FUNCTION clickstream.recompute_category_day_users()
+RETURNS SETOF clickstream.category_day_users
+LANGUAGE sql STABLE
+AS $$
+	SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'), e.user_id
+	FROM clickstream.events e
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_category_day_users() IS
+'Full recomputation of clickstream.category_day_users from silver.';
+
+CREATE FUNCTION clickstream.recompute_page_day_users()
+RETURNS SETOF clickstream.page_day_users
+LANGUAGE sql STABLE
+AS $$
+	SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.page_url, '(not set)'), e.user_id
+	FROM clickstream.events e
+	WHERE e.event_type = 'page_view'
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_page_day_users() IS
+'Full recomputation of clickstream.page_day_users from silver.';
+
+CREATE FUNCTION clickstream.recompute_traffic_day_users()
+RETURNS SETOF clickstream.traffic_day_users
+LANGUAGE sql STABLE
+AS $$
+	SELECT s.session_date, clickstream.label(s.utm_source, '(direct)'),
+		   clickstream.label(s.utm_medium, '(none)'), clickstream.label(s.utm_campaign, '(none)'),
+		   s.user_id, count(*)
+	FROM clickstream.sessions s
+	GROUP BY 1, 2, 3, 4, 5
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_traffic_day_users() IS
+'Full recomputation of clickstream.traffic_day_users from clickstream.sessions.';
+
+CREATE FUNCTION clickstream.recompute_audience_day_users()
+RETURNS SETOF clickstream.audience_day_users
+LANGUAGE sql STABLE
+AS $$
+	SELECT s.session_date, clickstream.label(s.country, '(not set)'),
+		   clickstream.label(s.device, '(not set)'), s.user_id, count(*)
+	FROM clickstream.sessions s
+	GROUP BY 1, 2, 3, 4
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_audience_day_users() IS
+'Full recomputation of clickstream.audience_day_users from clickstream.sessions.';
+
+CREATE FUNCTION clickstream.recompute_orders()
+RETURNS SETOF clickstream.orders
+LANGUAGE sql STABLE
+AS $$
+	WITH l AS (
+		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
+			   e.event_id, coalesce(e.quantity, 1) AS units, coalesce(e.revenue, 0) AS revenue
+		FROM clickstream.events e
+		WHERE e.event_type = 'purchase'),
+	f AS (
+		SELECT DISTINCT ON (l.order_id) l.order_id, l.user_id, l.ts, l.event_id
+		FROM l ORDER BY l.order_id, l.ts, l.event_id),
+	a AS (
+		SELECT l.order_id, count(*) AS lines, sum(l.units) AS units, sum(l.revenue) AS revenue
+		FROM l GROUP BY l.order_id)
+	SELECT f.order_id, f.user_id, s.session_id, f.ts, clickstream.local_day(f.ts),
+		   a.lines::integer, a.units, a.revenue, f.event_id
+	FROM f
+	JOIN a USING (order_id)
+	LEFT JOIN LATERAL (
+		SELECT s.session_id FROM clickstream.sessions s
+		WHERE s.user_id = f.user_id AND (s.session_start, s.first_event_id) <= (f.ts, f.event_id)
+		ORDER BY s.session_start DESC, s.first_event_id DESC
+		LIMIT 1) s ON true
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_orders() IS
+'Full recomputation of clickstream.orders from silver (and the sessions of the first lines).';
+
+CREATE FUNCTION clickstream.recompute_users()
+RETURNS SETOF clickstream.users
+LANGUAGE sql STABLE
+AS $$
+	WITH f AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
+			   e.utm_campaign
+		FROM clickstream.events e ORDER BY e.user_id, e.ts, e.event_id),
+	l AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country, e.device
+		FROM clickstream.events e ORDER BY e.user_id, e.ts DESC, e.event_id DESC),
+	n AS (
+		SELECT e.user_id, count(*) AS events, count(DISTINCT clickstream.local_day(e.ts)) AS days
+		FROM clickstream.events e GROUP BY e.user_id),
+	s AS (
+		SELECT s.user_id, count(*) AS sessions FROM clickstream.sessions s GROUP BY s.user_id),
+	o AS (
+		SELECT o.user_id, count(*) AS orders, sum(o.revenue) AS revenue, min(o.ordered_at) AS first_order_at
+		FROM clickstream.recompute_orders() o GROUP BY o.user_id)
+	SELECT f.user_id, f.ts, l.ts, f.event_id, l.event_id, f.utm_source, f.utm_medium,
+		   f.utm_campaign, l.country, l.device, n.events, coalesce(s.sessions, 0),
+		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, n.days::integer
+	FROM f
+	JOIN l USING (user_id)
+	JOIN n USING (user_id)
+	LEFT JOIN s USING (user_id)
+	LEFT JOIN o USING (user_id)
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_users() IS
+'Full recomputation of clickstream.users from silver, clickstream.sessions and the recomputed orders.';
+
+CREATE FUNCTION clickstream.recompute_products()
+RETURNS SETOF clickstream.products
+LANGUAGE sql STABLE
+AS $$
+	WITH a AS (
+		SELECT e.product_id, min(e.category) AS category, min(e.ts) AS first_seen,
+			   max(e.ts) AS last_seen,
+			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
+			   count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
+			   count(*) FILTER (WHERE e.event_type = 'remove_from_cart') AS removes,
+			   count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+			   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
+			   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		FROM clickstream.events e
+		WHERE e.product_id <> ''
+		GROUP BY e.product_id),
+	p AS (
+		SELECT DISTINCT ON (e.product_id) e.product_id, e.price, e.ts, e.event_id
+		FROM clickstream.events e
+		WHERE e.product_id <> '' AND e.price IS NOT NULL
+		ORDER BY e.product_id, e.ts DESC, e.event_id DESC)
+	SELECT a.product_id, a.category, a.first_seen, a.last_seen, a.page_views, a.add_to_carts,
+		   a.removes, a.purchases, a.units, a.revenue,
+		   clickstream.rate(a.add_to_carts, a.page_views), clickstream.rate(a.purchases, a.add_to_carts),
+		   p.price, p.ts, p.event_id
+	FROM a LEFT JOIN p USING (product_id)
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_products() IS
+'Full recomputation of clickstream.products from silver.';
+
+CREATE FUNCTION clickstream.recompute_product_daily()
+RETURNS SETOF clickstream.product_daily
+LANGUAGE sql STABLE
+AS $$
+	SELECT clickstream.local_day(e.ts), e.product_id, min(e.category),
+		   count(*) FILTER (WHERE e.event_type = 'page_view'),
+		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
+		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
+		   count(*) FILTER (WHERE e.event_type = 'purchase'),
+		   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0),
+		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
+	FROM clickstream.events e
+	WHERE e.product_id <> ''
+	GROUP BY 1, 2
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_product_daily() IS
+'Full recomputation of clickstream.product_daily from silver.';
+
+CREATE FUNCTION clickstream.recompute_category_daily()
+RETURNS SETOF clickstream.category_daily
+LANGUAGE sql STABLE
+AS $$
+	SELECT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'),
+		   count(*) FILTER (WHERE e.event_type = 'page_view'),
+		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
+		   count(*) FILTER (WHERE e.event_type = 'purchase'),
+		   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0),
+		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0),
+		   count(DISTINCT e.user_id)
+	FROM clickstream.events e
+	GROUP BY 1, 2
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_category_daily() IS
+'Full recomputation of clickstream.category_daily from silver.';
+
+CREATE FUNCTION clickstream.recompute_daily_metrics()
+RETURNS SETOF clickstream.daily_metrics
+LANGUAGE sql STABLE
+AS $$
+	WITH ev AS (
+		SELECT clickstream.local_day(e.ts) AS day, count(*) AS events,
+			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
+			   count(DISTINCT e.user_id) AS users,
+			   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
+			   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		FROM clickstream.events e GROUP BY 1),
+	nu AS (
+		SELECT f.day, count(*) AS new_users
+		FROM (SELECT clickstream.local_day(min(e.ts)) AS day FROM clickstream.events e GROUP BY e.user_id) f
+		GROUP BY f.day),
+	se AS (
+		SELECT s.session_date AS day, count(*) AS sessions,
+			   count(*) FILTER (WHERE s.events = 1 AND s.page_views = 1) AS bounced,
+			   count(*) FILTER (WHERE s.converted) AS converted,
+			   sum(extract(epoch FROM s.duration)) AS seconds
+		FROM clickstream.sessions s GROUP BY 1),
+	od AS (
+		SELECT o.day, count(*) AS orders FROM clickstream.recompute_orders() o GROUP BY 1),
+	d AS (
+		SELECT ev.day, ev.events, ev.page_views, ev.users, coalesce(nu.new_users, 0) AS new_users,
+			   coalesce(se.sessions, 0) AS sessions, coalesce(se.bounced, 0) AS bounced,
+			   coalesce(se.converted, 0) AS converted, coalesce(se.seconds, 0) AS seconds,
+			   coalesce(od.orders, 0) AS orders, ev.units, ev.revenue
+		FROM ev
+		LEFT JOIN nu USING (day)
+		LEFT JOIN se USING (day)
+		LEFT JOIN od USING (day))
+	SELECT d.day, d.events, d.page_views, d.users, d.new_users, d.sessions, d.bounced, d.converted,
+		   d.seconds, clickstream.rate(d.seconds, d.sessions), clickstream.rate(d.bounced, d.sessions),
+		   clickstream.rate(d.converted, d.sessions), d.orders, d.units, d.revenue,
+		   clickstream.rate(d.revenue, d.orders),
+		   clickstream.rate(d.revenue - p.revenue, p.revenue),
+		   clickstream.rate(d.users - p.users, p.users),
+		   clickstream.rate(d.orders - p.orders, p.orders)
+	FROM d LEFT JOIN d p ON p.day = d.day - 1
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_daily_metrics() IS
+'Full recomputation of clickstream.daily_metrics from silver, clickstream.sessions and the recomputed orders.';
+
+CREATE FUNCTION clickstream.recompute_hourly_metrics()
+RETURNS SETOF clickstream.hourly_metrics
+LANGUAGE sql STABLE
+AS $$
+	WITH ev AS (
+		SELECT clickstream.local_hour(e.ts) AS hour, count(*) AS events,
+			   count(DISTINCT e.user_id) AS users,
+			   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		FROM clickstream.events e GROUP BY 1),
+	se AS (
+		SELECT clickstream.local_hour(s.session_start) AS hour, count(*) AS sessions
+		FROM clickstream.sessions s GROUP BY 1),
+	od AS (
+		SELECT clickstream.local_hour(o.ordered_at) AS hour, count(*) AS orders
+		FROM clickstream.recompute_orders() o GROUP BY 1)
+	SELECT ev.hour, clickstream.local_day(ev.hour), ev.events, ev.users, coalesce(se.sessions, 0),
+		   coalesce(od.orders, 0), ev.revenue
+	FROM ev
+	LEFT JOIN se USING (hour)
+	LEFT JOIN od USING (hour)
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_hourly_metrics() IS
+'Full recomputation of clickstream.hourly_metrics from silver, clickstream.sessions and the recomputed orders.';
+
+-- Per (user, active day), the days up to the user's next active day are
+-- the ones it is the latest active day of: those days count the user in
+-- their 7- and 30-day windows while they are within 6 and 29 days of it.
+CREATE FUNCTION clickstream.recompute_active_users()
+RETURNS SETOF clickstream.active_users
+LANGUAGE sql STABLE
+AS $$
+	WITH ud AS (
+		SELECT e.user_id, clickstream.local_day(e.ts) AS day
+		FROM clickstream.events e GROUP BY 1, 2),
+	nx AS (
+		SELECT ud.day, lead(ud.day) OVER (PARTITION BY ud.user_id ORDER BY ud.day) AS next_day
+		FROM ud),
+	c AS (
+		SELECT nx.day + i AS day, count(*) FILTER (WHERE i = 0) AS dau,
+			   count(*) FILTER (WHERE i < 7) AS wau, count(*) AS mau
+		FROM nx, generate_series(0, least(29, coalesce(nx.next_day - nx.day - 1, 29))) i
+		GROUP BY 1)
+	SELECT c.day, c.dau, c.wau, c.mau, clickstream.rate(c.dau, c.mau) FROM c
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_active_users() IS
+'Full recomputation of clickstream.active_users from silver.';
+
+CREATE FUNCTION clickstream.recompute_cohort_retention()
+RETURNS SETOF clickstream.cohort_retention
+LANGUAGE sql STABLE
+AS $$
+	WITH ud AS (
+		SELECT e.user_id, clickstream.local_day(e.ts) AS day
+		FROM clickstream.events e GROUP BY 1, 2),
+	c AS (
+		SELECT ud.user_id, clickstream.week_of(min(ud.day)) AS cohort_week
+		FROM ud GROUP BY ud.user_id),
+	size AS (
+		SELECT c.cohort_week, count(*) AS users FROM c GROUP BY 1),
+	w AS (
+		SELECT DISTINCT ud.user_id, c.cohort_week,
+			   (clickstream.week_of(ud.day) - c.cohort_week) / 7 AS week_number
+		FROM ud JOIN c USING (user_id))
+	SELECT w.cohort_week, w.week_number, size.users, count(*), clickstream.rate(count(*), size.users)
+	FROM w JOIN size USING (cohort_week)
+	GROUP BY w.cohort_week, w.week_number, size.users
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_cohort_retention() IS
+'Full recomputation of clickstream.cohort_retention from silver.';
+
+CREATE FUNCTION clickstream.recompute_traffic_daily()
+RETURNS SETOF clickstream.traffic_daily
+LANGUAGE sql STABLE
+AS $$
+	SELECT s.session_date, clickstream.label(s.utm_source, '(direct)'),
+		   clickstream.label(s.utm_medium, '(none)'), clickstream.label(s.utm_campaign, '(none)'),
+		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), sum(s.revenue)
+	FROM clickstream.sessions s
+	GROUP BY 1, 2, 3, 4
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_traffic_daily() IS
+'Full recomputation of clickstream.traffic_daily from clickstream.sessions.';
+
+CREATE FUNCTION clickstream.recompute_audience_daily()
+RETURNS SETOF clickstream.audience_daily
+LANGUAGE sql STABLE
+AS $$
+	SELECT s.session_date, clickstream.label(s.country, '(not set)'),
+		   clickstream.label(s.device, '(not set)'),
+		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), sum(s.revenue)
+	FROM clickstream.sessions s
+	GROUP BY 1, 2, 3
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_audience_daily() IS
+'Full recomputation of clickstream.audience_daily from clickstream.sessions.';
+
+CREATE FUNCTION clickstream.recompute_pages_daily()
+RETURNS SETOF clickstream.pages_daily
+LANGUAGE sql STABLE
+AS $$
+	WITH v AS (
+		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.page_url, '(not set)') AS page_url,
+			   count(*) AS page_views, count(DISTINCT e.user_id) AS users
+		FROM clickstream.events e WHERE e.event_type = 'page_view' GROUP BY 1, 2),
+	i AS (
+		SELECT s.session_date AS day, clickstream.label(s.landing_page, '(not set)') AS page_url,
+			   count(*) AS entrances
+		FROM clickstream.sessions s GROUP BY 1, 2),
+	o AS (
+		SELECT s.session_date AS day, clickstream.label(s.exit_page, '(not set)') AS page_url,
+			   count(*) AS exits
+		FROM clickstream.sessions s GROUP BY 1, 2)
+	SELECT day, page_url, coalesce(v.page_views, 0), coalesce(i.entrances, 0), coalesce(o.exits, 0),
+		   coalesce(v.users, 0)
+	FROM v FULL JOIN i USING (day, page_url) FULL JOIN o USING (day, page_url)
+$$;
+
+COMMENT ON FUNCTION clickstream.recompute_pages_daily() IS
+'Full recomputation of clickstream.pages_daily from silver and clickstream.sessions.';
+
+-- Incremental maintenance ---------------------------------------------------------
+
+-- Per-call scratch tables of the marts; emptied at every commit.
+CREATE FUNCTION clickstream.marts_scratch()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF to_regclass('pg_temp.clickstream_day_delta') IS NOT NULL THEN
+		RETURN;
+	END IF;
+	-- additions to daily_metrics and hourly_metrics, summed when applied
+	CREATE TEMP TABLE clickstream_day_delta (
+		day date NOT NULL,
+		events bigint NOT NULL DEFAULT 0,
+		page_views bigint NOT NULL DEFAULT 0,
+		users bigint NOT NULL DEFAULT 0,
+		new_users bigint NOT NULL DEFAULT 0,
+		sessions bigint NOT NULL DEFAULT 0,
+		bounced bigint NOT NULL DEFAULT 0,
+		converted bigint NOT NULL DEFAULT 0,
+		seconds numeric NOT NULL DEFAULT 0,
+		orders bigint NOT NULL DEFAULT 0,
+		units bigint NOT NULL DEFAULT 0,
+		revenue numeric NOT NULL DEFAULT 0
+	) ON COMMIT DELETE ROWS;
+	CREATE TEMP TABLE clickstream_hour_delta (
+		hour timestamptz NOT NULL,
+		events bigint NOT NULL DEFAULT 0,
+		users bigint NOT NULL DEFAULT 0,
+		sessions bigint NOT NULL DEFAULT 0,
+		orders bigint NOT NULL DEFAULT 0,
+		revenue numeric NOT NULL DEFAULT 0
+	) ON COMMIT DELETE ROWS;
+	-- the step's events per user and day, with what user_days held before
+	CREATE TEMP TABLE clickstream_user_day_delta (
+		user_id text COLLATE "C" NOT NULL,
+		day date NOT NULL,
+		events bigint NOT NULL,
+		hours integer NOT NULL,
+		fresh boolean NOT NULL,
+		old_hours integer NOT NULL
+	) ON COMMIT DELETE ROWS;
+	-- the (user, day) pairs that are new, with the user's nearest old days
+	CREATE TEMP TABLE clickstream_new_days (
+		user_id text COLLATE "C" NOT NULL,
+		day date NOT NULL,
+		prev_old date,
+		next_old date,
+		prev_new date
+	) ON COMMIT DELETE ROWS;
+	-- per user with new days: the first day before and after
+	CREATE TEMP TABLE clickstream_user_firsts (
+		user_id text COLLATE "C" NOT NULL,
+		old_first date,
+		new_first date NOT NULL,
+		fresh integer NOT NULL
+	) ON COMMIT DELETE ROWS;
+	CREATE TEMP TABLE clickstream_active_delta (
+		day date NOT NULL,
+		dau bigint NOT NULL,
+		wau bigint NOT NULL,
+		mau bigint NOT NULL
+	) ON COMMIT DELETE ROWS;
+	CREATE TEMP TABLE clickstream_cohort_delta (
+		cohort_week date NOT NULL,
+		week_number integer NOT NULL,	-- -1: the cohort's size
+		users bigint NOT NULL
+	) ON COMMIT DELETE ROWS;
+	-- orders as they were (-1) and are (+1) after the step
+	CREATE TEMP TABLE clickstream_order_delta (
+		sign integer NOT NULL,
+		order_id text NOT NULL,
+		user_id text COLLATE "C" NOT NULL,
+		ordered_at timestamptz NOT NULL
+	) ON COMMIT DELETE ROWS;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_scratch() IS
+'Internal: create the session''s scratch tables of the marts'' maintenance (the deltas of a refresh step; ON COMMIT DELETE ROWS).';
+
+-- What the step's new events add: to the sets, the event counts, products,
+-- users and orders.  Reads pg_temp.clickstream_step_events.
+CREATE FUNCTION clickstream.marts_apply_events()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	tz text := current_setting('clickstream.timezone');
+BEGIN
+	-- (user, day): events, hours of activity, and whether the pair is new
+	INSERT INTO pg_temp.clickstream_user_day_delta
+	SELECT a.user_id, a.day, a.events, a.hours, u.user_id IS NULL, coalesce(u.hours, 0)
+	FROM (SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
+				 bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours
+		  FROM pg_temp.clickstream_step_events e GROUP BY 1, 2) a
+	LEFT JOIN clickstream.user_days u ON u.user_id = a.user_id AND u.day = a.day;
+
+	-- new pairs, and each user's nearest active days before and after them
+	-- (as user_days holds them before this step; index probes)
+	INSERT INTO pg_temp.clickstream_new_days
+	SELECT d.user_id, d.day,
+		   (SELECT max(u.day) FROM clickstream.user_days u WHERE u.user_id = d.user_id AND u.day < d.day),
+		   (SELECT min(u.day) FROM clickstream.user_days u WHERE u.user_id = d.user_id AND u.day > d.day),
+		   lag(d.day) OVER (PARTITION BY d.user_id ORDER BY d.day)
+	FROM pg_temp.clickstream_user_day_delta d
+	WHERE d.fresh;
+
+	INSERT INTO pg_temp.clickstream_user_firsts
+	SELECT n.user_id, f.first, least(f.first, min(n.day)), count(*)
+	FROM pg_temp.clickstream_new_days n
+	LEFT JOIN LATERAL (
+		SELECT min(u.day) AS first FROM clickstream.user_days u WHERE u.user_id = n.user_id) f ON true
+	GROUP BY n.user_id, f.first;
+
+	-- Active users: a new pair (u, d) adds u to the windows of the days
+	-- from d on that no other active day of u covered: with p the latest
+	-- active day before d (old, or new and earlier in this step) and n the
+	-- next old one, the W-day windows of [max(d, p + W), min(d + W - 1, n - 1)].
+	INSERT INTO pg_temp.clickstream_active_delta
+	SELECT x.day, sum(x.dau), sum(x.wau), sum(x.mau)
+	FROM pg_temp.clickstream_new_days n
+	CROSS JOIN LATERAL (SELECT greatest(n.prev_old, n.prev_new) AS p) p
+	CROSS JOIN LATERAL (
+		SELECT n.day AS day, 1 AS dau, 0 AS wau, 0 AS mau
+		UNION ALL
+		SELECT n.day + i, 0, 1, 0
+		FROM generate_series(greatest(0, p.p + 7 - n.day), least(6, n.next_old - 1 - n.day)) i
+		UNION ALL
+		SELECT n.day + i, 0, 0, 1
+		FROM generate_series(greatest(0, p.p + 30 - n.day), least(29, n.next_old - 1 - n.day)) i) x
+	GROUP BY x.day;
+
+	-- Retention.  A user whose cohort week stays: each week that gets its
+	-- first active day adds the user there.  A new user joins the cohort
+	-- of its first day with all the weeks of its new days.  A user whose
+	-- first day moves to an earlier week (a late event) leaves the old
+	-- cohort with all its weeks and joins the new one with all of them.
+	INSERT INTO pg_temp.clickstream_cohort_delta
+	SELECT x.cohort_week, x.week_number, sum(x.users)
+	FROM (
+		-- stays: first new day of a week with no old day in it
+		SELECT clickstream.week_of(f.new_first) AS cohort_week,
+			   (clickstream.week_of(n.day) - clickstream.week_of(f.new_first)) / 7 AS week_number,
+			   1 AS users
+		FROM pg_temp.clickstream_new_days n
+		JOIN pg_temp.clickstream_user_firsts f USING (user_id)
+		WHERE f.old_first IS NOT NULL
+			AND clickstream.week_of(f.old_first) = clickstream.week_of(f.new_first)
+			AND NOT coalesce(n.prev_old >= clickstream.week_of(n.day), false)
+			AND NOT coalesce(n.next_old <= clickstream.week_of(n.day) + 6, false)
+			AND NOT coalesce(n.prev_new >= clickstream.week_of(n.day), false)
+		UNION ALL
+		-- new users: size, and their weeks
+		SELECT clickstream.week_of(f.new_first), -1, 1
+		FROM pg_temp.clickstream_user_firsts f
+		WHERE f.old_first IS NULL
+		UNION ALL
+		SELECT DISTINCT ON (n.user_id, clickstream.week_of(n.day))
+			   clickstream.week_of(f.new_first),
+			   (clickstream.week_of(n.day) - clickstream.week_of(f.new_first)) / 7, 1
+		FROM pg_temp.clickstream_new_days n
+		JOIN pg_temp.clickstream_user_firsts f USING (user_id)
+		WHERE f.old_first IS NULL
+		UNION ALL
+		-- moved: out of the old cohort with the old weeks ...
+		SELECT clickstream.week_of(f.old_first), -1, -1
+		FROM pg_temp.clickstream_user_firsts f
+		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+		UNION ALL
+		SELECT clickstream.week_of(f.old_first),
+			   (w.week - clickstream.week_of(f.old_first)) / 7, -1
+		FROM pg_temp.clickstream_user_firsts f
+		CROSS JOIN LATERAL (
+			SELECT DISTINCT clickstream.week_of(u.day) AS week
+			FROM clickstream.user_days u WHERE u.user_id = f.user_id) w
+		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+		UNION ALL
+		-- ... into the new one with the old and new weeks
+		SELECT clickstream.week_of(f.new_first), -1, 1
+		FROM pg_temp.clickstream_user_firsts f
+		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+		UNION ALL
+		SELECT clickstream.week_of(f.new_first),
+			   (w.week - clickstream.week_of(f.new_first)) / 7, 1
+		FROM pg_temp.clickstream_user_firsts f
+		CROSS JOIN LATERAL (
+			SELECT clickstream.week_of(u.day) AS week
+			FROM clickstream.user_days u WHERE u.user_id = f.user_id
+			UNION
+			SELECT clickstream.week_of(n.day)
+			FROM pg_temp.clickstream_new_days n WHERE n.user_id = f.user_id) w
+		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+	) x
+	GROUP BY x.cohort_week, x.week_number
+	HAVING sum(x.users) <> 0;
+
+	-- daily and hourly: users, new users; the events' counts and sums
+	INSERT INTO pg_temp.clickstream_day_delta (day, users)
+	SELECT n.day, count(*) FROM pg_temp.clickstream_new_days n GROUP BY n.day;
+	INSERT INTO pg_temp.clickstream_day_delta (day, new_users)
+	SELECT f.new_first, 1 FROM pg_temp.clickstream_user_firsts f
+	WHERE f.old_first IS DISTINCT FROM f.new_first
+	UNION ALL
+	SELECT f.old_first, -1 FROM pg_temp.clickstream_user_firsts f
+	WHERE f.old_first <> f.new_first;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
+	SELECT (d.day + make_interval(hours => b)) AT TIME ZONE tz, count(*)
+	FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) b
+	WHERE (d.hours & ~d.old_hours) & (1 << b) <> 0
+	GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_day_delta (day, events, page_views, units, revenue)
+	SELECT clickstream.local_day(e.ts), count(*),
+		   count(*) FILTER (WHERE e.event_type = 'page_view'),
+		   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0),
+		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
+	FROM pg_temp.clickstream_step_events e GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, events, revenue)
+	SELECT clickstream.local_hour(e.ts), count(*),
+		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
+	FROM pg_temp.clickstream_step_events e GROUP BY 1;
+
+	-- users: counts, first touch, last event
+	INSERT INTO clickstream.users AS u (user_id, first_seen, last_seen, first_event_id,
+		last_event_id, utm_source, utm_medium, utm_campaign, country, device, events,
+		sessions, orders, revenue, first_order_at, days_active)
+	SELECT f.user_id, f.ts, l.ts, f.event_id, l.event_id, f.utm_source, f.utm_medium,
+		   f.utm_campaign, l.country, l.device, c.events, 0, 0, 0, NULL, coalesce(nf.fresh, 0)
+	FROM (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source,
+				 e.utm_medium, e.utm_campaign
+		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts, e.event_id) f
+	JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country, e.device
+		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts DESC, e.event_id DESC) l
+		USING (user_id)
+	JOIN (SELECT e.user_id, count(*) AS events
+		  FROM pg_temp.clickstream_step_events e GROUP BY e.user_id) c USING (user_id)
+	LEFT JOIN pg_temp.clickstream_user_firsts nf USING (user_id)
+	ON CONFLICT (user_id) DO UPDATE
+	SET events = u.events + excluded.events,
+		days_active = u.days_active + excluded.days_active,
+		first_seen = least(u.first_seen, excluded.first_seen),
+		first_event_id = CASE WHEN (excluded.first_seen, excluded.first_event_id) < (u.first_seen, u.first_event_id)
+							  THEN excluded.first_event_id ELSE u.first_event_id END,
+		utm_source = CASE WHEN (excluded.first_seen, excluded.first_event_id) < (u.first_seen, u.first_event_id)
+						  THEN excluded.utm_source ELSE u.utm_source END,
+		utm_medium = CASE WHEN (excluded.first_seen, excluded.first_event_id) < (u.first_seen, u.first_event_id)
+						  THEN excluded.utm_medium ELSE u.utm_medium END,
+		utm_campaign = CASE WHEN (excluded.first_seen, excluded.first_event_id) < (u.first_seen, u.first_event_id)
+							THEN excluded.utm_campaign ELSE u.utm_campaign END,
+		last_seen = greatest(u.last_seen, excluded.last_seen),
+		last_event_id = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
+							 THEN excluded.last_event_id ELSE u.last_event_id END,
+		country = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
+					   THEN excluded.country ELSE u.country END,
+		device = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
+					  THEN excluded.device ELSE u.device END;
+
+	-- the sets
+	INSERT INTO clickstream.user_days AS u (user_id, day, events, hours)
+	SELECT d.user_id, d.day, d.events, d.hours FROM pg_temp.clickstream_user_day_delta d
+	ON CONFLICT (user_id, day) DO UPDATE
+	SET events = u.events + excluded.events, hours = u.hours | excluded.hours;
+
+	WITH added AS (
+		INSERT INTO clickstream.category_day_users
+		SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'), e.user_id
+		FROM pg_temp.clickstream_step_events e
+		ON CONFLICT DO NOTHING
+		RETURNING day, category),
+	users AS (
+		SELECT a.day, a.category, count(*) AS users FROM added a GROUP BY 1, 2),
+	counts AS (
+		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.category, '(not set)') AS category,
+			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
+			   count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
+			   count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+			   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
+			   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		FROM pg_temp.clickstream_step_events e GROUP BY 1, 2)
+	INSERT INTO clickstream.category_daily AS t
+	SELECT c.day, c.category, c.page_views, c.add_to_carts, c.purchases, c.units, c.revenue,
+		   coalesce(u.users, 0)
+	FROM counts c LEFT JOIN users u USING (day, category)
+	ON CONFLICT (day, category) DO UPDATE
+	SET page_views = t.page_views + excluded.page_views,
+		add_to_carts = t.add_to_carts + excluded.add_to_carts,
+		purchases = t.purchases + excluded.purchases,
+		units = t.units + excluded.units,
+		revenue = t.revenue + excluded.revenue,
+		users = t.users + excluded.users;
+
+	WITH added AS (
+		INSERT INTO clickstream.page_day_users
+		SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.page_url, '(not set)'), e.user_id
+		FROM pg_temp.clickstream_step_events e
+		WHERE e.event_type = 'page_view'
+		ON CONFLICT DO NOTHING
+		RETURNING day, page_url),
+	users AS (
+		SELECT a.day, a.page_url, count(*) AS users FROM added a GROUP BY 1, 2),
+	counts AS (
+		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.page_url, '(not set)') AS page_url,
+			   count(*) AS page_views
+		FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'page_view' GROUP BY 1, 2)
+	INSERT INTO clickstream.pages_daily AS t
+	SELECT c.day, c.page_url, c.page_views, 0, 0, coalesce(u.users, 0)
+	FROM counts c LEFT JOIN users u USING (day, page_url)
+	ON CONFLICT (day, page_url) DO UPDATE
+	SET page_views = t.page_views + excluded.page_views,
+		users = t.users + excluded.users;
+
+	-- products, per day and over all time
+	INSERT INTO clickstream.product_daily AS t
+	SELECT clickstream.local_day(e.ts), e.product_id, min(e.category),
+		   count(*) FILTER (WHERE e.event_type = 'page_view'),
+		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
+		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
+		   count(*) FILTER (WHERE e.event_type = 'purchase'),
+		   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0),
+		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
+	FROM pg_temp.clickstream_step_events e
+	WHERE e.product_id <> ''
+	GROUP BY 1, 2
+	ON CONFLICT (day, product_id) DO UPDATE
+	SET category = least(t.category, excluded.category),
+		page_views = t.page_views + excluded.page_views,
+		add_to_carts = t.add_to_carts + excluded.add_to_carts,
+		removes = t.removes + excluded.removes,
+		purchases = t.purchases + excluded.purchases,
+		units = t.units + excluded.units,
+		revenue = t.revenue + excluded.revenue;
+
+	INSERT INTO clickstream.products AS t
+	SELECT a.product_id, a.category, a.first_seen, a.last_seen, a.page_views, a.add_to_carts,
+		   a.removes, a.purchases, a.units, a.revenue,
+		   clickstream.rate(a.add_to_carts, a.page_views), clickstream.rate(a.purchases, a.add_to_carts),
+		   p.price, p.ts, p.event_id
+	FROM (SELECT e.product_id, min(e.category) AS category, min(e.ts) AS first_seen,
+				 max(e.ts) AS last_seen,
+				 count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
+				 count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
+				 count(*) FILTER (WHERE e.event_type = 'remove_from_cart') AS removes,
+				 count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+				 coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
+				 coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		  FROM pg_temp.clickstream_step_events e
+		  WHERE e.product_id <> ''
+		  GROUP BY e.product_id) a
+	LEFT JOIN (SELECT DISTINCT ON (e.product_id) e.product_id, e.price, e.ts, e.event_id
+			   FROM pg_temp.clickstream_step_events e
+			   WHERE e.product_id <> '' AND e.price IS NOT NULL
+			   ORDER BY e.product_id, e.ts DESC, e.event_id DESC) p USING (product_id)
+	ON CONFLICT (product_id) DO UPDATE
+	SET category = least(t.category, excluded.category),
+		first_seen = least(t.first_seen, excluded.first_seen),
+		last_seen = greatest(t.last_seen, excluded.last_seen),
+		page_views = t.page_views + excluded.page_views,
+		add_to_carts = t.add_to_carts + excluded.add_to_carts,
+		removes = t.removes + excluded.removes,
+		purchases = t.purchases + excluded.purchases,
+		units = t.units + excluded.units,
+		revenue = t.revenue + excluded.revenue,
+		view_to_cart_rate = clickstream.rate(t.add_to_carts + excluded.add_to_carts,
+											 t.page_views + excluded.page_views),
+		cart_to_purchase_rate = clickstream.rate(t.purchases + excluded.purchases,
+												 t.add_to_carts + excluded.add_to_carts),
+		last_price = CASE WHEN t.last_price_at IS NULL
+							   OR (excluded.last_price_at, excluded.last_price_event_id) > (t.last_price_at, t.last_price_event_id)
+						  THEN coalesce(excluded.last_price, t.last_price) ELSE t.last_price END,
+		last_price_event_id = CASE WHEN t.last_price_at IS NULL
+									   OR (excluded.last_price_at, excluded.last_price_event_id) > (t.last_price_at, t.last_price_event_id)
+								  THEN coalesce(excluded.last_price_event_id, t.last_price_event_id)
+								  ELSE t.last_price_event_id END,
+		last_price_at = CASE WHEN t.last_price_at IS NULL
+								 OR (excluded.last_price_at, excluded.last_price_event_id) > (t.last_price_at, t.last_price_event_id)
+							THEN coalesce(excluded.last_price_at, t.last_price_at) ELSE t.last_price_at END;
+
+	-- orders: the step's lines added to their order; what the orders
+	-- counted before and count now
+	INSERT INTO pg_temp.clickstream_order_delta
+	SELECT -1, o.order_id, o.user_id, o.ordered_at
+	FROM clickstream.orders o
+	WHERE o.order_id IN (
+		SELECT clickstream.order_key(e.order_id, e.event_id)
+		FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'purchase');
+	WITH l AS (
+		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
+			   e.event_id, coalesce(e.quantity, 1) AS units, coalesce(e.revenue, 0) AS revenue
+		FROM pg_temp.clickstream_step_events e
+		WHERE e.event_type = 'purchase'),
+	written AS (
+		INSERT INTO clickstream.orders AS o (order_id, user_id, session_id, ordered_at, day, lines,
+			units, revenue, first_event_id)
+		SELECT f.order_id, f.user_id, NULL, f.ts, clickstream.local_day(f.ts), a.lines, a.units,
+			   a.revenue, f.event_id
+		FROM (SELECT DISTINCT ON (l.order_id) l.order_id, l.user_id, l.ts, l.event_id
+			  FROM l ORDER BY l.order_id, l.ts, l.event_id) f
+		JOIN (SELECT l.order_id, count(*)::integer AS lines, sum(l.units) AS units,
+					 sum(l.revenue) AS revenue
+			  FROM l GROUP BY l.order_id) a USING (order_id)
+		ON CONFLICT (order_id) DO UPDATE
+		SET lines = o.lines + excluded.lines,
+			units = o.units + excluded.units,
+			revenue = o.revenue + excluded.revenue,
+			user_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+						   THEN excluded.user_id ELSE o.user_id END,
+			day = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+					   THEN excluded.day ELSE o.day END,
+			first_event_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+								  THEN excluded.first_event_id ELSE o.first_event_id END,
+			ordered_at = least(o.ordered_at, excluded.ordered_at)
+		RETURNING o.order_id, o.user_id, o.ordered_at)
+	INSERT INTO pg_temp.clickstream_order_delta
+	SELECT 1, w.order_id, w.user_id, w.ordered_at FROM written w;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_apply_events() IS
+'Internal (clickstream.refresh_gold()): add what the step''s new events (pg_temp.clickstream_step_events) count to the sets, products, users and orders, and record what they add to the daily, hourly, active-user and retention tables in the scratch deltas.';
+
+-- Add signed per-user counts to a reference-counted set (traffic_day_users,
+-- audience_day_users) and return, per key, how many users joined (+) or
+-- left (-) it.  deltas: rows of the set's key columns, user_id and sign.
+CREATE FUNCTION clickstream.marts_count_members(target regclass, keys text[], deltas text)
+RETURNS TABLE (key jsonb, users bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	cols text := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k);
+	d_cols text := (SELECT string_agg(format('d.%I', k), ', ') FROM unnest(keys) k);
+	same text := (SELECT string_agg(format('t.%1$I = d.%1$I', k), ' AND ') FROM unnest(keys) k);
+	as_key text := (SELECT format('jsonb_build_array(%s)', string_agg(format('d.%I', k), ', ')) FROM unnest(keys) k);
+BEGIN
+	RETURN QUERY EXECUTE format($q$
+		WITH d AS (
+			SELECT %2$s, d.user_id, sum(d.sign) AS sign
+			FROM (%4$s) d GROUP BY %2$s, d.user_id HAVING sum(d.sign) <> 0),
+		old AS (
+			SELECT %2$s, d.user_id, d.sign, coalesce(t.sessions, 0) AS before
+			FROM d LEFT JOIN %1$s t ON %5$s AND t.user_id = d.user_id),
+		gone AS (
+			DELETE FROM %1$s t USING old d
+			WHERE %5$s AND t.user_id = d.user_id AND d.before + d.sign <= 0),
+		kept AS (
+			INSERT INTO %1$s AS t (%3$s, user_id, sessions)
+			SELECT %2$s, d.user_id, d.sign FROM old d WHERE d.before + d.sign > 0
+			ON CONFLICT (%3$s, user_id) DO UPDATE SET sessions = t.sessions + excluded.sessions)
+		SELECT %6$s, sum(CASE WHEN d.before = 0 THEN 1 WHEN d.before + d.sign <= 0 THEN -1 ELSE 0 END)::bigint
+		FROM old d
+		GROUP BY 1
+	$q$, target, d_cols, cols, deltas, same, as_key);
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_count_members(regclass, text[], text) IS
+'Internal: add signed per-user session counts (a query of key columns, user_id, sign) to a reference-counted set of users, dropping members that reach 0, and return per key how many users joined or left.';
+
+-- What the sessions the step removed (-1) and wrote (+1) count: from
+-- pg_temp.clickstream_session_delta.
+CREATE FUNCTION clickstream.marts_apply_sessions()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	INSERT INTO pg_temp.clickstream_day_delta (day, sessions, bounced, converted, seconds)
+	SELECT d.session_date, sum(d.sign),
+		   coalesce(sum(d.sign) FILTER (WHERE d.events = 1 AND d.page_views = 1), 0),
+		   coalesce(sum(d.sign) FILTER (WHERE d.converted), 0),
+		   sum(d.sign * extract(epoch FROM d.duration))
+	FROM pg_temp.clickstream_session_delta d
+	GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, sessions)
+	SELECT clickstream.local_hour(d.session_start), sum(d.sign)
+	FROM pg_temp.clickstream_session_delta d
+	GROUP BY 1;
+
+	-- users: their sessions
+	UPDATE clickstream.users u SET sessions = u.sessions + d.sessions
+	FROM (SELECT d.user_id, sum(d.sign) AS sessions
+		  FROM pg_temp.clickstream_session_delta d GROUP BY 1 HAVING sum(d.sign) <> 0) d
+	WHERE u.user_id = d.user_id;
+
+	-- traffic and audience: counts, and their users through the counted sets
+	WITH c AS (
+		SELECT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
+			   clickstream.label(d.utm_medium, '(none)') AS utm_medium,
+			   clickstream.label(d.utm_campaign, '(none)') AS utm_campaign,
+			   sum(d.sign) AS sessions, coalesce(sum(d.sign) FILTER (WHERE d.converted), 0) AS converted,
+			   sum(d.sign * d.revenue) AS revenue
+		FROM pg_temp.clickstream_session_delta d GROUP BY 1, 2, 3, 4),
+	u AS (
+		SELECT (m.key ->> 0)::date AS day, m.key ->> 1 AS utm_source, m.key ->> 2 AS utm_medium,
+			   m.key ->> 3 AS utm_campaign, m.users
+		FROM clickstream.marts_count_members('clickstream.traffic_day_users',
+			ARRAY['day', 'utm_source', 'utm_medium', 'utm_campaign'], $q$
+				SELECT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
+					   clickstream.label(d.utm_medium, '(none)') AS utm_medium,
+					   clickstream.label(d.utm_campaign, '(none)') AS utm_campaign, d.user_id, d.sign
+				FROM pg_temp.clickstream_session_delta d $q$) m)
+	INSERT INTO clickstream.traffic_daily AS t
+	SELECT day, utm_source, utm_medium, utm_campaign, coalesce(c.sessions, 0), coalesce(u.users, 0),
+		   coalesce(c.converted, 0), coalesce(c.revenue, 0)
+	FROM c FULL JOIN u USING (day, utm_source, utm_medium, utm_campaign)
+	ON CONFLICT (day, utm_source, utm_medium, utm_campaign) DO UPDATE
+	SET sessions = t.sessions + excluded.sessions,
+		users = t.users + excluded.users,
+		converted_sessions = t.converted_sessions + excluded.converted_sessions,
+		revenue = t.revenue + excluded.revenue;
+	DELETE FROM clickstream.traffic_daily t
+	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
+				  clickstream.label(d.utm_medium, '(none)') AS utm_medium,
+				  clickstream.label(d.utm_campaign, '(none)') AS utm_campaign
+		   FROM pg_temp.clickstream_session_delta d) k
+	WHERE t.day = k.day AND t.utm_source = k.utm_source AND t.utm_medium = k.utm_medium
+		AND t.utm_campaign = k.utm_campaign AND t.sessions = 0;
+
+	WITH c AS (
+		SELECT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
+			   clickstream.label(d.device, '(not set)') AS device,
+			   sum(d.sign) AS sessions, coalesce(sum(d.sign) FILTER (WHERE d.converted), 0) AS converted,
+			   sum(d.sign * d.revenue) AS revenue
+		FROM pg_temp.clickstream_session_delta d GROUP BY 1, 2, 3),
+	u AS (
+		SELECT (m.key ->> 0)::date AS day, m.key ->> 1 AS country, m.key ->> 2 AS device, m.users
+		FROM clickstream.marts_count_members('clickstream.audience_day_users',
+			ARRAY['day', 'country', 'device'], $q$
+				SELECT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
+					   clickstream.label(d.device, '(not set)') AS device, d.user_id, d.sign
+				FROM pg_temp.clickstream_session_delta d $q$) m)
+	INSERT INTO clickstream.audience_daily AS t
+	SELECT day, country, device, coalesce(c.sessions, 0), coalesce(u.users, 0),
+		   coalesce(c.converted, 0), coalesce(c.revenue, 0)
+	FROM c FULL JOIN u USING (day, country, device)
+	ON CONFLICT (day, country, device) DO UPDATE
+	SET sessions = t.sessions + excluded.sessions,
+		users = t.users + excluded.users,
+		converted_sessions = t.converted_sessions + excluded.converted_sessions,
+		revenue = t.revenue + excluded.revenue;
+	DELETE FROM clickstream.audience_daily t
+	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
+				  clickstream.label(d.device, '(not set)') AS device
+		   FROM pg_temp.clickstream_session_delta d) k
+	WHERE t.day = k.day AND t.country = k.country AND t.device = k.device AND t.sessions = 0;
+
+	-- pages: entrances and exits
+	INSERT INTO clickstream.pages_daily AS t
+	SELECT x.day, x.page_url, 0, sum(x.entrances), sum(x.exits), 0
+	FROM (SELECT d.session_date AS day, clickstream.label(d.landing_page, '(not set)') AS page_url,
+				 d.sign AS entrances, 0 AS exits
+		  FROM pg_temp.clickstream_session_delta d
+		  UNION ALL
+		  SELECT d.session_date, clickstream.label(d.exit_page, '(not set)'), 0, d.sign
+		  FROM pg_temp.clickstream_session_delta d) x
+	GROUP BY 1, 2
+	HAVING sum(x.entrances) <> 0 OR sum(x.exits) <> 0
+	ON CONFLICT (day, page_url) DO UPDATE
+	SET entrances = t.entrances + excluded.entrances,
+		exits = t.exits + excluded.exits;
+	DELETE FROM clickstream.pages_daily t
+	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.landing_page, '(not set)') AS page_url
+		   FROM pg_temp.clickstream_session_delta d
+		   UNION
+		   SELECT d.session_date, clickstream.label(d.exit_page, '(not set)')
+		   FROM pg_temp.clickstream_session_delta d) k
+	WHERE t.day = k.day AND t.page_url = k.page_url
+		AND t.page_views = 0 AND t.entrances = 0 AND t.exits = 0;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_apply_sessions() IS
+'Internal (clickstream.refresh_gold()): add what the sessions the step removed (-1) and wrote (+1) count (pg_temp.clickstream_session_delta) to traffic_daily, audience_daily, pages_daily, users and the daily and hourly deltas.';
+
+-- Orders after the step: their sessions (new orders, and the orders of the
+-- users whose sessions were recomputed), their counts per day and hour, and
+-- their owners' lifetime value.  dirty: a query of (user_id, from_ts,
+-- to_ts), the ranges whose sessions were replaced.
+CREATE FUNCTION clickstream.marts_apply_orders(dirty text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	EXECUTE format($q$
+		UPDATE clickstream.orders o
+		SET session_id = (
+			SELECT s.session_id FROM clickstream.sessions s
+			WHERE s.user_id = o.user_id AND (s.session_start, s.first_event_id) <= (o.ordered_at, o.first_event_id)
+			ORDER BY s.session_start DESC, s.first_event_id DESC
+			LIMIT 1)
+		WHERE o.order_id IN (SELECT d.order_id FROM pg_temp.clickstream_order_delta d WHERE d.sign = 1)
+		   OR o.ctid = ANY (ARRAY(
+				SELECT x.ctid
+				FROM (%s) d
+				CROSS JOIN LATERAL (
+					SELECT o2.ctid FROM clickstream.orders o2
+					WHERE o2.user_id = d.user_id AND o2.ordered_at >= d.from_ts
+						AND o2.ordered_at <= d.to_ts) x))
+	$q$, dirty);
+
+	INSERT INTO pg_temp.clickstream_day_delta (day, orders)
+	SELECT clickstream.local_day(d.ordered_at), sum(d.sign)
+	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, orders)
+	SELECT clickstream.local_hour(d.ordered_at), sum(d.sign)
+	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
+
+	UPDATE clickstream.users u
+	SET orders = coalesce(o.orders, 0), revenue = coalesce(o.revenue, 0),
+		first_order_at = o.first_order_at
+	FROM (SELECT DISTINCT d.user_id FROM pg_temp.clickstream_order_delta d) k
+	LEFT JOIN LATERAL (
+		SELECT count(*) AS orders, sum(o.revenue) AS revenue, min(o.ordered_at) AS first_order_at
+		FROM clickstream.orders o WHERE o.user_id = k.user_id) o ON true
+	WHERE u.user_id = k.user_id;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_apply_orders(text) IS
+'Internal (clickstream.refresh_gold()): set the sessions of the orders the step wrote and of the orders in the recomputed session ranges, record the order counts per day and hour, and recompute the order count, revenue and first order of their users.';
+
+-- Add the scratch deltas to daily_metrics, hourly_metrics, active_users
+-- and cohort_retention, with the rates and growth of the rows touched.
+CREATE FUNCTION clickstream.marts_apply_deltas()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	WITH d AS (
+		SELECT d.day, sum(d.events) AS events, sum(d.page_views) AS page_views,
+			   sum(d.users) AS users, sum(d.new_users) AS new_users, sum(d.sessions) AS sessions,
+			   sum(d.bounced) AS bounced, sum(d.converted) AS converted, sum(d.seconds) AS seconds,
+			   sum(d.orders) AS orders, sum(d.units) AS units, sum(d.revenue) AS revenue
+		FROM pg_temp.clickstream_day_delta d GROUP BY d.day)
+	INSERT INTO clickstream.daily_metrics AS t (day, events, page_views, users, new_users,
+		sessions, bounced_sessions, converted_sessions, session_seconds, orders, units, revenue)
+	SELECT * FROM d
+	ON CONFLICT (day) DO UPDATE
+	SET events = t.events + excluded.events,
+		page_views = t.page_views + excluded.page_views,
+		users = t.users + excluded.users,
+		new_users = t.new_users + excluded.new_users,
+		sessions = t.sessions + excluded.sessions,
+		bounced_sessions = t.bounced_sessions + excluded.bounced_sessions,
+		converted_sessions = t.converted_sessions + excluded.converted_sessions,
+		session_seconds = t.session_seconds + excluded.session_seconds,
+		orders = t.orders + excluded.orders,
+		units = t.units + excluded.units,
+		revenue = t.revenue + excluded.revenue;
+	DELETE FROM clickstream.daily_metrics t
+	USING (SELECT DISTINCT d.day FROM pg_temp.clickstream_day_delta d) k
+	WHERE t.day = k.day AND t.events = 0;
+	-- the rates of the days touched, the growth of those and of the next
+	UPDATE clickstream.daily_metrics t
+	SET avg_session_seconds = clickstream.rate(t.session_seconds, t.sessions),
+		bounce_rate = clickstream.rate(t.bounced_sessions, t.sessions),
+		conversion_rate = clickstream.rate(t.converted_sessions, t.sessions),
+		aov = clickstream.rate(t.revenue, t.orders),
+		revenue_growth = clickstream.rate(t.revenue - p.revenue, p.revenue),
+		users_growth = clickstream.rate(t.users - p.users, p.users),
+		orders_growth = clickstream.rate(t.orders - p.orders, p.orders)
+	FROM (SELECT d.day FROM pg_temp.clickstream_day_delta d
+		  UNION SELECT d.day + 1 FROM pg_temp.clickstream_day_delta d) k
+	LEFT JOIN clickstream.daily_metrics p ON p.day = k.day - 1
+	WHERE t.day = k.day;
+
+	WITH d AS (
+		SELECT d.hour, sum(d.events) AS events, sum(d.users) AS users,
+			   sum(d.sessions) AS sessions, sum(d.orders) AS orders, sum(d.revenue) AS revenue
+		FROM pg_temp.clickstream_hour_delta d GROUP BY d.hour)
+	INSERT INTO clickstream.hourly_metrics AS t
+	SELECT d.hour, clickstream.local_day(d.hour), d.events, d.users, d.sessions, d.orders, d.revenue
+	FROM d
+	ON CONFLICT (hour) DO UPDATE
+	SET events = t.events + excluded.events,
+		users = t.users + excluded.users,
+		sessions_started = t.sessions_started + excluded.sessions_started,
+		orders = t.orders + excluded.orders,
+		revenue = t.revenue + excluded.revenue;
+	DELETE FROM clickstream.hourly_metrics t
+	USING (SELECT DISTINCT d.hour FROM pg_temp.clickstream_hour_delta d) k
+	WHERE t.hour = k.hour AND t.events = 0;
+
+	INSERT INTO clickstream.active_users AS t
+	SELECT d.day, d.dau, d.wau, d.mau, NULL FROM pg_temp.clickstream_active_delta d
+	ON CONFLICT (day) DO UPDATE
+	SET dau = t.dau + excluded.dau, wau = t.wau + excluded.wau, mau = t.mau + excluded.mau;
+	UPDATE clickstream.active_users t SET stickiness = clickstream.rate(t.dau, t.mau)
+	FROM pg_temp.clickstream_active_delta d WHERE t.day = d.day;
+
+	-- retention: the cohorts' sizes, then the weeks' active users
+	WITH size AS (
+		SELECT d.cohort_week, sum(d.users) AS users
+		FROM pg_temp.clickstream_cohort_delta d WHERE d.week_number = -1 GROUP BY 1)
+	UPDATE clickstream.cohort_retention t SET cohort_users = t.cohort_users + s.users
+	FROM size s WHERE t.cohort_week = s.cohort_week;
+	INSERT INTO clickstream.cohort_retention AS t
+	SELECT d.cohort_week, d.week_number,
+		   coalesce((SELECT c.cohort_users FROM clickstream.cohort_retention c
+					 WHERE c.cohort_week = d.cohort_week AND c.week_number = 0),
+					(SELECT sum(s.users) FROM pg_temp.clickstream_cohort_delta s
+					 WHERE s.cohort_week = d.cohort_week AND s.week_number = -1), 0),
+		   d.users, NULL
+	FROM pg_temp.clickstream_cohort_delta d WHERE d.week_number >= 0
+	ON CONFLICT (cohort_week, week_number) DO UPDATE
+	SET active_users = t.active_users + excluded.active_users;
+	DELETE FROM clickstream.cohort_retention t
+	USING (SELECT DISTINCT d.cohort_week FROM pg_temp.clickstream_cohort_delta d) k
+	WHERE t.cohort_week = k.cohort_week AND (t.active_users = 0 OR t.cohort_users = 0);
+	UPDATE clickstream.cohort_retention t
+	SET retention_rate = clickstream.rate(t.active_users, t.cohort_users)
+	FROM (SELECT DISTINCT d.cohort_week FROM pg_temp.clickstream_cohort_delta d) k
+	WHERE t.cohort_week = k.cohort_week;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.marts_apply_deltas() IS
+'Internal (clickstream.refresh_gold()): add the step''s scratch deltas to daily_metrics, hourly_metrics, active_users and cohort_retention, and recompute the rates and day-over-day growth of the rows they touched.';
+
+-- Rebuild every mart and set from silver and clickstream.sessions.
+CREATE FUNCTION clickstream.rebuild_marts()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	TRUNCATE clickstream.daily_metrics, clickstream.hourly_metrics, clickstream.category_daily,
+		clickstream.product_daily, clickstream.products, clickstream.orders, clickstream.users,
+		clickstream.active_users, clickstream.cohort_retention, clickstream.traffic_daily,
+		clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days,
+		clickstream.category_day_users, clickstream.page_day_users,
+		clickstream.traffic_day_users, clickstream.audience_day_users;
+	INSERT INTO clickstream.user_days SELECT * FROM clickstream.recompute_user_days();
+	INSERT INTO clickstream.category_day_users SELECT * FROM clickstream.recompute_category_day_users();
+	INSERT INTO clickstream.page_day_users SELECT * FROM clickstream.recompute_page_day_users();
+	INSERT INTO clickstream.traffic_day_users SELECT * FROM clickstream.recompute_traffic_day_users();
+	INSERT INTO clickstream.audience_day_users SELECT * FROM clickstream.recompute_audience_day_users();
+	INSERT INTO clickstream.orders SELECT * FROM clickstream.recompute_orders();
+	INSERT INTO clickstream.users SELECT * FROM clickstream.recompute_users();
+	INSERT INTO clickstream.products SELECT * FROM clickstream.recompute_products();
+	INSERT INTO clickstream.product_daily SELECT * FROM clickstream.recompute_product_daily();
+	INSERT INTO clickstream.category_daily SELECT * FROM clickstream.recompute_category_daily();
+	INSERT INTO clickstream.daily_metrics SELECT * FROM clickstream.recompute_daily_metrics();
+	INSERT INTO clickstream.hourly_metrics SELECT * FROM clickstream.recompute_hourly_metrics();
+	INSERT INTO clickstream.active_users SELECT * FROM clickstream.recompute_active_users();
+	INSERT INTO clickstream.cohort_retention SELECT * FROM clickstream.recompute_cohort_retention();
+	INSERT INTO clickstream.traffic_daily SELECT * FROM clickstream.recompute_traffic_daily();
+	INSERT INTO clickstream.audience_daily SELECT * FROM clickstream.recompute_audience_daily();
+	INSERT INTO clickstream.pages_daily SELECT * FROM clickstream.recompute_pages_daily();
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.rebuild_marts() IS
+'Internal (clickstream.rebuild_gold()): empty every mart and set and fill it with its full recomputation.';
+
+REVOKE ALL ON FUNCTION clickstream.marts_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_apply_events() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_count_members(regclass, text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_apply_sessions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_apply_orders(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_apply_deltas() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.rebuild_marts() FROM PUBLIC;
