@@ -106,6 +106,14 @@ CREATE TABLE clickstream.events (
 ) PARTITION BY RANGE (event_date);
 
 CREATE INDEX events_user_ts ON clickstream.events (user_id, ts);
+-- what is recent, for the live view (70_marts.sql): a BRIN on time (the
+-- newest pages are unsummarized and always read) and the purchases by time
+CREATE INDEX events_ts_brin ON clickstream.events USING brin (ts);
+CREATE INDEX events_purchase_ts ON clickstream.events (ts) WHERE event_type = 'purchase';
+
+COMMENT ON INDEX clickstream.events_user_ts IS 'A user''s events in time order: what gold reads per affected user.';
+COMMENT ON INDEX clickstream.events_ts_brin IS 'Events by time, in page ranges: the last minutes for clickstream.live.';
+COMMENT ON INDEX clickstream.events_purchase_ts IS 'Purchases by time: the last hour''s revenue for clickstream.live_summary.';
 
 COMMENT ON TABLE clickstream.events IS
 'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';

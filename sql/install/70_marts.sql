@@ -1611,3 +1611,73 @@ REVOKE ALL ON FUNCTION clickstream.marts_apply_sessions() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.marts_apply_orders(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.marts_apply_deltas() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_marts() FROM PUBLIC;
+
+-- Right now ------------------------------------------------------------------------
+
+-- The last minutes at query time: silver's newest events (through the BRIN
+-- and purchase indexes of clickstream.events) and what bronze holds that the
+-- refresh has not promoted yet, parsed on the fly.
+CREATE VIEW clickstream.live AS
+WITH recent AS (
+	SELECT e.user_id, e.ts, e.event_type, e.revenue
+	FROM clickstream.events e
+	WHERE e.ts >= now() - interval '5 minutes'
+		AND e.event_date >= (now() AT TIME ZONE current_setting('clickstream.timezone'))::date - 2
+	UNION ALL
+	SELECT p.user_id, p.ts, p.event_type, p.revenue
+	FROM clickstream.bronze b
+	CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
+	WHERE p.reason IS NULL AND p.ts >= now() - interval '5 minutes')
+SELECT to_timestamp(floor(extract(epoch FROM r.ts) / 10) * 10) AS bucket,
+	   count(*) AS events,
+	   count(DISTINCT r.user_id) AS users,
+	   count(*) FILTER (WHERE r.event_type = 'purchase') AS purchases,
+	   coalesce(sum(r.revenue) FILTER (WHERE r.event_type = 'purchase'), 0) AS revenue
+FROM recent r
+GROUP BY 1;
+
+COMMENT ON VIEW clickstream.live IS
+'Right now, seconds fresh: per 10-second bucket of the last 5 minutes, events, distinct users, purchases and revenue, from silver and from the bronze rows the refresh has not promoted yet (parsed on the fly). The bronze part is validated but not deduplicated: a redelivered event is counted again until it is promoted, and a user with events on both sides of a bucket is exact. Its cost follows the events of the last 5 minutes, not history.';
+COMMENT ON COLUMN clickstream.live.bucket IS 'Start of the 10-second bucket (by event time).';
+COMMENT ON COLUMN clickstream.live.events IS 'Events in the bucket.';
+COMMENT ON COLUMN clickstream.live.users IS 'Distinct users with an event in the bucket.';
+COMMENT ON COLUMN clickstream.live.purchases IS 'Purchase events in the bucket.';
+COMMENT ON COLUMN clickstream.live.revenue IS 'Their revenue.';
+
+CREATE VIEW clickstream.live_summary AS
+WITH unpromoted AS (
+	SELECT p.user_id, p.ts, p.event_type, p.revenue, p.order_id, p.event_id
+	FROM clickstream.bronze b
+	CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
+	WHERE p.reason IS NULL AND p.ts >= now() - interval '1 hour'),
+last5 AS (
+	SELECT e.user_id, e.ts FROM clickstream.events e
+	WHERE e.ts >= now() - interval '5 minutes'
+		AND e.event_date >= (now() AT TIME ZONE current_setting('clickstream.timezone'))::date - 2
+	UNION ALL
+	SELECT u.user_id, u.ts FROM unpromoted u WHERE u.ts >= now() - interval '5 minutes'),
+purchases AS (
+	SELECT e.revenue, clickstream.order_key(e.order_id, e.event_id) AS order_id
+	FROM clickstream.events e
+	WHERE e.event_type = 'purchase' AND e.ts >= now() - interval '1 hour'
+		AND e.event_date >= (now() AT TIME ZONE current_setting('clickstream.timezone'))::date - 2
+	UNION ALL
+	SELECT u.revenue, clickstream.order_key(u.order_id, u.event_id)
+	FROM unpromoted u WHERE u.event_type = 'purchase')
+SELECT (SELECT count(*) FROM last5) AS events_5m,
+	   (SELECT count(DISTINCT l.user_id) FROM last5 l) AS users_5m,
+	   (SELECT count(DISTINCT p.order_id) FROM purchases p) AS orders_1h,
+	   (SELECT coalesce(sum(p.revenue), 0) FROM purchases p) AS revenue_1h,
+	   (SELECT max(l.ts) FROM last5 l) AS last_event_at,
+	   (SELECT count(*) FROM clickstream.bronze) AS unpromoted,
+	   (SELECT min(b.ingested_at) FROM clickstream.bronze b) AS oldest_unpromoted_at;
+
+COMMENT ON VIEW clickstream.live_summary IS
+'Right now, one row: events and distinct users of the last 5 minutes, orders and revenue of the last hour, the newest event time, and how much bronze holds that the refresh has not promoted yet. Silver plus bronze parsed on the fly, like clickstream.live (not deduplicated on the bronze side).';
+COMMENT ON COLUMN clickstream.live_summary.events_5m IS 'Events in the last 5 minutes.';
+COMMENT ON COLUMN clickstream.live_summary.users_5m IS 'Distinct users with an event in the last 5 minutes.';
+COMMENT ON COLUMN clickstream.live_summary.orders_1h IS 'Orders with a purchase event in the last hour.';
+COMMENT ON COLUMN clickstream.live_summary.revenue_1h IS 'Revenue of the purchase events of the last hour.';
+COMMENT ON COLUMN clickstream.live_summary.last_event_at IS 'Time of the newest event of the last 5 minutes.';
+COMMENT ON COLUMN clickstream.live_summary.unpromoted IS 'Rows in bronze, waiting for the refresh.';
+COMMENT ON COLUMN clickstream.live_summary.oldest_unpromoted_at IS 'When the oldest of them was ingested: how far behind silver and gold are.';

@@ -1,0 +1,195 @@
+-- Gold marts: hand-made cases with known answers, then a property test:
+-- random streams in random batch splits (late events, redeliveries, order
+-- lines arriving in different refreshes), with a time zone change, a change
+-- of the session rules and a dropped day, and verify_gold() finding nothing
+-- after every refresh.
+CREATE EXTENSION clickstream;
+SET clickstream.refresh_batch_size = 1000;
+SET timezone = 'UTC';
+
+CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	first bigint;
+BEGIN
+	SELECT coalesce(max(next_offset), 0) INTO first FROM clickstream.ingest_positions
+	WHERE topic = 'mt' AND partition = part;
+	INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, payload)
+	SELECT 'mt', part, first + o - 1, convert_to(p, 'UTF8')
+	FROM unnest(evs) WITH ORDINALITY AS u(p, o);
+	INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
+	VALUES ('mt', part, first) ON CONFLICT DO NOTHING;
+	INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
+	VALUES ('mt', part, first + cardinality(evs))
+	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
+END $$;
+-- one event: id, user, time, type, then optional key=value pairs
+CREATE FUNCTION ev(id text, usr text, ts text, typ text DEFAULT 'page_view', VARIADIC kv text[] DEFAULT '{}')
+RETURNS text LANGUAGE sql AS $$
+	SELECT jsonb_build_object('event_id', id, 'user_id', usr, 'ts', ts, 'event_type', typ)
+		   || coalesce((SELECT jsonb_object_agg(split_part(x, '=', 1),
+				CASE WHEN split_part(x, '=', 2) ~ '^[0-9.]+$' THEN to_jsonb(split_part(x, '=', 2)::numeric)
+					 ELSE to_jsonb(split_part(x, '=', 2)) END)
+				FROM unnest(kv) x), '{}')
+$$;
+CREATE FUNCTION gold_bad() RETURNS text LANGUAGE sql AS $$
+	SELECT coalesce(string_agg(format('%s(-%s,+%s)', mart, missing, unexpected), ' '), 'ok')
+	FROM clickstream.verify_gold() WHERE NOT ok $$;
+
+-- Orders: lines of one order in different refreshes; a late line that comes
+-- first makes its user and time the order's
+SELECT feed_events(0, ARRAY[
+	ev('a1', 'ann', '2026-04-06T10:00:00Z', 'page_view', 'page_url=/home', 'utm_source=google', 'utm_medium=cpc'),
+	ev('a2', 'ann', '2026-04-06T10:05:00Z', 'purchase', 'order_id=o1', 'product_id=p1', 'category=books',
+	   'price=10', 'quantity=2', 'page_url=/buy')]);
+CALL clickstream.refresh();
+SELECT order_id, user_id, ordered_at, day, lines, units, revenue, session_id IS NOT NULL AS has_session
+FROM clickstream.orders;
+SELECT feed_events(1, ARRAY[
+	ev('a3', 'ann', '2026-04-06T10:06:00Z', 'purchase', 'order_id=o1', 'product_id=p2', 'category=toys',
+	   'price=5.5', 'page_url=/buy'),
+	ev('b1', 'bob', '2026-04-06T09:00:00Z', 'purchase', 'order_id=o1', 'product_id=p2', 'category=toys',
+	   'price=1', 'quantity=3')]);
+CALL clickstream.refresh();
+SELECT order_id, user_id, ordered_at, day, lines, units, revenue FROM clickstream.orders;
+SELECT user_id, orders, revenue, first_order_at, sessions, events, utm_source, utm_medium, days_active
+FROM clickstream.users ORDER BY 1;
+SELECT day, events, page_views, users, new_users, sessions, bounced_sessions, converted_sessions,
+	   orders, units, revenue, aov, conversion_rate
+FROM clickstream.daily_metrics ORDER BY day;
+SELECT * FROM clickstream.category_daily ORDER BY 1, 2;
+SELECT product_id, category, page_views, purchases, units, revenue, last_price FROM clickstream.products ORDER BY 1;
+SELECT day, utm_source, utm_medium, utm_campaign, sessions, users, converted_sessions, revenue
+FROM clickstream.traffic_daily ORDER BY 1, 2;
+SELECT * FROM clickstream.pages_daily ORDER BY 1, 2;
+SELECT gold_bad();
+
+-- Active users and retention: cal is active on Mon 6 April, then on Mon 13
+-- and Wed 22 April; a late event on Fri 3 April (the week before) moves
+-- cal to the cohort of 30 March
+SELECT feed_events(0, ARRAY[
+	ev('c1', 'cal', '2026-04-06T12:00:00Z'), ev('c2', 'cal', '2026-04-13T12:00:00Z'),
+	ev('c3', 'cal', '2026-04-22T12:00:00Z')]);
+CALL clickstream.refresh();
+SELECT day, dau, wau, mau FROM clickstream.active_users
+WHERE day IN ('2026-04-06', '2026-04-12', '2026-04-13', '2026-04-19', '2026-04-20', '2026-04-22', '2026-05-05', '2026-05-06')
+ORDER BY day;
+SELECT * FROM clickstream.cohort_retention ORDER BY 1, 2;
+SELECT feed_events(2, ARRAY[ev('c0', 'cal', '2026-04-03T12:00:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM clickstream.cohort_retention ORDER BY 1, 2;
+SELECT day, new_users FROM clickstream.daily_metrics WHERE new_users <> 0 ORDER BY day;
+SELECT gold_bad();
+
+-- verify_gold() notices a mart that is off, and rebuild_gold() repairs it
+UPDATE clickstream.daily_metrics SET revenue = revenue + 1 WHERE day = '2026-04-06';
+DELETE FROM clickstream.user_days WHERE user_id = 'cal' AND day = '2026-04-13';
+SELECT mart, missing, unexpected FROM clickstream.verify_gold() WHERE NOT ok;
+SELECT clickstream.rebuild_gold() AS sessions;
+SELECT gold_bad();
+
+-- the live view: events of the last minutes, promoted or still in bronze
+SELECT feed_events(0, ARRAY[ev('l1', 'liv', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'purchase',
+	'order_id=lo1', 'price=3')]);
+CALL clickstream.refresh();
+SELECT feed_events(0, ARRAY[ev('l2', 'lou', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))]);
+SELECT sum(events) AS events, sum(purchases) AS purchases, sum(revenue) AS revenue FROM clickstream.live;
+SELECT events_5m, users_5m, orders_1h, revenue_1h, unpromoted FROM clickstream.live_summary;
+CALL clickstream.refresh();
+
+-- Property test ---------------------------------------------------------------------
+
+-- a random event: n is its number (the event_id); users come and go over
+-- about three weeks; 15 % are late (up to 20 days)
+CREATE FUNCTION rand_event(n int, base timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	u int := 1 + floor(random() * 150)::int;
+	typ text := (ARRAY['page_view', 'page_view', 'page_view', 'page_view', 'add_to_cart',
+		'remove_from_cart', 'begin_checkout', 'purchase', 'purchase', 'search'])[1 + floor(random() * 10)::int];
+	p int := 1 + floor(random() * 15)::int;
+	late boolean := random() < 0.15;
+	ts timestamptz := base + (n * interval '9 minutes') + (random() * interval '40 minutes')
+		- CASE WHEN late THEN random() * interval '20 days' ELSE interval '0' END;
+	o text;
+BEGIN
+	o := '"event_id":"r' || n || '","event_type":"' || typ || '","user_id":"ru' || u || '","ts":"'
+		|| to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"';
+	IF typ <> 'search' AND typ <> 'begin_checkout' AND random() < 0.9 THEN
+		o := o || ',"product_id":"p' || p || '"';
+		IF random() < 0.9 THEN o := o || ',"category":"c' || (p % 4) || '"'; END IF;
+		IF random() < 0.8 THEN o := o || ',"price":' || (p * 3 + 0.5); END IF;
+	END IF;
+	IF typ = 'purchase' THEN
+		-- a few orders per user: their lines come in different refreshes
+		o := o || ',"order_id":"ro' || (u * 10 + floor(random() * 3)::int) || '","quantity":' || (1 + floor(random() * 3)::int);
+		IF o NOT LIKE '%"price"%' THEN o := o || ',"price":7'; END IF;
+	END IF;
+	IF random() < 0.9 THEN o := o || ',"page_url":"/page' || floor(random() * 6)::int || '"'; END IF;
+	IF random() < 0.3 THEN o := o || ',"utm_source":"' || (ARRAY['google', 'bing', 'mail'])[1 + floor(random() * 3)::int] || '"'; END IF;
+	IF random() < 0.2 THEN o := o || ',"utm_medium":"cpc"'; END IF;
+	IF random() < 0.2 THEN o := o || ',"utm_campaign":"spring"'; END IF;
+	IF random() < 0.8 THEN o := o || ',"device":"' || (ARRAY['mobile', 'desktop'])[1 + floor(random() * 2)::int] || '"'; END IF;
+	IF random() < 0.8 THEN o := o || ',"country":"' || (ARRAY['FR', 'DE', 'US'])[1 + floor(random() * 3)::int] || '"'; END IF;
+	RETURN '{' || o || '}';
+END $$;
+CREATE TABLE rounds (round int, events bigint, bad text);
+-- rounds of 1-3 random batches of 1-60 events over three partitions, with
+-- redeliveries, then a refresh and verify_gold()
+CREATE PROCEDURE property(first int, last int) LANGUAGE plpgsql AS $$
+DECLARE
+	batch int;
+	evs text[];
+	n int;
+	base timestamptz := '2026-03-02 08:00Z';
+BEGIN
+	FOR r IN first..last LOOP
+		n := r * 1000;
+		FOR k IN 1..(1 + floor(random() * 3)::int) LOOP
+			batch := 1 + floor(random() * 60)::int;
+			evs := ARRAY(SELECT rand_event(n + g, base + r * interval '6 hours') FROM generate_series(1, batch) g);
+			IF random() < 0.5 THEN
+				evs := evs || ARRAY(SELECT rand_event(1000 + floor(random() * (n - 1000 + batch))::int,
+													  base + r * interval '6 hours') FROM generate_series(1, 3));
+			END IF;
+			n := n + batch;
+			PERFORM feed_events(floor(random() * 3)::int, evs);
+		END LOOP;
+		COMMIT;
+		CALL clickstream.refresh();
+		INSERT INTO rounds SELECT r, (SELECT count(*) FROM clickstream.events), gold_bad();
+		COMMIT;
+	END LOOP;
+END $$;
+
+SELECT setseed(0.42);
+CALL property(1, 20);
+-- another time zone: gold is rebuilt, then kept in the new one
+ALTER SYSTEM SET clickstream.timezone = 'America/New_York';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL property(21, 30);
+-- other session rules
+ALTER SYSTEM SET clickstream.session_timeout = '10min';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL property(31, 40);
+-- a dropped day: gold forgets it
+DROP TABLE clickstream.events_20260303;
+CALL property(41, 50);
+ALTER SYSTEM RESET clickstream.timezone;
+ALTER SYSTEM RESET clickstream.session_timeout;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CALL property(51, 55);
+SELECT count(*) AS refreshes, min(events) > 0 AS events, max(events) > 1000 AS many,
+	   count(*) FILTER (WHERE bad <> 'ok') AS refreshes_with_differences
+FROM rounds;
+SELECT round, bad FROM rounds WHERE bad <> 'ok';
+-- what the streams exercised
+SELECT (SELECT count(*) FROM clickstream.orders WHERE lines > 1) > 10 AS multi_line_orders,
+	   (SELECT count(*) FROM clickstream.cohort_retention) > 3 AS cohorts,
+	   (SELECT count(*) FROM clickstream.traffic_daily WHERE utm_source = '(direct)') > 0 AS direct,
+	   (SELECT max(days_active) FROM clickstream.users) > 3 AS returning_users,
+	   (SELECT count(*) FROM clickstream.refresh_history WHERE rows_duplicate > 0) > 5 AS redeliveries;
+SELECT * FROM clickstream.verify_gold() WHERE NOT ok;
