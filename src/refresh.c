@@ -55,6 +55,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "util.h"
+
 PG_FUNCTION_INFO_V1(clickstream_promote_rows);
 
 /* Dead letters are inserted in chunks of at most this many rows or bytes. */
@@ -360,19 +362,6 @@ RefreshTake(RefreshStep *step, const char *source, Datum *params, bool *nulls)
 	SPI_freeplan(plan);
 }
 
-/* Compare two byte strings as the C collation does. */
-static inline int
-RefreshCompareBytes(const struct varlena *a, const struct varlena *b)
-{
-	int			alen = VARSIZE_ANY_EXHDR(a);
-	int			blen = VARSIZE_ANY_EXHDR(b);
-	int			c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
 /* Bytes skip.. of a varlena, zero padded to 8, as a big-endian integer. */
 static inline uint64
 RefreshPrefix(const struct varlena *v, int skip)
@@ -389,8 +378,8 @@ RefreshPrefix(const struct varlena *v, int skip)
 static int
 RefreshCompareDelivery(const RefreshEvent *a, const RefreshEvent *b)
 {
-	int			c = RefreshCompareBytes(RefreshEventText(a, a->id_off),
-										RefreshEventText(b, b->id_off));
+	int			c = UtilTextCompare(RefreshEventText(a, a->id_off),
+									RefreshEventText(b, b->id_off));
 
 	if (c != 0)
 		return c;
@@ -403,7 +392,7 @@ RefreshCompareDelivery(const RefreshEvent *a, const RefreshEvent *b)
 		return a->partition < b->partition ? -1 : 1;
 	if (a->offset != b->offset)
 		return a->offset < b->offset ? -1 : 1;
-	return RefreshCompareBytes(RefreshEventTopic(a), RefreshEventTopic(b));
+	return UtilTextCompare(RefreshEventTopic(a), RefreshEventTopic(b));
 }
 
 /* RefreshCompareDelivery, on the id prefixes first. */
@@ -428,16 +417,16 @@ RefreshCompareByDay(const RefreshByDay *a, const RefreshByDay *b)
 	/* a zero last byte: both ids are shorter than 8 bytes, hence equal */
 	if ((a->user & 0xFF) != 0)
 	{
-		int			c = RefreshCompareBytes(RefreshEventText(a->ev, a->ev->user_off),
-											RefreshEventText(b->ev, b->ev->user_off));
+		int			c = UtilTextCompare(RefreshEventText(a->ev, a->ev->user_off),
+										RefreshEventText(b->ev, b->ev->user_off));
 
 		if (c != 0)
 			return c;
 	}
 	if (a->ts != b->ts)
 		return a->ts < b->ts ? -1 : 1;
-	return RefreshCompareBytes(RefreshEventText(a->ev, a->ev->id_off),
-							   RefreshEventText(b->ev, b->ev->id_off));
+	return UtilTextCompare(RefreshEventText(a->ev, a->ev->id_off),
+						   RefreshEventText(b->ev, b->ev->id_off));
 }
 
 #define ST_SORT RefreshSortById
@@ -486,8 +475,8 @@ RefreshFirstDeliveries(RefreshStep *step, int64 *n)
 		RefreshEvent *ev = sorted[i].ev;
 
 		if (i > 0 && sorted[i].id1 == sorted[i - 1].id1 && sorted[i].id2 == sorted[i - 1].id2 &&
-			RefreshCompareBytes(RefreshEventText(ev, ev->id_off),
-								RefreshEventText(sorted[i - 1].ev, sorted[i - 1].ev->id_off)) == 0)
+			UtilTextCompare(RefreshEventText(ev, ev->id_off),
+							RefreshEventText(sorted[i - 1].ev, sorted[i - 1].ev->id_off)) == 0)
 		{
 			ev->duplicate = true;
 			step->duplicates++;
@@ -733,8 +722,8 @@ RefreshGroupTouched(RefreshByDay *sorted, int64 n, bool check, int64 *ngroups)
 			continue;
 		if (cur == NULL || cur->day != e->day || cur->user != e->user ||
 			((e->user & 0xFF) != 0 &&
-			 RefreshCompareBytes(RefreshEventText(cur->ev, cur->ev->user_off),
-								 RefreshEventText(e->ev, e->ev->user_off)) != 0))
+			 UtilTextCompare(RefreshEventText(cur->ev, cur->ev->user_off),
+							 RefreshEventText(e->ev, e->ev->user_off)) != 0))
 		{
 			cur = e;
 			groups[ng].first = e->ev;
