@@ -12,6 +12,7 @@ OBJS = \
 	src/worker.o \
 	src/kafka.o \
 	src/bronze.o \
+	src/copy.o \
 	src/silver.o \
 	src/refresh.o \
 	src/writer.o \

@@ -6,9 +6,9 @@
  *
  * A batch is kept as a stream of binary COPY tuples, built as messages
  * arrive (librdkafka's buffers are released at once).  Writing it runs the
- * COPY machinery (BeginCopyFrom/CopyFrom with a callback data source), so
- * multi-insert buffering, indexes, constraints and triggers a user adds to
- * bronze all behave as for COPY.  No row-by-row SPI on this path.
+ * COPY machinery on them (copy.c), so multi-insert buffering, indexes,
+ * constraints and triggers a user adds to bronze all behave as for COPY.
+ * No row-by-row SPI on this path.
  *
  * One transaction per batch holds:
  *	  1. the position rows of the batch's partitions, locked and compared
@@ -33,14 +33,12 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/copy.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
-#include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -108,21 +106,13 @@ struct BronzeBatch
 	Size		bytes;
 };
 
-/* Binary COPY file header: signature, flags, header extension length. */
-static const char copy_header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-#define COPY_HEADER_LEN 19
-static const char copy_trailer[] = "\377\377";
-#define COPY_TRAILER_LEN 2
-
-/* What the COPY data source is serving (it gets no argument of its own). */
-static struct
+/* The rows of a batch one COPY serves. */
+typedef struct BronzeCopyRange
 {
 	BronzeBatch *batch;
 	int			row;			/* next row to serve */
 	int			end;			/* one past the last row */
-	int			pos;			/* bytes of the current piece already served */
-	int			phase;			/* 0 header, 1 rows, 2 trailer, 3 done */
-} source;
+} BronzeCopyRange;
 
 /*
  * Per partition: the position this consumer expects to find stored, and
@@ -427,69 +417,30 @@ BronzeRowSkipped(BronzeBatch *batch, const BronzeRow *row)
 	return false;
 }
 
-/* COPY data source: header, the rows of [row, end), trailer. */
-static int
-BronzeCopySource(void *outbuf, int minread, int maxread)
+/* CopyNextTuple of a batch: its next row to write in [row, end). */
+static bool
+BronzeCopyNext(void *arg, const char **data, int *len)
 {
-	char	   *out = outbuf;
-	int			n = 0;
+	BronzeCopyRange *range = arg;
+	BronzeBatch *batch = range->batch;
+	BronzeRow  *row;
 
-	while (n < maxread && source.phase < 3)
-	{
-		const char *piece;
-		int			len;
-		int			chunk;
-
-		if (source.phase == 0)
-		{
-			piece = copy_header;
-			len = COPY_HEADER_LEN;
-		}
-		else if (source.phase == 1)
-		{
-			BronzeRow  *row;
-
-			while (source.row < source.end &&
-				   BronzeRowSkipped(source.batch, &source.batch->rows[source.row]))
-				source.row++;
-			if (source.row >= source.end)
-			{
-				source.phase = 2;
-				source.pos = 0;
-				continue;
-			}
-			row = &source.batch->rows[source.row];
-			piece = source.batch->data.data + row->start;
-			len = row->len;
-		}
-		else
-		{
-			piece = copy_trailer;
-			len = COPY_TRAILER_LEN;
-		}
-
-		chunk = Min(len - source.pos, maxread - n);
-		memcpy(out + n, piece + source.pos, chunk);
-		n += chunk;
-		source.pos += chunk;
-		if (source.pos == len)
-		{
-			source.pos = 0;
-			if (source.phase == 1)
-				source.row++;
-			else
-				source.phase++;
-		}
-	}
-	return n;
+	while (range->row < range->end &&
+		   BronzeRowSkipped(batch, &batch->rows[range->row]))
+		range->row++;
+	if (range->row >= range->end)
+		return false;
+	row = &batch->rows[range->row++];
+	*data = batch->data.data + row->start;
+	*len = row->len;
+	return true;
 }
 
 /* COPY the rows [lo, hi) of the batch into bronze. */
 static void
 BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
 {
-	ParseState *pstate = make_parsestate(NULL);
-	CopyFromState cstate;
+	BronzeCopyRange range = {batch, lo, hi};
 	List	   *columns = NIL;
 	static const char *const names[] = {
 		"kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
@@ -498,20 +449,7 @@ BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
 
 	for (int i = 0; i < lengthof(names); i++)
 		columns = lappend(columns, makeString(pstrdup(names[i])));
-
-	source.batch = batch;
-	source.row = lo;
-	source.end = hi;
-	source.pos = 0;
-	source.phase = 0;
-
-	addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
-	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, BronzeCopySource,
-						   columns,
-						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
-	(void) CopyFrom(cstate);
-	EndCopyFrom(cstate);
-	free_parsestate(pstate);
+	CopyFromMemory(rel, columns, BronzeCopyNext, &range);
 }
 
 /* Is this error about the rows themselves (so that bisecting can isolate it)? */

@@ -10,6 +10,7 @@
  *	  worker.c       the ingestion background worker's main loop
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
+ *	  copy.c         binary COPY into a table from tuples in memory
  *	  silver.c       the event parser and validator behind clickstream.refresh()
  *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c       bulk writes of those rows into event_ids, events, touched
@@ -27,6 +28,8 @@
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
 
 #include "compat.h"
 
@@ -172,6 +175,16 @@ extern void BronzeSetExpected(int32 partition, int64 next_offset);
 extern void BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n);
 extern bool BronzeExtensionExists(void);
 extern bool BronzeIsRowError(int sqlerrcode);
+
+/*
+ * copy.c: binary COPY from memory.  A CopyNextTuple hands out the next tuple,
+ * in binary COPY tuple format, as *data and *len (valid until it is called
+ * again), or returns false when there is none left.
+ */
+typedef bool (*CopyNextTuple) (void *arg, const char **data, int *len);
+
+extern void CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next,
+						   void *arg);
 
 /* silver.c: the columns of clickstream.parsed_event, in order */
 typedef enum SilverColumn
