@@ -13,6 +13,7 @@ OBJS = \
 	src/kafka.o \
 	src/bronze.o \
 	src/copy.o \
+	src/isolate.o \
 	src/silver.o \
 	src/refresh.o \
 	src/writer.o \

@@ -11,6 +11,7 @@
  *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  copy.c         binary COPY into a table from tuples in memory
+ *	  isolate.c      writing in halves to set refused rows aside
  *	  silver.c       the event parser and validator behind clickstream.refresh()
  *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c       bulk writes of those rows into event_ids, events, touched
@@ -174,7 +175,6 @@ extern int	BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 extern void BronzeSetExpected(int32 partition, int64 next_offset);
 extern void BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n);
 extern bool BronzeExtensionExists(void);
-extern bool BronzeIsRowError(int sqlerrcode);
 
 /*
  * copy.c: binary COPY from memory.  A CopyNextTuple hands out the next tuple,
@@ -185,6 +185,25 @@ typedef bool (*CopyNextTuple) (void *arg, const char **data, int *len);
 
 extern void CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next,
 						   void *arg);
+
+/*
+ * isolate.c: a write that sets the rows it refuses aside.  write writes rows
+ * [lo, hi) of the caller's set; refused is told of a row refused on its own,
+ * with the error (it runs in the memory context IsolateWrite was called in);
+ * has_rows, when not NULL, says whether [lo, hi) holds anything to write.
+ */
+typedef struct IsolateWriter
+{
+	void		(*write) (void *arg, int64 lo, int64 hi);
+	void		(*refused) (void *arg, int64 row, ErrorData *edata);
+	bool		(*has_rows) (void *arg, int64 lo, int64 hi);
+	void	   *arg;
+	MemoryContext errcxt;		/* where the error of a refusal is copied */
+} IsolateWriter;
+
+extern bool IsolateIsRowError(int sqlerrcode);
+extern void IsolateWrite(const IsolateWriter *w, int64 lo, int64 hi,
+						 bool failed);
 
 /* silver.c: the columns of clickstream.parsed_event, in order */
 typedef enum SilverColumn

@@ -29,8 +29,8 @@
  * trigger, a value an index cannot hold) aborts the call; the caller then
  * runs the step again with isolate, which keeps every payload, looks the
  * ids up first, and writes by halves in subtransactions until the refused
- * rows are alone.  Those go to dead_letters as rejected_by_silver; every
- * other row is promoted.
+ * rows are alone (isolate.c).  Those go to dead_letters as
+ * rejected_by_silver; every other row is promoted.
  *
  * Memory: a step's rows stay in memory until written, so it grows with
  * clickstream.refresh_batch_size (about 0.5 kB per typical event).
@@ -116,6 +116,13 @@ typedef struct RefreshStep
 	int64		duplicates;		/* within the step */
 	int64		rejected;		/* by the parser or the write */
 } RefreshStep;
+
+/* A step's events in the order they are written, for isolate.c. */
+typedef struct RefreshIsolate
+{
+	RefreshStep *step;
+	RefreshEvent **by_day;
+} RefreshIsolate;
 
 /* The DestReceiver that takes the source's rows. */
 typedef struct RefreshReceiver
@@ -637,68 +644,49 @@ RefreshWriteDead(RefreshDead **dead, int64 n)
 	}
 }
 
+/* IsolateWriter.write: write the ids and events of by_day[lo..hi). */
+static void
+RefreshWriteRows(void *arg, int64 lo, int64 hi)
+{
+	RefreshIsolate *ri = arg;
+
+	WriterIds(ri->by_day + lo, hi - lo);
+	WriterEvents(ri->by_day + lo, hi - lo);
+}
+
+/* IsolateWriter.refused: mark by_day[i] and keep it for dead_letters. */
+static void
+RefreshRowRefused(void *arg, int64 i, ErrorData *edata)
+{
+	RefreshIsolate *ri = arg;
+	RefreshEvent *ev = ri->by_day[i];
+
+	ev->refused = true;
+	RefreshKeepDead(ri->step, cstring_to_text("rejected_by_silver"),
+					cstring_to_text(edata->message),
+					(text *) RefreshEventTopic(ev),
+					ev->partition, ev->offset, ev->kafka_ts_null, ev->kafka_ts,
+					(bytea *) ev->key, (bytea *) ev->payload);
+	ri->step->rejected++;
+}
+
 /*
- * Write by_day[0..n) in a subtransaction; when the write refuses a row, by
- * halves until the refused rows are alone: those are marked and kept for
- * dead_letters.  failed: the whole range is known to fail, start with its
- * halves (a single row is tried anyway, for its error message).
+ * Write by_day[0..n) so that the rows the write refuses are isolated,
+ * marked and kept for dead_letters (isolate.c).  failed: writing them all
+ * at once is known to fail.
  */
 static void
 RefreshWriteIsolating(RefreshStep *step, RefreshEvent **by_day, int64 n, bool failed)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	RefreshIsolate ri = {step, by_day};
+	IsolateWriter w;
 
-	if (n == 0)
-		return;
-	if (!failed || n == 1)
-	{
-		MemoryContext attempt = AllocSetContextCreate(cxt, "clickstream write attempt",
-													  ALLOCSET_DEFAULT_SIZES);
-		ErrorData  *volatile edata = NULL;
-
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(attempt);
-		PG_TRY();
-		{
-			WriterIds(by_day, n);
-			WriterEvents(by_day, n);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(step->cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_END_TRY();
-		MemoryContextDelete(attempt);
-
-		if (edata == NULL)
-			return;
-		if (!BronzeIsRowError(edata->sqlerrcode))
-			ReThrowError(edata);
-		if (n == 1)
-		{
-			RefreshEvent *ev = by_day[0];
-
-			ev->refused = true;
-			RefreshKeepDead(step, cstring_to_text("rejected_by_silver"),
-							cstring_to_text(edata->message),
-							(text *) RefreshEventTopic(ev),
-							ev->partition, ev->offset, ev->kafka_ts_null, ev->kafka_ts,
-							(bytea *) ev->key, (bytea *) ev->payload);
-			step->rejected++;
-			return;
-		}
-	}
-	RefreshWriteIsolating(step, by_day, n / 2, false);
-	RefreshWriteIsolating(step, by_day + n / 2, n - n / 2, false);
+	w.write = RefreshWriteRows;
+	w.refused = RefreshRowRefused;
+	w.has_rows = NULL;
+	w.arg = &ri;
+	w.errcxt = step->cxt;
+	IsolateWrite(&w, 0, n, failed);
 }
 
 /*
