@@ -18,7 +18,9 @@ OBJS = \
 	src/refresh.o \
 	src/writer.o \
 	src/sessionize.o \
-	src/funnel.o
+	src/funnel_agg.o \
+	src/funnel_breakdown.o \
+	src/retention.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

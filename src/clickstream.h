@@ -16,7 +16,9 @@
  *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c       bulk writes of those rows into event_ids, events, touched
  *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
- *	  funnel.c       funnel_agg, funnel_steps and retention aggregates
+ *	  funnel_agg.c   funnel_agg and funnel_steps, and the funnel pass
+ *	  funnel_breakdown.c  funnel_breakdown: the funnel per key
+ *	  retention.c    the retention aggregate
  *
  *-------------------------------------------------------------------------
  */
