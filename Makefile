@@ -14,6 +14,7 @@ OBJS = \
 	src/bronze.o \
 	src/copy.o \
 	src/isolate.o \
+	src/json.o \
 	src/silver.o \
 	src/refresh.o \
 	src/writer.o \

@@ -12,6 +12,7 @@
  *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
  *	  copy.c         binary COPY into a table from tuples in memory
  *	  isolate.c      writing in halves to set refused rows aside
+ *	  json.c         the strict JSON scanner of the event parser
  *	  silver.c       the event parser and validator behind clickstream.refresh()
  *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c       bulk writes of those rows into event_ids, events, touched
