@@ -42,7 +42,7 @@
 #define CLICKSTREAM_ERROR_LEN 256
 #define CLICKSTREAM_TOPIC_LEN 256
 
-/* guc.c */
+/* guc.c: the settings C code reads */
 typedef enum
 {
 	START_OFFSET_EARLIEST,
@@ -66,15 +66,6 @@ extern int	cs_max_partitions;
 extern char *cs_timezone;
 extern double cs_high_value_threshold;
 extern int	cs_max_clock_skew;
-extern int	cs_refresh_batch_size;
-extern int	cs_history_retention;
-extern int	cs_session_timeout;
-extern int	cs_session_max_duration;
-extern bool cs_session_split_at_midnight;
-extern bool cs_session_split_on_campaign;
-extern int	cs_interest_min_views;
-extern int	cs_interest_min_carts;
-extern double cs_interest_max_conversion;
 
 extern void GucInit(void);
 
