@@ -4,22 +4,27 @@
  *	  Declarations shared by the modules of the clickstream extension.
  *
  * Modules, one file each:
- *	  clickstream.c  _PG_init: preload check, calls each module's Init
- *	  guc.c          every clickstream.* setting
- *	  status.c       shared-memory statistics and the SQL functions over them
- *	  worker.c       the ingestion background worker's main loop
- *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
- *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
- *	  copy.c         binary COPY into a table from tuples in memory
- *	  isolate.c      writing in halves to set refused rows aside
- *	  json.c         the strict JSON scanner of the event parser
- *	  silver.c       the event parser and validator behind clickstream.refresh()
- *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
- *	  writer.c       bulk writes of those rows into event_ids, events, touched
- *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
- *	  funnel_agg.c   funnel_agg and funnel_steps, and the funnel pass
+ *	  clickstream.c       _PG_init: preload check, each module's Init
+ *	  guc.c               every clickstream.* setting
+ *	  status.c            shared-memory statistics and their SQL functions
+ *	  worker.c            the ingestion background worker's main loop
+ *	  kafka.c             the Kafka consumer (the only file seeing librdkafka)
+ *	  bronze.c            batches: COPY into bronze, positions, dead letters
+ *	  copy.c              binary COPY into a table from tuples in memory
+ *	  isolate.c           writing in halves to set refused rows aside
+ *	  json.c              the strict JSON scanner of the event parser
+ *	  silver.c            the event parser and validator of the refresh
+ *	  refresh.c           a refresh step's rows: taken, parsed, deduplicated
+ *	  writer.c            bulk writes of them into event_ids, events, touched
+ *	  sessionize.c        clickstream.sessionize(): events to sessions
+ *	  funnel_agg.c        funnel_agg, funnel_steps and the pass of a funnel
  *	  funnel_breakdown.c  funnel_breakdown: the funnel per key
- *	  retention.c    the retention aggregate
+ *	  retention.c         the retention aggregate
+ *
+ * Headers: this one (what several modules share), compat.h (every
+ * PostgreSQL version shim), util.h (text in byte order, an interval's
+ * length), json.h (json.c's scanner, for silver.c) and funnel.h (what the
+ * funnel aggregates share).  The design is described in docs/design.md.
  *
  *-------------------------------------------------------------------------
  */

@@ -5,9 +5,10 @@
  *	  deduplicated and handed to the writer.
  *
  * clickstream.promote_rows() is the body of a refresh step and of a
- * dead-letter replay; the plpgsql around it (sql/install/20_silver.sql)
- * chooses the rows, moves the watermarks in the same transaction and
- * records the run.  One call:
+ * dead-letter replay; the plpgsql around it (clickstream.refresh_step and
+ * clickstream.replay_dead_letters) chooses the rows, moves the watermarks in
+ * the same transaction and records the run.  The refresh is described in
+ * docs/design.md ("The refresh").  One call:
  *
  *	  1. runs the source's DELETE ... RETURNING through SPI into a
  *	     DestReceiver that parses each row as it arrives (silver.c): no

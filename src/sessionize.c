@@ -25,7 +25,7 @@
  * than max_duration after the session's first event, at midnight in
  * clickstream.timezone (option), or when the event carries a campaign
  * (utm_source, utm_campaign) other than the one of the session's first event
- * (option).  The README ("Sessions") is the reference.
+ * (option).  docs/sessions-and-funnels.md ("Sessions") is the reference.
  *
  *-------------------------------------------------------------------------
  */
