@@ -6,9 +6,9 @@
  *
  * A batch is kept as a stream of binary COPY tuples, built as messages
  * arrive (librdkafka's buffers are released at once).  Writing it runs the
- * COPY machinery (BeginCopyFrom/CopyFrom with a callback data source), so
- * multi-insert buffering, indexes, constraints and triggers a user adds to
- * bronze all behave as for COPY.  No row-by-row SPI on this path.
+ * COPY machinery on them (copy.c), so multi-insert buffering, indexes,
+ * constraints and triggers a user adds to bronze all behave as for COPY.
+ * No row-by-row SPI on this path.
  *
  * One transaction per batch holds:
  *	  1. the position rows of the batch's partitions, locked and compared
@@ -17,7 +17,7 @@
  *	     written, and the caller re-seeks);
  *	  2. the COPY of the rows, inside a subtransaction.  If a row is refused
  *	     (a data or constraint error), the range is split in halves and
- *	     retried until the refused rows are isolated; they go to
+ *	     retried until the refused rows are isolated (isolate.c); they go to
  *	     dead_letters and every other row is written.  Errors that are not
  *	     about a row (disk full, ...) are re-thrown: the worker exits, and
  *	     nothing of the batch is committed;
@@ -33,14 +33,12 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/copy.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
-#include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -108,21 +106,20 @@ struct BronzeBatch
 	Size		bytes;
 };
 
-/* Binary COPY file header: signature, flags, header extension length. */
-static const char copy_header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-#define COPY_HEADER_LEN 19
-static const char copy_trailer[] = "\377\377";
-#define COPY_TRAILER_LEN 2
-
-/* What the COPY data source is serving (it gets no argument of its own). */
-static struct
+/* The rows of a batch one COPY serves. */
+typedef struct BronzeCopyRange
 {
 	BronzeBatch *batch;
 	int			row;			/* next row to serve */
 	int			end;			/* one past the last row */
-	int			pos;			/* bytes of the current piece already served */
-	int			phase;			/* 0 header, 1 rows, 2 trailer, 3 done */
-} source;
+} BronzeCopyRange;
+
+/* The target of a batch's write. */
+typedef struct BronzeWrite
+{
+	Relation	rel;
+	BronzeBatch *batch;
+} BronzeWrite;
 
 /*
  * Per partition: the position this consumer expects to find stored, and
@@ -427,69 +424,31 @@ BronzeRowSkipped(BronzeBatch *batch, const BronzeRow *row)
 	return false;
 }
 
-/* COPY data source: header, the rows of [row, end), trailer. */
-static int
-BronzeCopySource(void *outbuf, int minread, int maxread)
+/* CopyNextTuple of a batch: its next row to write in [row, end). */
+static bool
+BronzeCopyNext(void *arg, const char **data, int *len)
 {
-	char	   *out = outbuf;
-	int			n = 0;
+	BronzeCopyRange *range = arg;
+	BronzeBatch *batch = range->batch;
+	BronzeRow  *row;
 
-	while (n < maxread && source.phase < 3)
-	{
-		const char *piece;
-		int			len;
-		int			chunk;
-
-		if (source.phase == 0)
-		{
-			piece = copy_header;
-			len = COPY_HEADER_LEN;
-		}
-		else if (source.phase == 1)
-		{
-			BronzeRow  *row;
-
-			while (source.row < source.end &&
-				   BronzeRowSkipped(source.batch, &source.batch->rows[source.row]))
-				source.row++;
-			if (source.row >= source.end)
-			{
-				source.phase = 2;
-				source.pos = 0;
-				continue;
-			}
-			row = &source.batch->rows[source.row];
-			piece = source.batch->data.data + row->start;
-			len = row->len;
-		}
-		else
-		{
-			piece = copy_trailer;
-			len = COPY_TRAILER_LEN;
-		}
-
-		chunk = Min(len - source.pos, maxread - n);
-		memcpy(out + n, piece + source.pos, chunk);
-		n += chunk;
-		source.pos += chunk;
-		if (source.pos == len)
-		{
-			source.pos = 0;
-			if (source.phase == 1)
-				source.row++;
-			else
-				source.phase++;
-		}
-	}
-	return n;
+	while (range->row < range->end &&
+		   BronzeRowSkipped(batch, &batch->rows[range->row]))
+		range->row++;
+	if (range->row >= range->end)
+		return false;
+	row = &batch->rows[range->row++];
+	*data = batch->data.data + row->start;
+	*len = row->len;
+	return true;
 }
 
-/* COPY the rows [lo, hi) of the batch into bronze. */
+/* IsolateWriter.write: COPY the rows [lo, hi) of the batch into bronze. */
 static void
-BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
+BronzeCopyRows(void *arg, int64 lo, int64 hi)
 {
-	ParseState *pstate = make_parsestate(NULL);
-	CopyFromState cstate;
+	BronzeWrite *bw = arg;
+	BronzeCopyRange range = {bw->batch, (int) lo, (int) hi};
 	List	   *columns = NIL;
 	static const char *const names[] = {
 		"kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
@@ -498,112 +457,58 @@ BronzeCopy(Relation rel, BronzeBatch *batch, int lo, int hi)
 
 	for (int i = 0; i < lengthof(names); i++)
 		columns = lappend(columns, makeString(pstrdup(names[i])));
-
-	source.batch = batch;
-	source.row = lo;
-	source.end = hi;
-	source.pos = 0;
-	source.phase = 0;
-
-	addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
-	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, BronzeCopySource,
-						   columns,
-						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
-	(void) CopyFrom(cstate);
-	EndCopyFrom(cstate);
-	free_parsestate(pstate);
+	CopyFromMemory(bw->rel, columns, BronzeCopyNext, &range);
 }
 
-/* Is this error about the rows themselves (so that bisecting can isolate it)? */
-bool
-BronzeIsRowError(int sqlerrcode)
-{
-	int			class = ERRCODE_TO_CATEGORY(sqlerrcode);
-
-	return class == ERRCODE_DATA_EXCEPTION ||
-		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-		class == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-		class == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION);
-}
-
-/* Does [lo, hi) hold a row that is to be written? */
+/* IsolateWriter.has_rows: does [lo, hi) hold a row that is to be written? */
 static bool
-BronzeRangeHasRows(BronzeBatch *batch, int lo, int hi)
+BronzeRangeHasRows(void *arg, int64 lo, int64 hi)
 {
-	for (int i = lo; i < hi; i++)
+	BronzeBatch *batch = ((BronzeWrite *) arg)->batch;
+
+	for (int64 i = lo; i < hi; i++)
 		if (!BronzeRowSkipped(batch, &batch->rows[i]))
 			return true;
 	return false;
 }
 
+/* IsolateWriter.refused: bronze refused row i alone; dead-letter it. */
+static void
+BronzeRowRefused(void *arg, int64 i, ErrorData *edata)
+{
+	BronzeBatch *batch = ((BronzeWrite *) arg)->batch;
+	BronzeRow  *row = &batch->rows[i];
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+
+	ereport(WARNING,
+			(errmsg("clickstream: bronze refused message at partition %d offset " INT64_FORMAT ": %s",
+					row->partition, row->offset, edata->message),
+			 errdetail("The message is kept in clickstream.dead_letters; the rest of the batch is written.")));
+	BronzeBatchAddDead(batch, row->partition, row->offset, row->timestamp_ms,
+					   row->key_pos >= 0 ? batch->data.data + row->key_pos : NULL,
+					   row->key_len,
+					   row->payload_pos >= 0 ? batch->data.data + row->payload_pos : NULL,
+					   row->payload_len,
+					   "rejected_by_bronze", pstrdup(edata->message));
+	MemoryContextSwitchTo(old);
+}
+
 /*
- * Write the rows [lo, hi) in a subtransaction; when a row is refused,
- * bisect until the refused rows are alone, and dead-letter them.
+ * Write the batch's rows into bronze, each COPY in a subtransaction; the
+ * rows bronze refuses are isolated and dead-lettered (isolate.c).
  */
 static void
-BronzeWriteRange(Relation rel, BronzeBatch *batch, int lo, int hi)
+BronzeWriteRows(Relation rel, BronzeBatch *batch)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	MemoryContext attempt;
+	BronzeWrite bw = {rel, batch};
+	IsolateWriter w;
 
-	if (!BronzeRangeHasRows(batch, lo, hi))
-		return;
-
-	/* each attempt's COPY state lives in a context freed on either path */
-	attempt = AllocSetContextCreate(cxt, "clickstream copy attempt",
-									ALLOCSET_DEFAULT_SIZES);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(attempt);
-	PG_TRY();
-	{
-		BronzeCopy(rel, batch, lo, hi);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		MemoryContextDelete(attempt);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(batch->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		MemoryContextDelete(attempt);
-
-		if (!BronzeIsRowError(edata->sqlerrcode))
-			ReThrowError(edata);
-
-		if (hi - lo == 1)
-		{
-			BronzeRow  *row = &batch->rows[lo];
-			MemoryContext old = MemoryContextSwitchTo(batch->cxt);
-
-			ereport(WARNING,
-					(errmsg("clickstream: bronze refused message at partition %d offset " INT64_FORMAT ": %s",
-							row->partition, row->offset, edata->message),
-					 errdetail("The message is kept in clickstream.dead_letters; the rest of the batch is written.")));
-			BronzeBatchAddDead(batch, row->partition, row->offset, row->timestamp_ms,
-							   row->key_pos >= 0 ? batch->data.data + row->key_pos : NULL,
-							   row->key_len,
-							   row->payload_pos >= 0 ? batch->data.data + row->payload_pos : NULL,
-							   row->payload_len,
-							   "rejected_by_bronze", pstrdup(edata->message));
-			MemoryContextSwitchTo(old);
-		}
-		else
-		{
-			int			mid = lo + (hi - lo) / 2;
-
-			BronzeWriteRange(rel, batch, lo, mid);
-			BronzeWriteRange(rel, batch, mid, hi);
-		}
-	}
-	PG_END_TRY();
+	w.write = BronzeCopyRows;
+	w.refused = BronzeRowRefused;
+	w.has_rows = BronzeRangeHasRows;
+	w.arg = &bw;
+	w.errcxt = batch->cxt;
+	IsolateWrite(&w, 0, batch->nrows, false);
 }
 
 /* Prepare and keep a plan, once per process. */
@@ -957,7 +862,7 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 	relid = RangeVarGetRelid(makeRangeVar(CLICKSTREAM_SCHEMA, "bronze", -1),
 							 RowExclusiveLock, false);
 	rel = table_open(relid, NoLock);
-	BronzeWriteRange(rel, batch, 0, batch->nrows);
+	BronzeWriteRows(rel, batch);
 	table_close(rel, NoLock);
 
 	BronzeWriteDead(batch, topic);

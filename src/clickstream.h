@@ -4,17 +4,27 @@
  *	  Declarations shared by the modules of the clickstream extension.
  *
  * Modules, one file each:
- *	  clickstream.c  _PG_init: preload check, calls each module's Init
- *	  guc.c          every clickstream.* setting
- *	  status.c       shared-memory statistics and the SQL functions over them
- *	  worker.c       the ingestion background worker's main loop
- *	  kafka.c        the Kafka consumer (the only file that sees librdkafka)
- *	  bronze.c       batches: bulk COPY into bronze, positions, dead letters
- *	  silver.c       the event parser and validator behind clickstream.refresh()
- *	  refresh.c      a refresh step's rows: taken, parsed, deduplicated
- *	  writer.c       bulk writes of those rows into event_ids, events, touched
- *	  sessionize.c   clickstream.sessionize(): events to sessions, per user
- *	  funnel.c       funnel_agg, funnel_steps and retention aggregates
+ *	  clickstream.c       _PG_init: preload check, each module's Init
+ *	  guc.c               every clickstream.* setting
+ *	  status.c            shared-memory statistics and their SQL functions
+ *	  worker.c            the ingestion background worker's main loop
+ *	  kafka.c             the Kafka consumer (the only file seeing librdkafka)
+ *	  bronze.c            batches: COPY into bronze, positions, dead letters
+ *	  copy.c              binary COPY into a table from tuples in memory
+ *	  isolate.c           writing in halves to set refused rows aside
+ *	  json.c              the strict JSON scanner of the event parser
+ *	  silver.c            the event parser and validator of the refresh
+ *	  refresh.c           a refresh step's rows: taken, parsed, deduplicated
+ *	  writer.c            bulk writes of them into event_ids, events, touched
+ *	  sessionize.c        clickstream.sessionize(): events to sessions
+ *	  funnel_agg.c        funnel_agg, funnel_steps and the pass of a funnel
+ *	  funnel_breakdown.c  funnel_breakdown: the funnel per key
+ *	  retention.c         the retention aggregate
+ *
+ * Headers: this one (what several modules share), compat.h (every
+ * PostgreSQL version shim), util.h (text in byte order, an interval's
+ * length), json.h (json.c's scanner, for silver.c) and funnel.h (what the
+ * funnel aggregates share).  The design is described in docs/design.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +37,8 @@
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
 
 #include "compat.h"
 
@@ -35,7 +47,7 @@
 #define CLICKSTREAM_ERROR_LEN 256
 #define CLICKSTREAM_TOPIC_LEN 256
 
-/* guc.c */
+/* guc.c: the settings C code reads */
 typedef enum
 {
 	START_OFFSET_EARLIEST,
@@ -59,15 +71,6 @@ extern int	cs_max_partitions;
 extern char *cs_timezone;
 extern double cs_high_value_threshold;
 extern int	cs_max_clock_skew;
-extern int	cs_refresh_batch_size;
-extern int	cs_history_retention;
-extern int	cs_session_timeout;
-extern int	cs_session_max_duration;
-extern bool cs_session_split_at_midnight;
-extern bool cs_session_split_on_campaign;
-extern int	cs_interest_min_views;
-extern int	cs_interest_min_carts;
-extern double cs_interest_max_conversion;
 
 extern void GucInit(void);
 
@@ -171,7 +174,35 @@ extern int	BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 extern void BronzeSetExpected(int32 partition, int64 next_offset);
 extern void BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n);
 extern bool BronzeExtensionExists(void);
-extern bool BronzeIsRowError(int sqlerrcode);
+
+/*
+ * copy.c: binary COPY from memory.  A CopyNextTuple hands out the next tuple,
+ * in binary COPY tuple format, as *data and *len (valid until it is called
+ * again), or returns false when there is none left.
+ */
+typedef bool (*CopyNextTuple) (void *arg, const char **data, int *len);
+
+extern void CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next,
+						   void *arg);
+
+/*
+ * isolate.c: a write that sets the rows it refuses aside.  write writes rows
+ * [lo, hi) of the caller's set; refused is told of a row refused on its own,
+ * with the error (it runs in the memory context IsolateWrite was called in);
+ * has_rows, when not NULL, says whether [lo, hi) holds anything to write.
+ */
+typedef struct IsolateWriter
+{
+	void		(*write) (void *arg, int64 lo, int64 hi);
+	void		(*refused) (void *arg, int64 row, ErrorData *edata);
+	bool		(*has_rows) (void *arg, int64 lo, int64 hi);
+	void	   *arg;
+	MemoryContext errcxt;		/* where the error of a refusal is copied */
+} IsolateWriter;
+
+extern bool IsolateIsRowError(int sqlerrcode);
+extern void IsolateWrite(const IsolateWriter *w, int64 lo, int64 hi,
+						 bool failed);
 
 /* silver.c: the columns of clickstream.parsed_event, in order */
 typedef enum SilverColumn

@@ -11,8 +11,11 @@
  * the size of a refresh step can be changed per session.  The session rules
  * are SIGHUP for the same reason: clickstream.sessions follows them, and a
  * refresh rebuilds it when they change; so are the thresholds of
- * clickstream.high_interest_low_conversion.  The README has the same list as
- * a table.
+ * clickstream.high_interest_low_conversion.  README.md ("Settings") has the
+ * same list as a table.
+ *
+ * Only the settings C code reads are exported (clickstream.h); the variables
+ * of those only SQL reads, through current_setting(), are static here.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,19 +49,21 @@ int			cs_max_partitions = 1024;
 char	   *cs_timezone = NULL;
 double		cs_high_value_threshold = 500.0;
 int			cs_max_clock_skew = 300;
-int			cs_refresh_batch_size = 250000;
-int			cs_history_retention = 30 * SECS_PER_DAY;
 
-/* Gold: sessions */
-int			cs_session_timeout = 30 * SECS_PER_MINUTE;
-int			cs_session_max_duration = SECS_PER_DAY;
-bool		cs_session_split_at_midnight = false;
-bool		cs_session_split_on_campaign = false;
+/* Silver, read by SQL only (current_setting()): not exported */
+static int	cs_refresh_batch_size = 250000;
+static int	cs_history_retention = 30 * SECS_PER_DAY;
 
-/* Gold: funnels */
-int			cs_interest_min_views = 100;
-int			cs_interest_min_carts = 20;
-double		cs_interest_max_conversion = 0.01;
+/* Gold: sessions, read by SQL only */
+static int	cs_session_timeout = 30 * SECS_PER_MINUTE;
+static int	cs_session_max_duration = SECS_PER_DAY;
+static bool cs_session_split_at_midnight = false;
+static bool cs_session_split_on_campaign = false;
+
+/* Gold: funnels, read by SQL only */
+static int	cs_interest_min_views = 100;
+static int	cs_interest_min_carts = 20;
+static double cs_interest_max_conversion = 0.01;
 
 static const struct config_enum_entry start_offset_options[] = {
 	{"earliest", START_OFFSET_EARLIEST, false},

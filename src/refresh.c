@@ -5,9 +5,10 @@
  *	  deduplicated and handed to the writer.
  *
  * clickstream.promote_rows() is the body of a refresh step and of a
- * dead-letter replay; the plpgsql around it (sql/install/20_silver.sql)
- * chooses the rows, moves the watermarks in the same transaction and
- * records the run.  One call:
+ * dead-letter replay; the plpgsql around it (clickstream.refresh_step and
+ * clickstream.replay_dead_letters) chooses the rows, moves the watermarks in
+ * the same transaction and records the run.  The refresh is described in
+ * docs/design.md ("The refresh").  One call:
  *
  *	  1. runs the source's DELETE ... RETURNING through SPI into a
  *	     DestReceiver that parses each row as it arrives (silver.c): no
@@ -29,8 +30,8 @@
  * trigger, a value an index cannot hold) aborts the call; the caller then
  * runs the step again with isolate, which keeps every payload, looks the
  * ids up first, and writes by halves in subtransactions until the refused
- * rows are alone.  Those go to dead_letters as rejected_by_silver; every
- * other row is promoted.
+ * rows are alone (isolate.c).  Those go to dead_letters as
+ * rejected_by_silver; every other row is promoted.
  *
  * Memory: a step's rows stay in memory until written, so it grows with
  * clickstream.refresh_batch_size (about 0.5 kB per typical event).
@@ -54,6 +55,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(clickstream_promote_rows);
 
@@ -114,6 +117,13 @@ typedef struct RefreshStep
 	int64		duplicates;		/* within the step */
 	int64		rejected;		/* by the parser or the write */
 } RefreshStep;
+
+/* A step's events in the order they are written, for isolate.c. */
+typedef struct RefreshIsolate
+{
+	RefreshStep *step;
+	RefreshEvent **by_day;
+} RefreshIsolate;
 
 /* The DestReceiver that takes the source's rows. */
 typedef struct RefreshReceiver
@@ -360,19 +370,6 @@ RefreshTake(RefreshStep *step, const char *source, Datum *params, bool *nulls)
 	SPI_freeplan(plan);
 }
 
-/* Compare two byte strings as the C collation does. */
-static inline int
-RefreshCompareBytes(const struct varlena *a, const struct varlena *b)
-{
-	int			alen = VARSIZE_ANY_EXHDR(a);
-	int			blen = VARSIZE_ANY_EXHDR(b);
-	int			c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(alen, blen));
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
 /* Bytes skip.. of a varlena, zero padded to 8, as a big-endian integer. */
 static inline uint64
 RefreshPrefix(const struct varlena *v, int skip)
@@ -389,8 +386,8 @@ RefreshPrefix(const struct varlena *v, int skip)
 static int
 RefreshCompareDelivery(const RefreshEvent *a, const RefreshEvent *b)
 {
-	int			c = RefreshCompareBytes(RefreshEventText(a, a->id_off),
-										RefreshEventText(b, b->id_off));
+	int			c = UtilTextCompare(RefreshEventText(a, a->id_off),
+									RefreshEventText(b, b->id_off));
 
 	if (c != 0)
 		return c;
@@ -403,7 +400,7 @@ RefreshCompareDelivery(const RefreshEvent *a, const RefreshEvent *b)
 		return a->partition < b->partition ? -1 : 1;
 	if (a->offset != b->offset)
 		return a->offset < b->offset ? -1 : 1;
-	return RefreshCompareBytes(RefreshEventTopic(a), RefreshEventTopic(b));
+	return UtilTextCompare(RefreshEventTopic(a), RefreshEventTopic(b));
 }
 
 /* RefreshCompareDelivery, on the id prefixes first. */
@@ -428,16 +425,16 @@ RefreshCompareByDay(const RefreshByDay *a, const RefreshByDay *b)
 	/* a zero last byte: both ids are shorter than 8 bytes, hence equal */
 	if ((a->user & 0xFF) != 0)
 	{
-		int			c = RefreshCompareBytes(RefreshEventText(a->ev, a->ev->user_off),
-											RefreshEventText(b->ev, b->ev->user_off));
+		int			c = UtilTextCompare(RefreshEventText(a->ev, a->ev->user_off),
+										RefreshEventText(b->ev, b->ev->user_off));
 
 		if (c != 0)
 			return c;
 	}
 	if (a->ts != b->ts)
 		return a->ts < b->ts ? -1 : 1;
-	return RefreshCompareBytes(RefreshEventText(a->ev, a->ev->id_off),
-							   RefreshEventText(b->ev, b->ev->id_off));
+	return UtilTextCompare(RefreshEventText(a->ev, a->ev->id_off),
+						   RefreshEventText(b->ev, b->ev->id_off));
 }
 
 #define ST_SORT RefreshSortById
@@ -486,8 +483,8 @@ RefreshFirstDeliveries(RefreshStep *step, int64 *n)
 		RefreshEvent *ev = sorted[i].ev;
 
 		if (i > 0 && sorted[i].id1 == sorted[i - 1].id1 && sorted[i].id2 == sorted[i - 1].id2 &&
-			RefreshCompareBytes(RefreshEventText(ev, ev->id_off),
-								RefreshEventText(sorted[i - 1].ev, sorted[i - 1].ev->id_off)) == 0)
+			UtilTextCompare(RefreshEventText(ev, ev->id_off),
+							RefreshEventText(sorted[i - 1].ev, sorted[i - 1].ev->id_off)) == 0)
 		{
 			ev->duplicate = true;
 			step->duplicates++;
@@ -648,68 +645,49 @@ RefreshWriteDead(RefreshDead **dead, int64 n)
 	}
 }
 
+/* IsolateWriter.write: write the ids and events of by_day[lo..hi). */
+static void
+RefreshWriteRows(void *arg, int64 lo, int64 hi)
+{
+	RefreshIsolate *ri = arg;
+
+	WriterIds(ri->by_day + lo, hi - lo);
+	WriterEvents(ri->by_day + lo, hi - lo);
+}
+
+/* IsolateWriter.refused: mark by_day[i] and keep it for dead_letters. */
+static void
+RefreshRowRefused(void *arg, int64 i, ErrorData *edata)
+{
+	RefreshIsolate *ri = arg;
+	RefreshEvent *ev = ri->by_day[i];
+
+	ev->refused = true;
+	RefreshKeepDead(ri->step, cstring_to_text("rejected_by_silver"),
+					cstring_to_text(edata->message),
+					(text *) RefreshEventTopic(ev),
+					ev->partition, ev->offset, ev->kafka_ts_null, ev->kafka_ts,
+					(bytea *) ev->key, (bytea *) ev->payload);
+	ri->step->rejected++;
+}
+
 /*
- * Write by_day[0..n) in a subtransaction; when the write refuses a row, by
- * halves until the refused rows are alone: those are marked and kept for
- * dead_letters.  failed: the whole range is known to fail, start with its
- * halves (a single row is tried anyway, for its error message).
+ * Write by_day[0..n) so that the rows the write refuses are isolated,
+ * marked and kept for dead_letters (isolate.c).  failed: writing them all
+ * at once is known to fail.
  */
 static void
 RefreshWriteIsolating(RefreshStep *step, RefreshEvent **by_day, int64 n, bool failed)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	RefreshIsolate ri = {step, by_day};
+	IsolateWriter w;
 
-	if (n == 0)
-		return;
-	if (!failed || n == 1)
-	{
-		MemoryContext attempt = AllocSetContextCreate(cxt, "clickstream write attempt",
-													  ALLOCSET_DEFAULT_SIZES);
-		ErrorData  *volatile edata = NULL;
-
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(attempt);
-		PG_TRY();
-		{
-			WriterIds(by_day, n);
-			WriterEvents(by_day, n);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(step->cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_END_TRY();
-		MemoryContextDelete(attempt);
-
-		if (edata == NULL)
-			return;
-		if (!BronzeIsRowError(edata->sqlerrcode))
-			ReThrowError(edata);
-		if (n == 1)
-		{
-			RefreshEvent *ev = by_day[0];
-
-			ev->refused = true;
-			RefreshKeepDead(step, cstring_to_text("rejected_by_silver"),
-							cstring_to_text(edata->message),
-							(text *) RefreshEventTopic(ev),
-							ev->partition, ev->offset, ev->kafka_ts_null, ev->kafka_ts,
-							(bytea *) ev->key, (bytea *) ev->payload);
-			step->rejected++;
-			return;
-		}
-	}
-	RefreshWriteIsolating(step, by_day, n / 2, false);
-	RefreshWriteIsolating(step, by_day + n / 2, n - n / 2, false);
+	w.write = RefreshWriteRows;
+	w.refused = RefreshRowRefused;
+	w.has_rows = NULL;
+	w.arg = &ri;
+	w.errcxt = step->cxt;
+	IsolateWrite(&w, 0, n, failed);
 }
 
 /*
@@ -733,8 +711,8 @@ RefreshGroupTouched(RefreshByDay *sorted, int64 n, bool check, int64 *ngroups)
 			continue;
 		if (cur == NULL || cur->day != e->day || cur->user != e->user ||
 			((e->user & 0xFF) != 0 &&
-			 RefreshCompareBytes(RefreshEventText(cur->ev, cur->ev->user_off),
-								 RefreshEventText(e->ev, e->ev->user_off)) != 0))
+			 UtilTextCompare(RefreshEventText(cur->ev, cur->ev->user_off),
+							 RefreshEventText(e->ev, e->ev->user_off)) != 0))
 		{
 			cur = e;
 			groups[ng].first = e->ev;

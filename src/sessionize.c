@@ -25,7 +25,7 @@
  * than max_duration after the session's first event, at midnight in
  * clickstream.timezone (option), or when the event carries a campaign
  * (utm_source, utm_campaign) other than the one of the session's first event
- * (option).  The README ("Sessions") is the reference.
+ * (option).  docs/sessions-and-funnels.md ("Sessions") is the reference.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +53,8 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
+
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(clickstream_sessionize);
 PG_FUNCTION_INFO_V1(clickstream_sessions_of);
@@ -188,22 +190,12 @@ typedef struct SessUser
 	char		status;
 } SessUser;
 
-/* Equality of two text values, byte for byte. */
-static inline bool
-SessTextEqual(const text *a, const text *b)
-{
-	Size		la = VARSIZE_ANY_EXHDR(a);
-
-	return la == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la) == 0;
-}
-
 #define SH_PREFIX sessusers
 #define SH_ELEMENT_TYPE SessUser
 #define SH_KEY_TYPE const text *
 #define SH_KEY user
 #define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k))
-#define SH_EQUAL(tb, a, b) SessTextEqual(a, b)
+#define SH_EQUAL(tb, a, b) UtilTextEqual(a, b)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a) a->hash
 #define SH_SCOPE static inline
@@ -310,25 +302,16 @@ SessTextEqualNull(const text *a, const text *b)
 {
 	if (a == NULL || b == NULL)
 		return a == b;
-	return SessTextEqual(a, b);
+	return UtilTextEqual(a, b);
 }
 
 /* Byte order of two nullable text values, NULL last (the C collation). */
 static inline int
 SessTextCompare(const text *a, const text *b)
 {
-	Size		la,
-				lb;
-	int			c;
-
 	if (a == NULL || b == NULL)
 		return (a == NULL) - (b == NULL);
-	la = VARSIZE_ANY_EXHDR(a);
-	lb = VARSIZE_ANY_EXHDR(b);
-	c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
-	if (c != 0)
-		return c;
-	return (la > lb) - (la < lb);
+	return UtilTextCompare(a, b);
 }
 
 /* The documented event order: ts, then event_id (byte order, NULL last). */
@@ -352,24 +335,14 @@ SessSlotCompare(const SessSlot *a, const SessSlot *b)
 static int64
 SessIntervalArg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	Interval   *iv;
 	int64		usec;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", name)));
-	iv = PG_GETARG_INTERVAL_P(argno);
-	if (iv->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not contain months or years", name),
-				 errhint("Months have no fixed length; write days or hours, e.g. '30 days'.")));
-	if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &usec) ||
-		pg_add_s64_overflow(usec, iv->time, &usec))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("%s is out of range", name)));
+	usec = UtilIntervalUsec(PG_GETARG_INTERVAL_P(argno), name,
+							"Months have no fixed length; write days or hours, e.g. '30 days'.");
 	if (usec <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -744,7 +717,7 @@ SessAdd(SessState *st, const text *user, TimestampTz ts, const text *event_id,
 	 * Input grouped by user (silver is written sorted by user, minute by
 	 * minute) comes as runs of one user: those need no hashing.
 	 */
-	if (st->last_user != NULL && SessTextEqual(user, st->last_user))
+	if (st->last_user != NULL && UtilTextEqual(user, st->last_user))
 		hash = st->last_hash;
 	else
 	{
@@ -1062,7 +1035,7 @@ SessEmitPart(SessState *st, SessPart *part, SessEmitWork *w)
 			const text *user = SessRecUser(st, rec);
 
 			if (prev == NULL || rec->hash != prev_hash ||
-				!SessTextEqual(user, prev))
+				!UtilTextEqual(user, prev))
 			{
 				SessUser   *entry;
 				bool		found;

@@ -8,14 +8,13 @@
  * bronze row, and clickstream.parse_event(payload) what a user runs to see
  * why a dead letter was refused.  It never raises an error for bad data:
  * every problem becomes a reason and a human-readable detail, so that one bad
- * message can never stop a refresh.  The JSON scanner is a strict RFC 8259
- * parser written for this one format: it validates the whole document, keeps
- * the known fields as spans of the payload and rebuilds only the unknown
- * keys into jsonb.  Anything that jsonb_in or numeric_in could refuse later
- * (\u0000, lone surrogates, huge exponents, deep nesting) is refused here
- * first.
+ * message can never stop a refresh.  A parse has three stages: scan (the
+ * strict JSON scanner of json.c validates the whole document, keeps the
+ * known fields as spans of the payload and copies the unknown members out
+ * for attrs), validate (presence, types, values, the timestamp and its day)
+ * and build (the row's datums).
  *
- * The event format is defined once, in the README ("Event format").
+ * The event format is defined once, in docs/events.md ("Event format").
  *
  *-------------------------------------------------------------------------
  */
@@ -36,15 +35,12 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
+#include "json.h"
+
 PG_FUNCTION_INFO_V1(clickstream_parse_event);
 
 /* Longest identifier-like string value accepted (indexes hold these). */
 #define SILVER_MAX_ID_BYTES 512
-/* Deepest nesting of arrays and objects accepted in a payload. */
-#define SILVER_MAX_DEPTH 64
-/* Numbers must fit numeric comfortably: digits and exponent are bounded. */
-#define SILVER_MAX_NUMBER_DIGITS 1000
-#define SILVER_MAX_EXPONENT 1000
 /* Prices above this are refused as number_out_of_range. */
 #define SILVER_MAX_PRICE "1000000000000000"
 /* Larger payloads are refused (jsonb and palloc have limits of their own). */
@@ -88,382 +84,18 @@ static const struct
 	{SILVER_KEY("country"), SILVER_COL_COUNTRY, false, true},
 };
 
-typedef enum
+/* What the validation of an event derives, for the build. */
+typedef struct SilverValues
 {
-	JV_NONE, JV_STRING, JV_NUMBER, JV_TRUE, JV_FALSE, JV_NULL, JV_OBJECT, JV_ARRAY
-} JsonKind;
-
-static const char *const json_kind_names[] = {
-	"nothing", "a string", "a number", "true", "false", "null", "an object", "an array"
-};
-
-/* A scanned value: its kind and where it lies in the payload. */
-typedef struct
-{
-	JsonKind	kind;
-	const char *start;			/* first byte (the quote for strings) */
-	const char *end;			/* one past the last byte */
-	bool		escaped;		/* string containing backslash escapes */
-	bool		integral;		/* number without fraction or exponent */
-} JsonValue;
-
-/* Scanner state over one payload. */
-typedef struct
-{
-	const char *p;
-	const char *end;
-	const char *error;			/* NULL while the document is valid */
-	const char *reason;			/* invalid_json or number_out_of_range */
-} JsonScan;
-
-static bool SilverScanValue(JsonScan *s, JsonValue *v, int depth);
-
-/* Record the first scan error; always returns false. */
-static bool
-SilverScanFail(JsonScan *s, const char *reason, const char *error)
-{
-	if (s->error == NULL)
-	{
-		s->error = error;
-		s->reason = reason;
-	}
-	return false;
-}
-
-/* Skip JSON whitespace. */
-static inline void
-SilverSkipSpace(JsonScan *s)
-{
-	while (s->p < s->end &&
-		   (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-		s->p++;
-}
-
-/* Value of one hex digit, or -1. */
-static inline int
-SilverHex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Read the four hex digits of a \u escape at p; -1 if they are not there. */
-static int
-SilverHex4(const char *p, const char *end)
-{
-	int			cp = 0;
-
-	if (end - p < 4)
-		return -1;
-	for (int i = 0; i < 4; i++)
-	{
-		int			h = SilverHex(p[i]);
-
-		if (h < 0)
-			return -1;
-		cp = (cp << 4) | h;
-	}
-	return cp;
-}
-
-/* Scan a string starting at its opening quote; validates every escape. */
-static bool
-SilverScanString(JsonScan *s, JsonValue *v)
-{
-	const char *p = s->p + 1;
-
-	v->kind = JV_STRING;
-	v->start = s->p;
-	v->escaped = false;
-	while (p < s->end)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		/* most bytes are neither a quote, a backslash nor a control byte */
-		if (c >= 0x20 && c != '"' && c != '\\')
-		{
-			p++;
-			continue;
-		}
-		if (c == '"')
-		{
-			s->p = v->end = p + 1;
-			return true;
-		}
-		if (c < 0x20)
-			return SilverScanFail(s, "invalid_json", "control character inside a string");
-		if (c != '\\')
-		{
-			p++;
-			continue;
-		}
-		v->escaped = true;
-		if (p + 1 >= s->end)
-			break;
-		switch (p[1])
-		{
-			case '"':
-			case '\\':
-			case '/':
-			case 'b':
-			case 'f':
-			case 'n':
-			case 'r':
-			case 't':
-				p += 2;
-				break;
-			case 'u':
-				{
-					int			cp = SilverHex4(p + 2, s->end);
-
-					if (cp < 0)
-						return SilverScanFail(s, "invalid_json", "invalid \\u escape");
-					if (cp == 0)
-						return SilverScanFail(s, "invalid_json", "\\u0000 is not supported in text");
-					p += 6;
-					if (cp >= 0xDC00 && cp <= 0xDFFF)
-						return SilverScanFail(s, "invalid_json", "Unicode low surrogate without a high surrogate");
-					if (cp >= 0xD800 && cp <= 0xDBFF)
-					{
-						int			lo = (s->end - p >= 6 && p[0] == '\\' && p[1] == 'u') ?
-							SilverHex4(p + 2, s->end) : -1;
-
-						if (lo < 0xDC00 || lo > 0xDFFF)
-							return SilverScanFail(s, "invalid_json", "Unicode high surrogate without a low surrogate");
-						p += 6;
-					}
-					break;
-				}
-			default:
-				return SilverScanFail(s, "invalid_json", "invalid escape in a string");
-		}
-	}
-	return SilverScanFail(s, "invalid_json", "unterminated string");
-}
-
-/* Scan a number (RFC 8259 grammar, bounded size). */
-static bool
-SilverScanNumber(JsonScan *s, JsonValue *v)
-{
-	const char *p = s->p;
-	int			digits = 0;
-	int			exponent = 0;
-
-	v->kind = JV_NUMBER;
-	v->start = p;
-	v->integral = true;
-	if (*p == '-')
-		p++;
-	if (p >= s->end || !isdigit((unsigned char) *p))
-		return SilverScanFail(s, "invalid_json", "invalid number");
-	if (*p == '0')
-		p++, digits++;
-	else
-		while (p < s->end && isdigit((unsigned char) *p))
-			p++, digits++;
-	if (p < s->end && *p == '.')
-	{
-		v->integral = false;
-		p++;
-		if (p >= s->end || !isdigit((unsigned char) *p))
-			return SilverScanFail(s, "invalid_json", "invalid number");
-		while (p < s->end && isdigit((unsigned char) *p))
-			p++, digits++;
-	}
-	if (p < s->end && (*p == 'e' || *p == 'E'))
-	{
-		v->integral = false;
-		p++;
-		if (p < s->end && (*p == '+' || *p == '-'))
-			p++;
-		if (p >= s->end || !isdigit((unsigned char) *p))
-			return SilverScanFail(s, "invalid_json", "invalid number");
-		while (p < s->end && isdigit((unsigned char) *p))
-		{
-			if (exponent <= SILVER_MAX_EXPONENT)
-				exponent = exponent * 10 + (*p - '0');
-			p++;
-		}
-	}
-	if (digits > SILVER_MAX_NUMBER_DIGITS || exponent > SILVER_MAX_EXPONENT)
-		return SilverScanFail(s, "number_out_of_range", "a number has too many digits or too large an exponent");
-	s->p = v->end = p;
-	return true;
-}
-
-/* Match a literal (true, false, null). */
-static bool
-SilverScanLiteral(JsonScan *s, JsonValue *v, const char *word, JsonKind kind)
-{
-	size_t		len = strlen(word);
-
-	if ((size_t) (s->end - s->p) < len || memcmp(s->p, word, len) != 0)
-		return SilverScanFail(s, "invalid_json", "invalid token");
-	v->kind = kind;
-	v->start = s->p;
-	s->p = v->end = s->p + len;
-	return true;
-}
-
-/* Scan an object or array (contents validated, not kept). */
-static bool
-SilverScanContainer(JsonScan *s, JsonValue *v, int depth)
-{
-	bool		object = *s->p == '{';
-	char		close = object ? '}' : ']';
-	JsonValue	item;
-
-	if (depth >= SILVER_MAX_DEPTH)
-		return SilverScanFail(s, "invalid_json", "nested too deeply");
-	v->kind = object ? JV_OBJECT : JV_ARRAY;
-	v->start = s->p++;
-	SilverSkipSpace(s);
-	if (s->p < s->end && *s->p == close)
-	{
-		s->p++;
-		v->end = s->p;
-		return true;
-	}
-	for (;;)
-	{
-		if (object)
-		{
-			if (s->p >= s->end || *s->p != '"')
-				return SilverScanFail(s, "invalid_json", "expected a key");
-			if (!SilverScanString(s, &item))
-				return false;
-			SilverSkipSpace(s);
-			if (s->p >= s->end || *s->p != ':')
-				return SilverScanFail(s, "invalid_json", "expected ':'");
-			s->p++;
-			SilverSkipSpace(s);
-		}
-		if (!SilverScanValue(s, &item, depth + 1))
-			return false;
-		SilverSkipSpace(s);
-		if (s->p < s->end && *s->p == ',')
-		{
-			s->p++;
-			SilverSkipSpace(s);
-			continue;
-		}
-		if (s->p < s->end && *s->p == close)
-		{
-			s->p++;
-			v->end = s->p;
-			return true;
-		}
-		return SilverScanFail(s, "invalid_json",
-							  s->p >= s->end ? "unexpected end of input" : "expected ',' or a closing bracket");
-	}
-}
-
-/* Scan any value at s->p (whitespace already skipped). */
-static bool
-SilverScanValue(JsonScan *s, JsonValue *v, int depth)
-{
-	if (s->p >= s->end)
-		return SilverScanFail(s, "invalid_json", "unexpected end of input");
-	switch (*s->p)
-	{
-		case '"':
-			return SilverScanString(s, v);
-		case '{':
-		case '[':
-			return SilverScanContainer(s, v, depth);
-		case 't':
-			return SilverScanLiteral(s, v, "true", JV_TRUE);
-		case 'f':
-			return SilverScanLiteral(s, v, "false", JV_FALSE);
-		case 'n':
-			return SilverScanLiteral(s, v, "null", JV_NULL);
-		default:
-			if (*s->p == '-' || isdigit((unsigned char) *s->p))
-				return SilverScanNumber(s, v);
-			return SilverScanFail(s, "invalid_json", "invalid token");
-	}
-}
-
-/* Append code point cp as UTF-8. */
-static void
-SilverAppendUtf8(StringInfo buf, int cp)
-{
-	unsigned char u[4];
-
-	unicode_to_utf8((pg_wchar) cp, u);
-	appendBinaryStringInfo(buf, (char *) u, pg_utf_mblen(u));
-}
-
-/* Decode a scanned string (without its quotes) into buf. */
-static void
-SilverUnescape(const JsonValue *v, StringInfo buf)
-{
-	const char *p = v->start + 1;
-	const char *end = v->end - 1;
-
-	resetStringInfo(buf);
-	while (p < end)
-	{
-		const char *q = p;
-
-		while (q < end && *q != '\\')
-			q++;
-		appendBinaryStringInfo(buf, p, q - p);
-		if (q >= end)
-			break;
-		switch (q[1])
-		{
-			case 'b':
-				appendStringInfoChar(buf, '\b');
-				break;
-			case 'f':
-				appendStringInfoChar(buf, '\f');
-				break;
-			case 'n':
-				appendStringInfoChar(buf, '\n');
-				break;
-			case 'r':
-				appendStringInfoChar(buf, '\r');
-				break;
-			case 't':
-				appendStringInfoChar(buf, '\t');
-				break;
-			case 'u':
-				{
-					int			cp = SilverHex4(q + 2, end);
-
-					if (cp >= 0xD800 && cp <= 0xDBFF)
-					{
-						cp = 0x10000 + ((cp - 0xD800) << 10) + (SilverHex4(q + 8, end) - 0xDC00);
-						q += 6;
-					}
-					SilverAppendUtf8(buf, cp);
-					p = q + 6;
-					continue;
-				}
-			default:			/* " \ / */
-				appendStringInfoChar(buf, q[1]);
-				break;
-		}
-		p = q + 2;
-	}
-}
-
-/* Does a key (a scanned string) equal name?  Escaped keys are decoded. */
-static bool
-SilverKeyIs(const JsonValue *key, const char *name, size_t namelen, StringInfo scratch)
-{
-	if (!key->escaped)
-		return (size_t) (key->end - key->start - 2) == namelen &&
-			memcmp(key->start + 1, name, namelen) == 0;
-	SilverUnescape(key, scratch);
-	return (size_t) scratch->len == namelen && memcmp(scratch->data, name, namelen) == 0;
-}
+	TimestampTz ts;
+	DateADT		event_date;		/* in clickstream.timezone */
+	int16		event_hour;
+	bool		purchase;
+	bool		has_price;
+	bool		has_quantity;
+	Datum		price;
+	int32		quantity;
+} SilverValues;
 
 /*
  * Which known field a key names, or -1.  Producers send keys in the same
@@ -478,7 +110,7 @@ SilverLookupKey(const JsonValue *key, StringInfo scratch)
 	{
 		int			f = (next + i) % NUM_FIELDS;
 
-		if (SilverKeyIs(key, silver_fields[f].name, silver_fields[f].namelen, scratch))
+		if (JsonStringIs(key, silver_fields[f].name, silver_fields[f].namelen, scratch))
 		{
 			next = (f + 1) % NUM_FIELDS;
 			return f;
@@ -654,7 +286,7 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 		return SilverEpochMs(v->start, v->end, result);
 	if (v->escaped)
 	{
-		SilverUnescape(v, scratch);
+		JsonUnescape(v, scratch);
 		p = scratch->data;
 		end = p + scratch->len;
 	}
@@ -791,7 +423,7 @@ SilverText(const JsonValue *v, StringInfo scratch)
 {
 	if (!v->escaped)
 		return PointerGetDatum(cstring_to_text_with_len(v->start + 1, v->end - v->start - 2));
-	SilverUnescape(v, scratch);
+	JsonUnescape(v, scratch);
 	return PointerGetDatum(cstring_to_text_with_len(scratch->data, scratch->len));
 }
 
@@ -801,31 +433,40 @@ SilverTextLength(const JsonValue *v, StringInfo scratch)
 {
 	if (!v->escaped)
 		return v->end - v->start - 2;
-	SilverUnescape(v, scratch);
+	JsonUnescape(v, scratch);
 	return scratch->len;
 }
 
-/*
- * Parse one payload into row.  Returns with either every event column set
- * (reason NULL) or reason and detail set.
- */
+/* Record a member of the event object: a known field, or one for attrs. */
 static void
-SilverParse(const char *data, int len, SilverRow *row)
+SilverMember(SilverRow *row, JsonValue *fields, const JsonValue *key,
+			 const JsonValue *value)
 {
-	JsonScan	scan = {data, data + len, NULL, NULL};
-	JsonValue	fields[NUM_FIELDS];
+	int			f = SilverLookupKey(key, &row->scratch);
+
+	if (f >= 0)
+		fields[f] = *value;		/* the last one wins, as in jsonb */
+	else
+	{
+		appendStringInfoChar(&row->attrs, row->attrs.len == 0 ? '{' : ',');
+		appendBinaryStringInfo(&row->attrs, key->start, key->end - key->start);
+		appendStringInfoChar(&row->attrs, ':');
+		appendBinaryStringInfo(&row->attrs, value->start, value->end - value->start);
+	}
+}
+
+/*
+ * Scan: check that the payload is one JSON object, and keep its members:
+ * the known fields in fields[] (JV_NONE when absent), the others in
+ * row->attrs as object text without its closing brace (empty when none).
+ * Returns false when it rejected the payload.
+ */
+static bool
+SilverScan(const char *data, int len, SilverRow *row, JsonValue *fields)
+{
+	JsonScan	scan;
 	JsonValue	key,
 				value;
-	TimestampTz ts;
-	Datum		price = (Datum) 0;
-	int32		quantity = 0;
-	bool		has_price,
-				has_quantity,
-				first_attr = true;
-	struct pg_tm tm;
-	fsec_t		fsec;
-	int			tzoff;
-	bool		purchase;
 
 	for (int f = 0; f < NUM_FIELDS; f++)
 		fields[f].kind = JV_NONE;
@@ -835,104 +476,64 @@ SilverParse(const char *data, int len, SilverRow *row)
 	{
 		SilverReject(row, "payload_too_large", "payload of %d bytes is larger than %d bytes",
 					 len, SILVER_MAX_PAYLOAD);
-		return;
+		return false;
 	}
 	if (!pg_verify_mbstr(PG_UTF8, data, len, true))
 	{
 		SilverReject(row, "invalid_utf8", "payload is not valid UTF-8");
-		return;
+		return false;
 	}
 
 	/* the document: one object, its members, nothing after it */
-	SilverSkipSpace(&scan);
+	JsonScanStart(&scan, data, len);
+	JsonSkipSpace(&scan);
 	if (scan.p >= scan.end)
 	{
 		SilverReject(row, "invalid_json", "empty payload");
-		return;
+		return false;
 	}
 	if (*scan.p != '{')
 	{
-		if (SilverScanValue(&scan, &value, 0))
+		if (JsonScanValue(&scan, &value, 0))
 		{
-			SilverSkipSpace(&scan);
+			JsonSkipSpace(&scan);
 			if (scan.p == scan.end)
 			{
 				SilverReject(row, "not_an_object", "payload is %s, not a JSON object",
-							 json_kind_names[value.kind]);
-				return;
+							 JsonKindName(value.kind));
+				return false;
 			}
-			SilverScanFail(&scan, "invalid_json", "unexpected data after the JSON value");
+			JsonScanFail(&scan, "invalid_json", "unexpected data after the JSON value");
 		}
-		SilverReject(row, scan.reason, "%s at byte %d", scan.error, (int) (scan.p - data));
-		return;
 	}
-	scan.p++;
-	SilverSkipSpace(&scan);
-	if (scan.p < scan.end && *scan.p == '}')
-		scan.p++;
 	else
 	{
-		for (;;)
+		JsonObjectBegin(&scan);
+		while (JsonObjectNext(&scan, &key, &value))
+			SilverMember(row, fields, &key, &value);
+		if (scan.error == NULL)
 		{
-			int			f;
-
-			if (scan.p >= scan.end || *scan.p != '"')
-			{
-				SilverScanFail(&scan, "invalid_json", scan.p >= scan.end ? "unexpected end of input" : "expected a key");
-				break;
-			}
-			if (!SilverScanString(&scan, &key))
-				break;
-			SilverSkipSpace(&scan);
-			if (scan.p >= scan.end || *scan.p != ':')
-			{
-				SilverScanFail(&scan, "invalid_json", "expected ':'");
-				break;
-			}
-			scan.p++;
-			SilverSkipSpace(&scan);
-			if (!SilverScanValue(&scan, &value, 1))
-				break;
-			f = SilverLookupKey(&key, &row->scratch);
-			if (f >= 0)
-				fields[f] = value;	/* the last one wins, as in jsonb */
-			else
-			{
-				appendStringInfoChar(&row->attrs, first_attr ? '{' : ',');
-				appendBinaryStringInfo(&row->attrs, key.start, key.end - key.start);
-				appendStringInfoChar(&row->attrs, ':');
-				appendBinaryStringInfo(&row->attrs, value.start, value.end - value.start);
-				first_attr = false;
-			}
-			SilverSkipSpace(&scan);
-			if (scan.p < scan.end && *scan.p == ',')
-			{
-				scan.p++;
-				SilverSkipSpace(&scan);
-				continue;
-			}
-			if (scan.p < scan.end && *scan.p == '}')
-			{
-				scan.p++;
-				break;
-			}
-			SilverScanFail(&scan, "invalid_json", scan.p >= scan.end ? "unexpected end of input" : "expected ',' or '}'");
-			break;
+			JsonSkipSpace(&scan);
+			if (scan.p != scan.end)
+				JsonScanFail(&scan, "invalid_json", "unexpected data after the JSON object");
 		}
-	}
-	if (scan.error == NULL)
-	{
-		SilverSkipSpace(&scan);
-		if (scan.p != scan.end)
-			SilverScanFail(&scan, "invalid_json", "unexpected data after the JSON object");
 	}
 	if (scan.error != NULL)
 	{
 		SilverReject(row, scan.reason, "%s at byte %d", scan.error, (int) (scan.p - data));
-		return;
+		return false;
 	}
+	return true;
+}
 
-	/* required fields: present, not null, not empty */
+/*
+ * Validate the fields' presence, types and lengths: required fields present,
+ * not null, not empty; each field of its type.  A null optional field is
+ * marked absent.  Returns false when it rejected the payload.
+ */
+static bool
+SilverCheckFields(JsonValue *fields, SilverRow *row)
+{
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
 		if (!silver_fields[f].required)
@@ -940,12 +541,12 @@ SilverParse(const char *data, int len, SilverRow *row)
 		if (fields[f].kind == JV_NONE || fields[f].kind == JV_NULL)
 		{
 			SilverReject(row, "missing_field", "required field \"%s\" is missing", silver_fields[f].name);
-			return;
+			return false;
 		}
 		if (fields[f].kind == JV_STRING && fields[f].end - fields[f].start == 2)
 		{
 			SilverReject(row, "missing_field", "required field \"%s\" is empty", silver_fields[f].name);
-			return;
+			return false;
 		}
 	}
 
@@ -980,43 +581,59 @@ SilverParse(const char *data, int len, SilverRow *row)
 		if (expected)
 		{
 			SilverReject(row, "wrong_type", "field \"%s\" must be %s, not %s",
-						 silver_fields[f].name, expected, json_kind_names[kind]);
-			return;
+						 silver_fields[f].name, expected, JsonKindName(kind));
+			return false;
 		}
 		if (silver_fields[f].identifier &&
 			SilverTextLength(&fields[f], &row->scratch) > SILVER_MAX_ID_BYTES)
 		{
 			SilverReject(row, "value_too_long", "field \"%s\" is longer than %d bytes",
 						 silver_fields[f].name, SILVER_MAX_ID_BYTES);
-			return;
+			return false;
 		}
 	}
+	return true;
+}
 
-	/* values */
-	has_price = fields[F_PRICE].kind == JV_NUMBER;
-	has_quantity = fields[F_QUANTITY].kind == JV_NUMBER;
-	if (has_price)
+/*
+ * Validate the values of checked fields and derive what the row needs:
+ * price and quantity in range, the timestamp (not too far ahead, its day
+ * and hour in clickstream.timezone within years 1 to 9999), an order id for
+ * a purchase.  Returns false when it rejected the payload.
+ */
+static bool
+SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	values->has_price = fields[F_PRICE].kind == JV_NUMBER;
+	values->has_quantity = fields[F_QUANTITY].kind == JV_NUMBER;
+	values->price = (Datum) 0;
+	values->quantity = 0;
+	if (values->has_price)
 	{
-		JsonValue  *v = &fields[F_PRICE];
+		const JsonValue *v = &fields[F_PRICE];
 
 		SilverConstants();
-		price = SilverNumeric(v->start, v->end);
-		if (SilverNumericCmp(price, silver_constants.zero) < 0)
+		values->price = SilverNumeric(v->start, v->end);
+		if (SilverNumericCmp(values->price, silver_constants.zero) < 0)
 		{
 			SilverReject(row, "negative_price", "price %.*s is negative",
 						 SilverExcerpt(v), v->start);
-			return;
+			return false;
 		}
-		if (SilverNumericCmp(price, silver_constants.max_price) > 0)
+		if (SilverNumericCmp(values->price, silver_constants.max_price) > 0)
 		{
 			SilverReject(row, "number_out_of_range", "price %.*s is above %s",
 						 SilverExcerpt(v), v->start, SILVER_MAX_PRICE);
-			return;
+			return false;
 		}
 	}
-	if (has_quantity)
+	if (values->has_quantity)
 	{
-		JsonValue  *v = &fields[F_QUANTITY];
+		const JsonValue *v = &fields[F_QUANTITY];
 		char	   *num = pnstrdup(v->start, v->end - v->start);
 		double		q = strtod(num, NULL);
 		const char *dot = strchr(num, '.');
@@ -1032,46 +649,65 @@ SilverParse(const char *data, int len, SilverRow *row)
 		{
 			SilverReject(row, "wrong_type", "field \"quantity\" must be an integer, not %.*s",
 						 SilverExcerpt(v), v->start);
-			return;
+			return false;
 		}
 		if (q < 1 || q > PG_INT32_MAX)
 		{
 			SilverReject(row, "invalid_quantity", "quantity %.*s is not between 1 and %d",
 						 SilverExcerpt(v), v->start, PG_INT32_MAX);
-			return;
+			return false;
 		}
-		quantity = (int32) q;
+		values->quantity = (int32) q;
 	}
 
 	/* the timestamp */
-	if (!SilverParseTs(&fields[F_TS], &row->scratch, &ts))
+	if (!SilverParseTs(&fields[F_TS], &row->scratch, &values->ts))
 	{
 		SilverReject(row, "invalid_timestamp",
 					 "ts %.*s is neither ISO-8601 with a time zone nor epoch milliseconds (years 1 to 9999)",
 					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
-		return;
+		return false;
 	}
-	if (ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)
+	if (values->ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)
 	{
 		SilverReject(row, "timestamp_in_future",
 					 "ts %s is more than clickstream.max_clock_skew (%d s) ahead of the server clock",
-					 timestamptz_to_str(ts), cs_max_clock_skew);
-		return;
+					 timestamptz_to_str(values->ts), cs_max_clock_skew);
+		return false;
 	}
 
-	purchase = SilverKeyIs(&fields[F_EVENT_TYPE], "purchase", 8, &row->scratch);
-	if (purchase && fields[F_ORDER_ID].kind != JV_STRING)
+	values->purchase = JsonStringIs(&fields[F_EVENT_TYPE], "purchase", 8, &row->scratch);
+	if (values->purchase && fields[F_ORDER_ID].kind != JV_STRING)
 	{
 		SilverReject(row, "purchase_without_order", "a purchase must carry an order_id");
-		return;
+		return false;
 	}
-	if (purchase && fields[F_ORDER_ID].end - fields[F_ORDER_ID].start == 2)
+	if (values->purchase && fields[F_ORDER_ID].end - fields[F_ORDER_ID].start == 2)
 	{
 		SilverReject(row, "purchase_without_order", "a purchase must carry a non-empty order_id");
-		return;
+		return false;
 	}
 
-	/* accepted: build the row */
+	/* its day and hour */
+	if (timestamp2tm(values->ts, NULL, &tm, &fsec, NULL, NULL) != 0 ||
+		tm.tm_year < 1 || tm.tm_year > 9999 ||
+		timestamp2tm(values->ts, &tzoff, &tm, &fsec, NULL, SilverTimezone()) != 0 ||
+		tm.tm_year < 1 || tm.tm_year > 9999)
+	{
+		SilverReject(row, "invalid_timestamp",
+					 "ts %s is outside years 1 to 9999 (in UTC or in clickstream.timezone)",
+					 timestamptz_to_str(values->ts));
+		return false;
+	}
+	values->event_date = date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+	values->event_hour = (int16) tm.tm_hour;
+	return true;
+}
+
+/* Build: fill every event column of row (reason NULL) from a valid event. */
+static void
+SilverBuild(const JsonValue *fields, const SilverValues *values, SilverRow *row)
+{
 	for (int i = 0; i < SILVER_NUM_COLS; i++)
 		row->nulls[i] = true;
 	for (int f = 0; f < NUM_FIELDS; f++)
@@ -1084,56 +720,65 @@ SilverParse(const char *data, int len, SilverRow *row)
 			row->nulls[col] = false;
 		}
 	}
-	row->values[SILVER_COL_TS] = TimestampTzGetDatum(ts);
+	row->values[SILVER_COL_TS] = TimestampTzGetDatum(values->ts);
 	row->nulls[SILVER_COL_TS] = false;
-	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year < 1 || tm.tm_year > 9999 ||
-		timestamp2tm(ts, &tzoff, &tm, &fsec, NULL, SilverTimezone()) != 0 ||
-		tm.tm_year < 1 || tm.tm_year > 9999)
-	{
-		SilverReject(row, "invalid_timestamp",
-					 "ts %s is outside years 1 to 9999 (in UTC or in clickstream.timezone)",
-					 timestamptz_to_str(ts));
-		return;
-	}
-	row->values[SILVER_COL_EVENT_DATE] = DateADTGetDatum(date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE);
-	row->values[SILVER_COL_EVENT_HOUR] = Int16GetDatum((int16) tm.tm_hour);
+	row->values[SILVER_COL_EVENT_DATE] = DateADTGetDatum(values->event_date);
+	row->values[SILVER_COL_EVENT_HOUR] = Int16GetDatum(values->event_hour);
 	row->nulls[SILVER_COL_EVENT_DATE] = row->nulls[SILVER_COL_EVENT_HOUR] = false;
 
-	if (has_price)
+	if (values->has_price)
 	{
-		row->values[SILVER_COL_PRICE] = price;
+		row->values[SILVER_COL_PRICE] = values->price;
 		row->nulls[SILVER_COL_PRICE] = false;
 	}
-	if (has_quantity)
+	if (values->has_quantity)
 	{
-		row->values[SILVER_COL_QUANTITY] = Int32GetDatum(quantity);
+		row->values[SILVER_COL_QUANTITY] = Int32GetDatum(values->quantity);
 		row->nulls[SILVER_COL_QUANTITY] = false;
 	}
 	SilverConstants();
 	row->values[SILVER_COL_IS_HIGH_VALUE] =
-		BoolGetDatum(has_price && SilverNumericCmp(price, silver_constants.threshold) > 0);
+		BoolGetDatum(values->has_price &&
+					 SilverNumericCmp(values->price, silver_constants.threshold) > 0);
 	row->nulls[SILVER_COL_IS_HIGH_VALUE] = false;
 
 	/* revenue: price x quantity (1 when absent) for purchases, 0 otherwise */
-	if (!purchase)
+	if (!values->purchase)
 	{
 		row->values[SILVER_COL_REVENUE] = silver_constants.zero;
 		row->nulls[SILVER_COL_REVENUE] = false;
 	}
-	else if (has_price)
+	else if (values->has_price)
 	{
 		row->values[SILVER_COL_REVENUE] =
-			DirectFunctionCall2(numeric_mul, row->values[SILVER_COL_PRICE],
-								NumericGetDatum(int64_to_numeric(has_quantity ? quantity : 1)));
+			DirectFunctionCall2(numeric_mul, values->price,
+								NumericGetDatum(int64_to_numeric(values->has_quantity ?
+																 values->quantity : 1)));
 		row->nulls[SILVER_COL_REVENUE] = false;
 	}
 
-	if (!first_attr)
+	if (row->attrs.len > 0)
 	{
 		appendStringInfoChar(&row->attrs, '}');
 		row->values[SILVER_COL_ATTRS] = DirectFunctionCall1(jsonb_in, CStringGetDatum(row->attrs.data));
 		row->nulls[SILVER_COL_ATTRS] = false;
 	}
+}
+
+/*
+ * Parse one payload into row: scan, validate, build.  Returns with either
+ * every event column set (reason NULL) or reason and detail set.
+ */
+static void
+SilverParse(const char *data, int len, SilverRow *row)
+{
+	JsonValue	fields[NUM_FIELDS];
+	SilverValues values;
+
+	if (SilverScan(data, len, row, fields) &&
+		SilverCheckFields(fields, row) &&
+		SilverCheckValues(fields, row, &values))
+		SilverBuild(fields, &values, row);
 }
 
 /* Refuse to parse unless the database is UTF8 (the JSON text is UTF-8). */

@@ -15,8 +15,8 @@
  * are triggers too), no partition is foreign, no column is generated, and
  * each table and partition has exactly the columns the refresh writes, in
  * order.  Otherwise the rows are sent as binary COPY through the COPY
- * machinery (BeginCopyFrom with a data source callback, as for the worker's
- * bronze batches), which fires triggers and fills other columns' defaults.
+ * machinery (copy.c, as for the worker's bronze batches), which fires
+ * triggers and fills other columns' defaults.
  *
  * Deduplication against history happens while event_ids is written: the
  * primary key is checked as the entry is inserted (UNIQUE_CHECK_PARTIAL, as
@@ -41,7 +41,6 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/pg_type.h"
-#include "commands/copy.h"
 #include "commands/sequence.h"
 #include "executor/execPartition.h"
 #include "executor/executor.h"
@@ -125,26 +124,19 @@ typedef enum
 	WRITER_COPY_TOUCHED			/* items are RefreshTouched */
 } WriterCopyKind;
 
-/* The COPY data source: header, one tuple per item, trailer. */
-static struct
+/* The items one COPY writes, and the buffer their tuples are built in. */
+typedef struct WriterCopyItems
 {
 	WriterCopyKind kind;
 	void	  **items;
 	int64		next;
 	int64		end;
 	int64		run;
-	int			phase;			/* 0 header, 1 items, 2 trailer, 3 done */
-	const char *piece;
-	int			piece_len;
-	int			piece_pos;
-	StringInfoData buf;
-}			copy_source;
+	StringInfo	buf;
+} WriterCopyItems;
 
-/* Binary COPY header (signature, flags, extension length) and trailer. */
-static const char copy_header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-#define COPY_HEADER_LEN 19
-static const char copy_trailer[] = "\377\377";
-#define COPY_TRAILER_LEN 2
+/* The buffer COPY tuples are built in (in TopMemoryContext, reused). */
+static StringInfoData copy_buf;
 
 /* The tuple descriptor of RefreshEvent.tuple (events' columns, in order). */
 TupleDesc
@@ -396,14 +388,14 @@ WriterPutDatum(StringInfo buf, Oid type, Datum value, bool isnull)
 	}
 }
 
-/* Build the binary COPY tuple of one item into copy_source.buf. */
+/* Build the binary COPY tuple of one item into c->buf. */
 static void
-WriterCopyTuple(void *item)
+WriterCopyTuple(WriterCopyItems *c, void *item)
 {
-	StringInfo	buf = &copy_source.buf;
+	StringInfo	buf = c->buf;
 
 	resetStringInfo(buf);
-	if (copy_source.kind == WRITER_COPY_EVENTS)
+	if (c->kind == WRITER_COPY_EVENTS)
 	{
 		RefreshEvent *ev = item;
 		Datum		values[WRITER_EVENT_COLUMNS];
@@ -414,7 +406,7 @@ WriterCopyTuple(void *item)
 		for (int i = 0; i < WRITER_EVENT_COLUMNS; i++)
 			WriterPutDatum(buf, events_columns[i].type, values[i], nulls[i]);
 	}
-	else if (copy_source.kind == WRITER_COPY_IDS)
+	else if (c->kind == WRITER_COPY_IDS)
 	{
 		RefreshEvent *ev = item;
 
@@ -428,7 +420,7 @@ WriterCopyTuple(void *item)
 		RefreshEvent *ev = t->first;
 
 		WriterPutInt16(buf, TOUCHED_COLUMNS);
-		WriterPutDatum(buf, INT8OID, Int64GetDatum(copy_source.run), false);
+		WriterPutDatum(buf, INT8OID, Int64GetDatum(c->run), false);
 		WriterPutDatum(buf, DATEOID, DateADTGetDatum(ev->event_date), false);
 		WriterPutDatum(buf, TEXTOID, PointerGetDatum(RefreshEventText(ev, ev->user_off)), false);
 		WriterPutDatum(buf, TIMESTAMPTZOID, TimestampTzGetDatum(t->first_ts), false);
@@ -437,56 +429,18 @@ WriterCopyTuple(void *item)
 	}
 }
 
-/* Make the next piece of COPY data current; false once all is read. */
+/* CopyNextTuple of WriterCopy: the tuple of the next item. */
 static bool
-WriterNextPiece(void)
+WriterCopyNext(void *arg, const char **data, int *len)
 {
-	copy_source.piece_pos = 0;
-	switch (copy_source.phase)
-	{
-		case 0:
-			copy_source.piece = copy_header;
-			copy_source.piece_len = COPY_HEADER_LEN;
-			copy_source.phase = 1;
-			return true;
-		case 1:
-			if (copy_source.next < copy_source.end)
-			{
-				WriterCopyTuple(copy_source.items[copy_source.next++]);
-				copy_source.piece = copy_source.buf.data;
-				copy_source.piece_len = copy_source.buf.len;
-				return true;
-			}
-			copy_source.piece = copy_trailer;
-			copy_source.piece_len = COPY_TRAILER_LEN;
-			copy_source.phase = 2;
-			return true;
-		default:
-			copy_source.phase = 3;
-			copy_source.piece_len = 0;
-			return false;
-	}
-}
+	WriterCopyItems *c = arg;
 
-/* COPY data source callback. */
-static int
-WriterCopySource(void *outbuf, int minread, int maxread)
-{
-	char	   *out = outbuf;
-	int			n = 0;
-
-	while (n < maxread)
-	{
-		int			chunk;
-
-		if (copy_source.piece_pos >= copy_source.piece_len && !WriterNextPiece())
-			break;
-		chunk = Min(copy_source.piece_len - copy_source.piece_pos, maxread - n);
-		memcpy(out + n, copy_source.piece + copy_source.piece_pos, chunk);
-		n += chunk;
-		copy_source.piece_pos += chunk;
-	}
-	return n;
+	if (c->next >= c->end)
+		return false;
+	WriterCopyTuple(c, c->items[c->next++]);
+	*data = c->buf->data;
+	*len = c->buf->len;
+	return true;
 }
 
 /*
@@ -498,49 +452,38 @@ static void
 WriterCopy(Relation rel, const WriterColumn *columns, int ncolumns, WriterCopyKind kind,
 		   void **items, int64 n, int64 run)
 {
-	ParseState *pstate;
 	List	   *names = NIL;
+	WriterCopyItems c;
 	int			client_encoding = pg_get_client_encoding();
 
 	if (n == 0)
 		return;
 	for (int i = 0; i < ncolumns; i++)
 		names = lappend(names, makeString(pstrdup(columns[i].name)));
-	copy_source.kind = kind;
-	copy_source.items = items;
-	copy_source.next = 0;
-	copy_source.end = n;
-	copy_source.run = run;
-	copy_source.phase = 0;
-	copy_source.piece = NULL;
-	copy_source.piece_len = 0;
-	copy_source.piece_pos = 0;
-	if (copy_source.buf.data == NULL)
+	if (copy_buf.data == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		initStringInfo(&copy_source.buf);
+		initStringInfo(&copy_buf);
 		MemoryContextSwitchTo(old);
 	}
+	c.kind = kind;
+	c.items = items;
+	c.next = 0;
+	c.end = n;
+	c.run = run;
+	c.buf = &copy_buf;
 
-	pstate = make_parsestate(NULL);
-	addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
 	SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		CopyFromState cstate;
-
-		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, WriterCopySource, names,
-							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
-		(void) CopyFrom(cstate);
-		EndCopyFrom(cstate);
+		CopyFromMemory(rel, names, WriterCopyNext, &c);
 	}
 	PG_FINALLY();
 	{
 		SetClientEncoding(client_encoding);
 	}
 	PG_END_TRY();
-	free_parsestate(pstate);
 	CommandCounterIncrement();
 }
 

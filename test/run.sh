@@ -7,6 +7,7 @@
 # root the suite runs as the postgres user in a copy of the tree it owns.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+export CS_WERROR=1  # the suite's build (tools/setup.sh) treats warnings as errors
 
 if ! bash "$root/tools/setup.sh"; then
 	echo "setup failed"

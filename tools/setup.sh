@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by the demo and the tests: install the Debian packages that
-# are missing, then build and install the extension and the tools.
+# are missing, then build and install the extension and build the tools.
 # Idempotent; needs root (or sudo) for apt and `make install`.
+# CS_WERROR=1 (set by test/run.sh) makes compiler warnings errors.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -28,6 +29,6 @@ if [ -z "${PG_CONFIG:-}" ] && [ -n "${CS_PGBIN:-}" ]; then
 	PG_CONFIG=$CS_PGBIN/pg_config
 fi
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-make -s -C "$root" >/dev/null
+make -s -C "$root" CS_WERROR="${CS_WERROR:-}" all tools >/dev/null
 $sudo make -s -C "$root" install >/dev/null
-echo "setup: clickstream built and installed into $($PG_CONFIG --pkglibdir)"
+echo "setup: clickstream built and installed into $($PG_CONFIG --pkglibdir), tools built"

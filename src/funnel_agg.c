@@ -1,20 +1,20 @@
 /*-------------------------------------------------------------------------
  *
- * funnel.c
- *	  The funnel aggregates: clickstream.funnel_agg (how many steps of a
- *	  chain an attempt completed), clickstream.funnel_steps (the same, with
- *	  the timestamps of the reported attempt's steps) and
- *	  clickstream.retention.
+ * funnel_agg.c
+ *	  The funnel aggregates clickstream.funnel_agg (how many steps of a
+ *	  chain an attempt completed) and clickstream.funnel_steps (the same,
+ *	  with the timestamps of the reported attempt's steps), and the pass
+ *	  that evaluates a funnel, which funnel_breakdown.c runs per key.
  *
- * The semantics are defined once, in the README ("Funnels"), and repeated
- * in the COMMENTs of sql/install/50_funnel.sql.  In short: rows are taken in
- * timestamp order (ties in a fixed order of the conditions they match); an
- * attempt starts at every row matching step 1 and advances greedily, at the
- * first row that matches its next step within the window; the modes end an
- * attempt (strict_order, strict_deduplication) or restrict which rows
- * advance it (strict_increase, strict_once); an exclusion event sends an
- * attempt back to the step before the exclusion's range.  The result is the
- * furthest step any attempt reached.
+ * The semantics are defined once, in docs/sessions-and-funnels.md
+ * ("Funnels"), and repeated in the COMMENTs of the aggregates.  In short:
+ * rows are taken in timestamp order (ties in a fixed order of the conditions
+ * they match); an attempt starts at every row matching step 1 and advances
+ * greedily, at the first row that matches its next step within the window;
+ * the modes end an attempt (strict_order, strict_deduplication) or restrict
+ * which rows advance it (strict_increase, strict_once); an exclusion event
+ * sends an attempt back to the step before the exclusion's range.  The
+ * result is the furthest step any attempt reached.
  *
  * Design.  The transition function keeps only the rows that match a step or
  * an exclusion (under strict_order every row, since any row can interrupt),
@@ -33,7 +33,7 @@
  * the window, so only the one that started last is kept per step (two per
  * step under strict_increase, where the time of the last move matters too).
  * That makes the pass O(rows x active steps), independent of how many
- * attempts overlap, and exact: sql/funnel.sql compares it with a
+ * attempts overlap, and exact: test/sql/funnel.sql compares it with a
  * per-attempt reference implementation on random data.
  *
  *-------------------------------------------------------------------------
@@ -43,19 +43,16 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
-#include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/primnodes.h"
 #include "port/pg_bitutils.h"
-#include "utils/array.h"
-#include "common/hashfn.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
-#include "utils/numeric.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
-#include "utils/varbit.h"
+
+#include "funnel.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(clickstream_funnel_transfn);
 PG_FUNCTION_INFO_V1(clickstream_funnel_transfn_args);
@@ -65,13 +62,6 @@ PG_FUNCTION_INFO_V1(clickstream_funnel_serialize);
 PG_FUNCTION_INFO_V1(clickstream_funnel_deserialize);
 PG_FUNCTION_INFO_V1(clickstream_funnel_final);
 PG_FUNCTION_INFO_V1(clickstream_funnel_steps_final);
-PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_transfn);
-PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_final);
-PG_FUNCTION_INFO_V1(clickstream_retention_transfn);
-PG_FUNCTION_INFO_V1(clickstream_retention_final);
-
-/* Most conditions (steps + exclusions) one funnel accepts. */
-#define FUNNEL_MAX_CONDITIONS 1024
 
 /* Modes, as bits of FunnelSpec.modes and of the serialized state. */
 #define FUNNEL_STRICT_ORDER		0x01
@@ -87,53 +77,11 @@ PG_FUNCTION_INFO_V1(clickstream_retention_final);
 #define FUNNEL_MIN_COMPACT_NODES 65536
 
 /*
- * What a funnel is: the window, the steps, the exclusions and the modes.
- * Shared by every state of one aggregate call with the same arguments.
- */
-typedef struct FunnelSpec
-{
-	int64		window;			/* microseconds, >= 0 */
-	int32		nsteps;			/* >= 1 */
-	int32		nexcl;			/* exclusions, after the steps */
-	int32		nwords;			/* uint64 words of a row's condition mask */
-	uint32		modes;			/* FUNNEL_STRICT_* */
-	int32		excl[FLEXIBLE_ARRAY_MEMBER];	/* from, to per exclusion */
-} FunnelSpec;
-
-#define FunnelSpecSize(nexcl) \
-	(offsetof(FunnelSpec, excl) + sizeof(int32) * 2 * (nexcl))
-
-/*
- * The transition state: the kept rows, each a timestamp followed by nwords
- * mask words (bit i = condition i + 1: steps first, then exclusions).
- */
-typedef struct FunnelState
-{
-	const FunnelSpec *spec;
-	int64		nrows;
-	int64		maxrows;
-	bool		sorted;			/* rows are in FunnelRowCompare order */
-	uint64	   *rows;			/* inline_rows until they outgrow it */
-	uint64		inline_rows[FLEXIBLE_ARRAY_MEMBER];
-} FunnelState;
-
-/*
  * A new state and its first rows are one allocation of this size (a power
  * of two, as the allocator rounds up anyway): one cache miss less per row
  * than a separate array, and one allocation per group.
  */
 #define FUNNEL_STATE_BYTES		128
-
-/* The arguments the cached spec was built from (fn_extra of a transfn). */
-typedef struct FunnelArgCache
-{
-	Interval	window;
-	int32		nconds;
-	bool		has_options;
-	bool		constant;		/* window and options are constants */
-	text	   *options;		/* a copy, or NULL */
-	const FunnelSpec *spec;
-} FunnelArgCache;
 
 /* One attempt of the final pass, as kept for the step it has reached. */
 typedef struct FunnelAttempt
@@ -209,31 +157,6 @@ FunnelBit(const uint64 *mask, int i)
 	return (mask[i >> 6] >> (i & 63)) & 1;
 }
 
-/* Compare two rows: timestamp, then the documented tie-break of the masks. */
-static inline int
-FunnelRowCompare(const uint64 *a, const uint64 *b, int nwords)
-{
-	int64		ta = (int64) a[0];
-	int64		tb = (int64) b[0];
-
-	if (ta != tb)
-		return ta < tb ? -1 : 1;
-
-	/*
-	 * Equal timestamps: the row matching condition 1 first; if both or
-	 * neither do, the one matching condition 2, and so on.  That is the
-	 * lowest bit where the masks differ, set in the row that goes first.
-	 */
-	for (int w = 1; w <= nwords; w++)
-	{
-		uint64		d = a[w] ^ b[w];
-
-		if (d != 0)
-			return (a[w] & d & (~d + 1)) ? -1 : 1;
-	}
-	return 0;
-}
-
 /* Rows of one mask word, for the specialized sort. */
 typedef struct FunnelRow1
 {
@@ -263,7 +186,7 @@ FunnelRowCompareArg(const void *a, const void *b, void *arg)
 }
 
 /* Are two specs the same funnel? */
-static bool
+bool
 FunnelSpecEqual(const FunnelSpec *a, const FunnelSpec *b)
 {
 	if (a == b)
@@ -274,7 +197,7 @@ FunnelSpecEqual(const FunnelSpec *a, const FunnelSpec *b)
 }
 
 /* Raise the error for arguments that change within a group. */
-static void
+void
 FunnelMismatch(void)
 {
 	ereport(ERROR,
@@ -326,16 +249,8 @@ FunnelSpecBuild(MemoryContext cxt, const Interval *window, const char *options,
 	int64		w;
 	const char *p = options ? options : "";
 
-	if (window->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("funnel window must not contain months or years"),
-				 errhint("Months have no fixed length: write the window in days, e.g. '30 days'.")));
-	if (pg_mul_s64_overflow((int64) window->day, USECS_PER_DAY, &w) ||
-		pg_add_s64_overflow(w, window->time, &w))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("funnel window is out of range")));
+	w = UtilIntervalUsec(window, "funnel window",
+						 "Months have no fixed length: write the window in days, e.g. '30 days'.");
 	if (w < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -487,7 +402,7 @@ FunnelSpecBuild(MemoryContext cxt, const Interval *window, const char *options,
 }
 
 /* Create an empty state with room for capacity rows, in cxt. */
-static FunnelState *
+FunnelState *
 FunnelStateCreate(MemoryContext cxt, const FunnelSpec *spec, int64 capacity)
 {
 	Size		rowbytes = sizeof(uint64) * (1 + spec->nwords);
@@ -516,7 +431,7 @@ FunnelStateCreate(MemoryContext cxt, const FunnelSpec *spec, int64 capacity)
 }
 
 /* Make room for n more rows (in the state's own memory context). */
-static void
+void
 FunnelStateReserve(FunnelState *state, int64 n)
 {
 	int64		need = state->nrows + n;
@@ -541,25 +456,6 @@ FunnelStateReserve(FunnelState *state, int64 n)
 	else
 		state->rows = repalloc_huge(state->rows, (Size) newmax * rowbytes);
 	state->maxrows = newmax;
-}
-
-/* Append one row; keeps track of whether the rows are still in order. */
-static inline void
-FunnelStateAppend(FunnelState *state, int64 ts, const uint64 *mask)
-{
-	int			nwords = state->spec->nwords;
-	int64		stride = 1 + nwords;
-	uint64	   *row;
-
-	if (state->nrows >= state->maxrows)
-		FunnelStateReserve(state, 1);
-	row = state->rows + state->nrows * stride;
-	row[0] = (uint64) ts;
-	memcpy(row + 1, mask, sizeof(uint64) * nwords);
-	if (state->sorted && state->nrows > 0 &&
-		FunnelRowCompare(row - stride, row, nwords) > 0)
-		state->sorted = false;
-	state->nrows++;
 }
 
 /* Merge b's rows into a's, both sorted; a stays sorted. */
@@ -606,7 +502,7 @@ FunnelStateMerge(FunnelState *a, const FunnelState *b)
 }
 
 /* Sort the rows in place, unless they already are. */
-static void
+void
 FunnelStateSort(FunnelState *state)
 {
 	int			nwords = state->spec->nwords;
@@ -619,6 +515,15 @@ FunnelStateSort(FunnelState *state)
 		qsort_arg(state->rows, state->nrows, sizeof(uint64) * (1 + nwords),
 				  FunnelRowCompareArg, &nwords);
 	state->sorted = true;
+}
+
+/* Free a state and its rows. */
+void
+FunnelStateFree(FunnelState *state)
+{
+	if (state->rows != state->inline_rows)
+		pfree(state->rows);
+	pfree(state);
 }
 
 /* Are the window and the options of this aggregate call constants? */
@@ -643,23 +548,8 @@ FunnelArgsConstant(FunctionCallInfo fcinfo, bool has_options)
 	return true;
 }
 
-/* Were the cached spec's arguments these? */
-static bool
-FunnelArgCacheMatches(const FunnelArgCache *cache, const Interval *window,
-					  text *options, int nconds)
-{
-	if (cache->nconds != nconds ||
-		memcmp(&cache->window, window, sizeof(Interval)) != 0 ||
-		cache->has_options != (options != NULL))
-		return false;
-	return options == NULL ||
-		(VARSIZE_ANY_EXHDR(options) == VARSIZE_ANY_EXHDR(cache->options) &&
-		 memcmp(VARDATA_ANY(options), VARDATA_ANY(cache->options),
-				VARSIZE_ANY_EXHDR(options)) == 0);
-}
-
 /* Build the spec of new arguments and cache it in fn_extra. */
-static FunnelArgCache *
+FunnelArgCache *
 FunnelArgCacheUpdate(FunctionCallInfo fcinfo, FunnelArgCache *cache,
 					 const Interval *window, text *options, int nconds)
 {
@@ -689,7 +579,7 @@ FunnelArgCacheUpdate(FunctionCallInfo fcinfo, FunnelArgCache *cache,
 }
 
 /* The conditions argument condarg, checked; sets *nconds. */
-static ArrayType *
+ArrayType *
 FunnelConditions(FunctionCallInfo fcinfo, int condarg, int *nconds)
 {
 	ArrayType  *conds;
@@ -713,7 +603,7 @@ FunnelConditions(FunctionCallInfo fcinfo, int condarg, int *nconds)
  * Set mask (nwords words) from a boolean array of nconds conditions, a NULL
  * element counting as false; returns whether any bit is set.
  */
-static bool
+bool
 FunnelConditionMask(ArrayType *conds, int nconds, uint64 *mask, int nwords)
 {
 	const bool *flags = (const bool *) ARR_DATA_PTR(conds);
@@ -803,15 +693,15 @@ FunnelTransition(FunctionCallInfo fcinfo, bool has_options, bool conds_as_args)
 
 	/* the spec of these arguments: the cached one unless they changed */
 	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
-	if (cache == NULL || !cache->constant || cache->nconds != nconds)
+	if (cache != NULL && cache->constant && cache->nconds == nconds)
+		spec = cache->spec;
+	else
 	{
 		window = PG_GETARG_INTERVAL_P(2);
 		if (has_options)
 			options = PG_GETARG_TEXT_PP(3);
-		if (cache == NULL || !FunnelArgCacheMatches(cache, window, options, nconds))
-			cache = FunnelArgCacheUpdate(fcinfo, cache, window, options, nconds);
+		spec = FunnelSpecCached(fcinfo, window, options, nconds);
 	}
-	spec = cache->spec;
 
 	if (state == NULL)
 		state = FunnelStateCreate(aggcxt, spec, 0);
@@ -909,12 +799,7 @@ clickstream_funnel_combine(PG_FUNCTION_ARGS)
 		a->sorted = a->sorted && b_sorted;
 	}
 	if (b_ours)
-	{
-		/* a deserialized state, used by nothing else */
-		if (b->rows != b->inline_rows)
-			pfree(b->rows);
-		pfree(b);
-	}
+		FunnelStateFree(b);		/* a deserialized state, used by nothing else */
 	PG_RETURN_POINTER(a);
 }
 
@@ -1449,16 +1334,24 @@ FunnelEvaluate(FunnelState *state, FunnelPass *pass, bool witness)
 	return pass->best;
 }
 
+/* The furthest step an attempt reached in the state's rows. */
+int
+FunnelStateLevel(FunnelState *state)
+{
+	FunnelPass	pass;
+
+	return FunnelEvaluate(state, &pass, false);
+}
+
 /* clickstream.funnel_final(state): the furthest step reached. */
 Datum
 clickstream_funnel_final(PG_FUNCTION_ARGS)
 {
 	FunnelState *state = PG_ARGISNULL(0) ? NULL : (FunnelState *) PG_GETARG_POINTER(0);
-	FunnelPass	pass;
 
 	if (state == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_INT32(FunnelEvaluate(state, &pass, false));
+	PG_RETURN_INT32(FunnelStateLevel(state));
 }
 
 /*
@@ -1506,505 +1399,4 @@ clickstream_funnel_steps_final(PG_FUNCTION_ARGS)
 												   INTERVALOID, sizeof(Interval),
 												   false, TYPALIGN_DOUBLE));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, isnull)));
-}
-
-/*
- * funnel_breakdown: the funnel per key.  The state keeps each kept row's
- * timestamp, mask and key number, and the distinct keys (with the smallest
- * label of each); the final function runs the funnel_agg pass once per key
- * over that key's rows and the rows without a key (minus their step 1).
- */
-typedef struct BreakdownKey
-{
-	text	   *key;
-	text	   *label;			/* smallest label seen, or NULL */
-	uint32		hash;
-} BreakdownKey;
-
-typedef struct BreakdownState
-{
-	const FunnelSpec *spec;
-	bool		labelled;		/* values are [level, label] */
-	int64		nrows;
-	int64		maxrows;
-	int64	   *ts;
-	uint64	   *masks;			/* nwords per row */
-	int32	   *keyno;			/* -1: no key */
-	int32		nkeys;
-	int32		maxkeys;
-	BreakdownKey *keys;
-	int32	   *slots;			/* open addressing over keys, or NULL */
-	int32		nslots;
-	int32		last;			/* key of the previous keyed row, or -1 */
-} BreakdownState;
-
-/* Keys up to this many are found by a linear scan, more by hashing. */
-#define BREAKDOWN_LINEAR_KEYS 16
-
-/* Do two texts hold the same bytes? */
-static inline bool
-BreakdownTextEqual(const text *a, const text *b)
-{
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
-}
-
-/* Byte order of two texts (the order of the C collation). */
-static int
-BreakdownTextCompare(const text *a, const text *b)
-{
-	int			la = VARSIZE_ANY_EXHDR(a),
-				lb = VARSIZE_ANY_EXHDR(b);
-	int			c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
-
-	return c != 0 ? c : (la > lb) - (la < lb);
-}
-
-/* Rebuild the hash slots of a state for its keys (2 slots per key or more). */
-static void
-BreakdownRehash(BreakdownState *state, MemoryContext cxt)
-{
-	int32		nslots = 64;
-
-	while (nslots < 2 * state->maxkeys)
-		nslots *= 2;
-	if (state->slots)
-		pfree(state->slots);
-	state->slots = MemoryContextAlloc(cxt, sizeof(int32) * nslots);
-	memset(state->slots, -1, sizeof(int32) * nslots);
-	state->nslots = nslots;
-	for (int32 k = 0; k < state->nkeys; k++)
-	{
-		int32		i = state->keys[k].hash & (nslots - 1);
-
-		while (state->slots[i] >= 0)
-			i = (i + 1) & (nslots - 1);
-		state->slots[i] = k;
-	}
-}
-
-/* The number of key in the state, added (a copy, in cxt) if new. */
-static int32
-BreakdownKeyNumber(BreakdownState *state, MemoryContext cxt, text *key)
-{
-	uint32		hash = 0;
-	int32		k;
-	int32		slot = -1;
-
-	if (state->last >= 0 && BreakdownTextEqual(state->keys[state->last].key, key))
-		return state->last;
-	if (state->slots == NULL)
-	{
-		for (k = 0; k < state->nkeys; k++)
-			if (BreakdownTextEqual(state->keys[k].key, key))
-				return state->last = k;
-	}
-	else
-	{
-		hash = hash_bytes((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-		for (slot = hash & (state->nslots - 1); state->slots[slot] >= 0;
-			 slot = (slot + 1) & (state->nslots - 1))
-		{
-			k = state->slots[slot];
-			if (state->keys[k].hash == hash && BreakdownTextEqual(state->keys[k].key, key))
-				return state->last = k;
-		}
-	}
-
-	/* a new key */
-	if (state->nkeys >= state->maxkeys)
-	{
-		if (state->maxkeys >= PG_INT32_MAX / 4)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("funnel_breakdown group has too many keys")));
-		state->maxkeys = state->maxkeys == 0 ? 4 : state->maxkeys * 2;
-		state->keys = state->keys == NULL ?
-			MemoryContextAlloc(cxt, sizeof(BreakdownKey) * state->maxkeys) :
-			repalloc(state->keys, sizeof(BreakdownKey) * state->maxkeys);
-	}
-	k = state->nkeys++;
-	state->keys[k].key = MemoryContextAlloc(cxt, VARSIZE_ANY(key));
-	memcpy(state->keys[k].key, key, VARSIZE_ANY(key));
-	state->keys[k].label = NULL;
-	if (state->slots == NULL && state->nkeys > BREAKDOWN_LINEAR_KEYS)
-	{
-		for (int32 j = 0; j < state->nkeys; j++)
-			state->keys[j].hash = hash_bytes((const unsigned char *) VARDATA_ANY(state->keys[j].key),
-											 VARSIZE_ANY_EXHDR(state->keys[j].key));
-		BreakdownRehash(state, cxt);
-	}
-	else if (state->slots != NULL)
-	{
-		state->keys[k].hash = hash;
-		if (2 * state->nkeys > state->nslots)
-			BreakdownRehash(state, cxt);
-		else
-			state->slots[slot] = k;
-	}
-	return state->last = k;
-}
-
-/* qsort comparator of int64 values. */
-static int
-BreakdownInt64Compare(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a,
-				y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
-/* Append one row (growing the arrays in cxt). */
-static void
-BreakdownAppend(BreakdownState *state, MemoryContext cxt, int64 ts,
-				const uint64 *mask, int32 keyno)
-{
-	int			nwords = state->spec->nwords;
-
-	if (state->nrows >= state->maxrows)
-	{
-		int64		newmax = Max(state->maxrows * 2, 16);
-
-		if ((Size) newmax > MaxAllocHugeSize / (sizeof(uint64) * nwords))
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("funnel group too large: %lld matching rows", (long long) newmax)));
-		if (state->ts == NULL)
-		{
-			state->ts = MemoryContextAllocHuge(cxt, sizeof(int64) * newmax);
-			state->masks = MemoryContextAllocHuge(cxt, sizeof(uint64) * nwords * newmax);
-			state->keyno = MemoryContextAllocHuge(cxt, sizeof(int32) * newmax);
-		}
-		else
-		{
-			state->ts = repalloc_huge(state->ts, sizeof(int64) * newmax);
-			state->masks = repalloc_huge(state->masks, sizeof(uint64) * nwords * newmax);
-			state->keyno = repalloc_huge(state->keyno, sizeof(int32) * newmax);
-		}
-		state->maxrows = newmax;
-	}
-	state->ts[state->nrows] = ts;
-	memcpy(state->masks + state->nrows * nwords, mask, sizeof(uint64) * nwords);
-	state->keyno[state->nrows] = keyno;
-	state->nrows++;
-}
-
-/*
- * clickstream.funnel_breakdown_transfn(state, ts, window, key, [label,]
- * steps): register the row's key (and label); keep the row if it matches a
- * step (a row without a key: a step after the first).
- */
-Datum
-clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
-{
-	MemoryContext aggcxt;
-	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
-	bool		labelled = PG_NARGS() == 6;
-	int			condarg = labelled ? 5 : 4;
-	FunnelArgCache *cache;
-	ArrayType  *conds;
-	int			nconds;
-	uint64		maskbuf[FUNNEL_MAX_CONDITIONS / 64];
-	bool		any;
-	int32		keyno = -1;
-
-	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "clickstream_funnel_breakdown_transfn called in non-aggregate context");
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("funnel window must not be NULL")));
-	conds = FunnelConditions(fcinfo, condarg, &nconds);
-
-	/* the spec: cached per call site, rebuilt when the arguments change */
-	cache = (FunnelArgCache *) fcinfo->flinfo->fn_extra;
-	if (cache == NULL || !FunnelArgCacheMatches(cache, PG_GETARG_INTERVAL_P(2), NULL, nconds))
-		cache = FunnelArgCacheUpdate(fcinfo, cache, PG_GETARG_INTERVAL_P(2), NULL, nconds);
-
-	if (state == NULL)
-	{
-		state = MemoryContextAllocZero(aggcxt, sizeof(BreakdownState));
-		state->spec = cache->spec;
-		state->labelled = labelled;
-		state->last = -1;
-	}
-	else if (state->spec != cache->spec && !FunnelSpecEqual(state->spec, cache->spec))
-		FunnelMismatch();
-
-	/* a row without a timestamp is ignored */
-	if (PG_ARGISNULL(1))
-		PG_RETURN_POINTER(state);
-
-	if (!PG_ARGISNULL(3))
-	{
-		keyno = BreakdownKeyNumber(state, aggcxt, PG_GETARG_TEXT_PP(3));
-		if (labelled && !PG_ARGISNULL(4))
-		{
-			BreakdownKey *key = &state->keys[keyno];
-			text	   *label = PG_GETARG_TEXT_PP(4);
-
-			if (key->label == NULL || BreakdownTextCompare(label, key->label) < 0)
-			{
-				if (key->label)
-					pfree(key->label);
-				key->label = MemoryContextAlloc(aggcxt, VARSIZE_ANY(label));
-				memcpy(key->label, label, VARSIZE_ANY(label));
-			}
-		}
-	}
-
-	any = FunnelConditionMask(conds, nconds, maskbuf, state->spec->nwords);
-	if (keyno < 0)
-	{
-		/* without a key, a row never makes step 1 */
-		maskbuf[0] &= ~UINT64CONST(1);
-		any = false;
-		for (int w = 0; w < state->spec->nwords; w++)
-			any |= maskbuf[w] != 0;
-	}
-	if (any)
-		BreakdownAppend(state, aggcxt, PG_GETARG_TIMESTAMPTZ(1), maskbuf, keyno);
-	PG_RETURN_POINTER(state);
-}
-
-/*
- * clickstream.funnel_breakdown_final(state): {"key": level} (or
- * {"key": [level, label]}) for every key of the group.
- */
-Datum
-clickstream_funnel_breakdown_final(PG_FUNCTION_ARGS)
-{
-	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
-	JsonbParseState *parse = NULL;
-	JsonbValue *result;
-	int			nwords;
-	int64		stride;
-	FunnelState *keyless;
-	int64	   *start;			/* per key: its first row in order[] */
-	int64	   *order;			/* keyed rows, grouped by key */
-
-	if (state == NULL)
-		PG_RETURN_NULL();
-	nwords = state->spec->nwords;
-	stride = 1 + nwords;
-
-	/*
-	 * The rows without a key, sorted; the keyed rows grouped by key (a
-	 * counting sort).
-	 */
-	start = palloc0(sizeof(int64) * (state->nkeys + 1));
-	for (int64 i = 0; i < state->nrows; i++)
-		if (state->keyno[i] >= 0)
-			start[state->keyno[i] + 1]++;
-	for (int32 k = 0; k < state->nkeys; k++)
-		start[k + 1] += start[k];
-	order = palloc(sizeof(int64) * Max(start[state->nkeys], 1));
-	keyless = FunnelStateCreate(CurrentMemoryContext, state->spec,
-								state->nrows - start[state->nkeys]);
-	{
-		int64	   *next = palloc(sizeof(int64) * Max(state->nkeys, 1));
-
-		memcpy(next, start, sizeof(int64) * state->nkeys);
-		for (int64 i = 0; i < state->nrows; i++)
-		{
-			if (state->keyno[i] >= 0)
-				order[next[state->keyno[i]]++] = i;
-			else
-				FunnelStateAppend(keyless, state->ts[i], state->masks + i * nwords);
-		}
-		pfree(next);
-	}
-	FunnelStateSort(keyless);
-
-	pushJsonbValue(&parse, WJB_BEGIN_OBJECT, NULL);
-	for (int32 k = 0; k < state->nkeys; k++)
-	{
-		BreakdownKey *key = &state->keys[k];
-		FunnelPass	pass;
-		JsonbValue	v;
-		int			level = 0;
-		int64		nkeyed = start[k + 1] - start[k];
-		int64	   *starts = palloc(sizeof(int64) * Max(nkeyed, 1));
-		int64		nstarts = 0;
-		FunnelState *rows;
-
-		/*
-		 * Only the keyless rows within the window after one of the key's
-		 * step-1 rows can matter (nothing else does in the default mode): the
-		 * pass over a key costs its rows and those, not the whole group.
-		 */
-		for (int64 j = start[k]; j < start[k + 1]; j++)
-			if (state->masks[order[j] * nwords] & 1)
-				starts[nstarts++] = state->ts[order[j]];
-		if (nstarts > 0)
-		{
-			int64		from = 0;
-
-			qsort(starts, nstarts, sizeof(int64), BreakdownInt64Compare);
-			rows = FunnelStateCreate(CurrentMemoryContext, state->spec, nkeyed);
-			for (int64 j = start[k]; j < start[k + 1]; j++)
-				FunnelStateAppend(rows, state->ts[order[j]], state->masks + order[j] * nwords);
-			for (int64 m = 0; m < nstarts;)
-			{
-				int64		lo = starts[m],
-							until,
-							hi;
-
-				/* one span: step-1 rows whose windows overlap */
-				if (pg_add_s64_overflow(starts[m], state->spec->window, &until))
-					until = PG_INT64_MAX;
-				for (m++; m < nstarts && starts[m] <= until; m++)
-					if (pg_add_s64_overflow(starts[m], state->spec->window, &until))
-						until = PG_INT64_MAX;
-				/* its keyless rows (after those of the previous span) */
-				hi = keyless->nrows;
-				while (from < hi)
-				{
-					int64		mid = from + (hi - from) / 2;
-
-					if ((int64) keyless->rows[mid * stride] < lo)
-						from = mid + 1;
-					else
-						hi = mid;
-				}
-				for (; from < keyless->nrows && (int64) keyless->rows[from * stride] <= until; from++)
-					FunnelStateAppend(rows, (int64) keyless->rows[from * stride],
-									  keyless->rows + from * stride + 1);
-			}
-			level = FunnelEvaluate(rows, &pass, false);
-			if (rows->rows != rows->inline_rows)
-				pfree(rows->rows);
-			pfree(rows);
-		}
-		pfree(starts);
-
-		v.type = jbvString;
-		v.val.string.val = VARDATA_ANY(key->key);
-		v.val.string.len = VARSIZE_ANY_EXHDR(key->key);
-		pushJsonbValue(&parse, WJB_KEY, &v);
-		if (state->labelled)
-			pushJsonbValue(&parse, WJB_BEGIN_ARRAY, NULL);
-		v.type = jbvNumeric;
-		v.val.numeric = int64_to_numeric(level);
-		pushJsonbValue(&parse, state->labelled ? WJB_ELEM : WJB_VALUE, &v);
-		if (state->labelled)
-		{
-			if (key->label)
-			{
-				v.type = jbvString;
-				v.val.string.val = VARDATA_ANY(key->label);
-				v.val.string.len = VARSIZE_ANY_EXHDR(key->label);
-			}
-			else
-				v.type = jbvNull;
-			pushJsonbValue(&parse, WJB_ELEM, &v);
-			pushJsonbValue(&parse, WJB_END_ARRAY, NULL);
-		}
-		if ((k & 1023) == 1023)
-			CHECK_FOR_INTERRUPTS();
-	}
-	result = pushJsonbValue(&parse, WJB_END_OBJECT, NULL);
-	pfree(start);
-	pfree(order);
-	if (keyless->rows != keyless->inline_rows)
-		pfree(keyless->rows);
-	pfree(keyless);
-	PG_RETURN_POINTER(JsonbValueToJsonb(result));
-}
-
-/*
- * clickstream.retention_transfn(state bit, conditions bool[]): OR the
- * row's conditions into the state (modified in place: it is the
- * aggregate's own copy).
- */
-Datum
-clickstream_retention_transfn(PG_FUNCTION_ARGS)
-{
-	MemoryContext aggcxt;
-	VarBit	   *state;
-	ArrayType  *conds;
-	int			nconds;
-	const bool *flags;
-	bits8	   *nulls;
-	bits8	   *bits;
-	int			k = 0;
-
-	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "clickstream_retention_transfn called in non-aggregate context");
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("retention conditions must not be a NULL array")));
-	conds = PG_GETARG_ARRAYTYPE_P(1);
-	if (ARR_NDIM(conds) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("retention conditions must be a one-dimensional array")));
-	nconds = ARR_NDIM(conds) == 1 ? ARR_DIMS(conds)[0] : 0;
-	if (nconds < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("retention needs at least one condition")));
-	if (nconds > FUNNEL_MAX_CONDITIONS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("retention takes at most %d conditions, got %d",
-						FUNNEL_MAX_CONDITIONS, nconds)));
-
-	if (PG_ARGISNULL(0))
-	{
-		Size		size = VARBITTOTALLEN(nconds);
-
-		/* the executor copies a new state into its own context */
-		state = palloc0(size);
-		SET_VARSIZE(state, size);
-		VARBITLEN(state) = nconds;
-	}
-	else
-	{
-		state = (VarBit *) PG_GETARG_POINTER(0);
-		if (VARBITLEN(state) != nconds)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("retention arguments differ between rows of one group"),
-					 errdetail("The number of conditions must be the same on every row.")));
-	}
-
-	flags = (const bool *) ARR_DATA_PTR(conds);
-	nulls = ARR_NULLBITMAP(conds);
-	bits = VARBITS(state);
-	for (int i = 0; i < nconds; i++)
-	{
-		if (nulls != NULL && !(nulls[i >> 3] & (1 << (i & 7))))
-			continue;			/* NULL is false */
-		if (flags[k++])
-			bits[i >> 3] |= 0x80 >> (i & 7);
-	}
-	PG_RETURN_VARBIT_P(state);
-}
-
-/*
- * clickstream.retention_final(state): r[1] = condition 1 held on some row;
- * r[k] = condition 1 and condition k each held on some row.
- */
-Datum
-clickstream_retention_final(PG_FUNCTION_ARGS)
-{
-	VarBit	   *state;
-	int			n;
-	Datum	   *out;
-	bits8	   *bits;
-	bool		first;
-
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	state = PG_GETARG_VARBIT_P(0);
-	n = VARBITLEN(state);
-	bits = VARBITS(state);
-	first = n > 0 && (bits[0] & 0x80) != 0;
-	out = palloc(sizeof(Datum) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		out[i] = BoolGetDatum(first && (bits[i >> 3] & (0x80 >> (i & 7))) != 0);
-	PG_RETURN_ARRAYTYPE_P(construct_array(out, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 }
