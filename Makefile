@@ -22,7 +22,8 @@ OBJS = \
 	src/sessionize.o \
 	src/funnel_agg.o \
 	src/funnel_breakdown.o \
-	src/retention.o
+	src/retention.o \
+	src/marts.o
 
 # The install script is assembled from one file per layer, in name order.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

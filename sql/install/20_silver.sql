@@ -169,6 +169,7 @@ CREATE TABLE clickstream.refresh_history (
 	partitions_created integer NOT NULL DEFAULT 0,
 	sessions_written bigint NOT NULL DEFAULT 0,
 	gold_time interval NOT NULL DEFAULT '0',
+	marts_time interval NOT NULL DEFAULT '0',
 	error text,
 	pid integer NOT NULL DEFAULT pg_backend_pid()
 );
@@ -192,6 +193,7 @@ COMMENT ON COLUMN clickstream.refresh_history.rows_rejected IS 'Rows sent to cli
 COMMENT ON COLUMN clickstream.refresh_history.partitions_created IS 'Daily partitions of clickstream.events created by the run.';
 COMMENT ON COLUMN clickstream.refresh_history.sessions_written IS 'Sessions written to clickstream.sessions (recomputed or new).';
 COMMENT ON COLUMN clickstream.refresh_history.gold_time IS 'Part of the duration spent bringing gold (clickstream.sessions) up to date, in the same transactions as the silver steps.';
+COMMENT ON COLUMN clickstream.refresh_history.marts_time IS 'Part of gold_time spent on the marts (daily_metrics, users, orders, ...).';
 COMMENT ON COLUMN clickstream.refresh_history.error IS 'Error of a failed run (message, detail and context).';
 COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
 

@@ -12,16 +12,17 @@
 --   * what the step's new events add (pg_temp.clickstream_step_events,
 --     written by promote_rows as it writes silver): counts and sums are
 --     added to the rows of their day, hour, category, product, page, order;
---   * distinct users are sets with one row per member: user_days (user,
---     day, hours of activity), category_day_users and page_day_users; a
---     member that is new adds 1.  WAU, MAU and the retention table follow
+--   * distinct users come from sets: user_days holds per user and day the
+--     hours, pages and categories of the user's events (sorted arrays); a
+--     pair or an element that is new adds 1.  WAU, MAU and retention follow
 --     from the new (user, day) pairs and each user's nearest active days
 --     before and after (index probes), never from a recount;
 --   * what sessions count (sessions, bounces, conversions, traffic,
 --     audience, entrances and exits) comes from the sessions the step
---     removed (-1) and wrote (+1), as for the funnel tables; distinct users
---     of traffic and audience are reference-counted sets
---     (traffic_day_users, audience_day_users);
+--     removed (-1) and wrote (+1), as for the funnel tables; the first
+--     touches of a user's sessions of a day are a set in user_days too,
+--     recomputed from clickstream.sessions for the (user, day) pairs whose
+--     sessions changed;
 --   * orders: the lines of the step are added to their order; what an order
 --     counted before and counts now goes to the order delta, which moves
 --     the daily and hourly order counts and the owners' lifetime value.
@@ -89,6 +90,27 @@ AS $$ SELECT round(part / nullif(whole, 0), 4) $$;
 
 COMMENT ON FUNCTION clickstream.rate(numeric, numeric) IS
 'part / whole rounded to 4 decimals, NULL when whole is 0 or NULL: every rate of the marts.';
+
+CREATE FUNCTION clickstream.traffic_key(utm_source text, utm_medium text, utm_campaign text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT jsonb_build_array(clickstream.label(utm_source, '(direct)'), clickstream.label(utm_medium, '(none)'),
+							 clickstream.label(utm_campaign, '(none)'))::text
+$$;
+
+COMMENT ON FUNCTION clickstream.traffic_key(text, text, text) IS
+'A session''s first touch as traffic_daily labels it, as one text: the JSON array ["utm_source", "utm_medium", "utm_campaign"] (element n of its jsonb is the column).';
+
+CREATE FUNCTION clickstream.audience_key(country text, device text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT jsonb_build_array(clickstream.label(country, '(not set)'), clickstream.label(device, '(not set)'))::text
+$$;
+
+COMMENT ON FUNCTION clickstream.audience_key(text, text) IS
+'A session''s country and device as audience_daily labels them, as one text: the JSON array ["country", "device"].';
 
 -- The marts --------------------------------------------------------------------
 
@@ -412,77 +434,39 @@ CREATE TABLE clickstream.user_days (
 	day date NOT NULL,
 	events bigint NOT NULL,
 	hours integer NOT NULL,
+	pages text[] NOT NULL,
+	categories text[] NOT NULL,
+	traffic text[] NOT NULL,
+	audience text[] NOT NULL,
 	PRIMARY KEY (user_id, day)
-);
+) WITH (fillfactor = 80);
 
 COMMENT ON TABLE clickstream.user_days IS
-'Gold (state of the marts): one row per user and day with an event (clickstream.timezone): the set behind daily users, new users, days_active, WAU, MAU and retention.';
+'Gold (state of the marts): one row per user and day with an event (clickstream.timezone), with the hours, pages and categories of the user''s events that day and the first touches of the user''s sessions that started that day: the sets behind daily and hourly users, new users, days_active, WAU, MAU, retention, and the users of category_daily, pages_daily, traffic_daily and audience_daily. Updated in place by the steps that change them (fillfactor 80 keeps those updates on their page).';
 COMMENT ON COLUMN clickstream.user_days.user_id IS 'User.';
 COMMENT ON COLUMN clickstream.user_days.day IS 'Day with at least one event of the user.';
 COMMENT ON COLUMN clickstream.user_days.events IS 'The user''s events that day.';
-COMMENT ON COLUMN clickstream.user_days.hours IS 'Hours of the day (bit 0 = 00:00-00:59 ... bit 23) with an event of the user: the set behind hourly_metrics.users.';
+COMMENT ON COLUMN clickstream.user_days.hours IS 'Hours of the day with an event of the user (bit 0 = 00:00-00:59 ... bit 23): the set behind hourly_metrics.users.';
+COMMENT ON COLUMN clickstream.user_days.pages IS 'The pages (page_url, (not set) when missing) the user viewed that day, sorted in byte order without duplicates: the set behind pages_daily.users.';
+COMMENT ON COLUMN clickstream.user_days.categories IS 'The categories ((not set) for events without one) of the user''s events that day, sorted in byte order without duplicates: the set behind category_daily.users.';
+COMMENT ON COLUMN clickstream.user_days.traffic IS 'The first touches of the user''s sessions that started that day, as JSON arrays ["utm_source", "utm_medium", "utm_campaign"] of traffic_daily''s labels, sorted without duplicates: the set behind traffic_daily.users.';
+COMMENT ON COLUMN clickstream.user_days.audience IS 'The ["country", "device"] of the user''s sessions that started that day, as audience_daily labels them, sorted without duplicates: the set behind audience_daily.users.';
 
-CREATE TABLE clickstream.category_day_users (
-	day date NOT NULL,
-	category text NOT NULL,
-	user_id text COLLATE "C" NOT NULL,
-	PRIMARY KEY (day, category, user_id)
-);
+CREATE FUNCTION clickstream.text_set_union(a text[], b text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'clickstream_text_set_union'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
-COMMENT ON TABLE clickstream.category_day_users IS
-'Gold (state of the marts): the users with an event of a category on a day, behind category_daily.users.';
-COMMENT ON COLUMN clickstream.category_day_users.day IS 'Day.';
-COMMENT ON COLUMN clickstream.category_day_users.category IS 'Category ((not set) for events without one).';
-COMMENT ON COLUMN clickstream.category_day_users.user_id IS 'User.';
+COMMENT ON FUNCTION clickstream.text_set_union(text[], text[]) IS
+'The union of two sets of text kept as arrays sorted in byte order without duplicates (as clickstream.user_days keeps pages and categories), in the same form; an error when an input is not.';
 
-CREATE TABLE clickstream.page_day_users (
-	day date NOT NULL,
-	page_url text NOT NULL,
-	user_id text COLLATE "C" NOT NULL,
-	PRIMARY KEY (day, page_url, user_id)
-);
+CREATE FUNCTION clickstream.text_set_minus(a text[], b text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'clickstream_text_set_minus'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
-COMMENT ON TABLE clickstream.page_day_users IS
-'Gold (state of the marts): the users who viewed a page on a day, behind pages_daily.users.';
-COMMENT ON COLUMN clickstream.page_day_users.day IS 'Day.';
-COMMENT ON COLUMN clickstream.page_day_users.page_url IS 'Page ((not set) for page views without a page_url).';
-COMMENT ON COLUMN clickstream.page_day_users.user_id IS 'User.';
-
-CREATE TABLE clickstream.traffic_day_users (
-	day date NOT NULL,
-	utm_source text NOT NULL,
-	utm_medium text NOT NULL,
-	utm_campaign text NOT NULL,
-	user_id text COLLATE "C" NOT NULL,
-	sessions bigint NOT NULL,
-	PRIMARY KEY (day, utm_source, utm_medium, utm_campaign, user_id)
-);
-
-COMMENT ON TABLE clickstream.traffic_day_users IS
-'Gold (state of the marts): per day and first touch, the users with sessions of it and how many: behind traffic_daily.users (a user counts while sessions > 0; sessions merge and split, so membership is counted, not only added).';
-COMMENT ON COLUMN clickstream.traffic_day_users.day IS 'Day the sessions started.';
-COMMENT ON COLUMN clickstream.traffic_day_users.utm_source IS 'As in traffic_daily.';
-COMMENT ON COLUMN clickstream.traffic_day_users.utm_medium IS 'As in traffic_daily.';
-COMMENT ON COLUMN clickstream.traffic_day_users.utm_campaign IS 'As in traffic_daily.';
-COMMENT ON COLUMN clickstream.traffic_day_users.user_id IS 'User.';
-COMMENT ON COLUMN clickstream.traffic_day_users.sessions IS 'The user''s sessions of that day and first touch (always > 0).';
-
-CREATE TABLE clickstream.audience_day_users (
-	day date NOT NULL,
-	country text NOT NULL,
-	device text NOT NULL,
-	user_id text COLLATE "C" NOT NULL,
-	sessions bigint NOT NULL,
-	PRIMARY KEY (day, country, device, user_id)
-);
-
-COMMENT ON TABLE clickstream.audience_day_users IS
-'Gold (state of the marts): per day, country and device, the users with sessions of it and how many, behind audience_daily.users.';
-COMMENT ON COLUMN clickstream.audience_day_users.day IS 'Day the sessions started.';
-COMMENT ON COLUMN clickstream.audience_day_users.country IS 'As in audience_daily.';
-COMMENT ON COLUMN clickstream.audience_day_users.device IS 'As in audience_daily.';
-COMMENT ON COLUMN clickstream.audience_day_users.user_id IS 'User.';
-COMMENT ON COLUMN clickstream.audience_day_users.sessions IS 'The user''s sessions of that day, country and device (always > 0).';
+COMMENT ON FUNCTION clickstream.text_set_minus(text[], text[]) IS
+'The elements of the first set of text (an array sorted in byte order without duplicates) that the second lacks, in the same form; an error when an input is not.';
 
 -- Full recomputations ------------------------------------------------------------
 -- What each mart and set must hold, from silver (and clickstream.sessions),
@@ -493,64 +477,31 @@ CREATE FUNCTION clickstream.recompute_user_days()
 RETURNS SETOF clickstream.user_days
 LANGUAGE sql STABLE
 AS $$
-	SELECT e.user_id, clickstream.local_day(e.ts), count(*),
-		   bit_or(1 << clickstream.hour_of_day(e.ts))
-	FROM clickstream.events e
-	GROUP BY 1, 2
+	WITH e AS (
+		SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
+			   bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours,
+			   coalesce(array_agg(DISTINCT clickstream.label(e.page_url, '(not set)') COLLATE "C"
+								  ORDER BY clickstream.label(e.page_url, '(not set)') COLLATE "C")
+						FILTER (WHERE e.event_type = 'page_view'), '{}') AS pages,
+			   array_agg(DISTINCT clickstream.label(e.category, '(not set)') COLLATE "C"
+						 ORDER BY clickstream.label(e.category, '(not set)') COLLATE "C") AS categories
+		FROM clickstream.events e
+		GROUP BY 1, 2),
+	s AS (
+		SELECT s.user_id, s.session_date AS day,
+			   array_agg(DISTINCT clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C"
+						 ORDER BY clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C") AS traffic,
+			   array_agg(DISTINCT clickstream.audience_key(s.country, s.device) COLLATE "C"
+						 ORDER BY clickstream.audience_key(s.country, s.device) COLLATE "C") AS audience
+		FROM clickstream.sessions s
+		GROUP BY 1, 2)
+	SELECT e.user_id, e.day, e.events, e.hours, e.pages, e.categories,
+		   coalesce(s.traffic, '{}'), coalesce(s.audience, '{}')
+	FROM e LEFT JOIN s USING (user_id, day)
 $$;
 
 COMMENT ON FUNCTION clickstream.recompute_user_days() IS
-'Full recomputation of clickstream.user_days from silver.';
-
-CREATE FUNCTION clickstream.recompute_category_day_users()
-RETURNS SETOF clickstream.category_day_users
-LANGUAGE sql STABLE
-AS $$
-	SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'), e.user_id
-	FROM clickstream.events e
-$$;
-
-COMMENT ON FUNCTION clickstream.recompute_category_day_users() IS
-'Full recomputation of clickstream.category_day_users from silver.';
-
-CREATE FUNCTION clickstream.recompute_page_day_users()
-RETURNS SETOF clickstream.page_day_users
-LANGUAGE sql STABLE
-AS $$
-	SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.page_url, '(not set)'), e.user_id
-	FROM clickstream.events e
-	WHERE e.event_type = 'page_view'
-$$;
-
-COMMENT ON FUNCTION clickstream.recompute_page_day_users() IS
-'Full recomputation of clickstream.page_day_users from silver.';
-
-CREATE FUNCTION clickstream.recompute_traffic_day_users()
-RETURNS SETOF clickstream.traffic_day_users
-LANGUAGE sql STABLE
-AS $$
-	SELECT s.session_date, clickstream.label(s.utm_source, '(direct)'),
-		   clickstream.label(s.utm_medium, '(none)'), clickstream.label(s.utm_campaign, '(none)'),
-		   s.user_id, count(*)
-	FROM clickstream.sessions s
-	GROUP BY 1, 2, 3, 4, 5
-$$;
-
-COMMENT ON FUNCTION clickstream.recompute_traffic_day_users() IS
-'Full recomputation of clickstream.traffic_day_users from clickstream.sessions.';
-
-CREATE FUNCTION clickstream.recompute_audience_day_users()
-RETURNS SETOF clickstream.audience_day_users
-LANGUAGE sql STABLE
-AS $$
-	SELECT s.session_date, clickstream.label(s.country, '(not set)'),
-		   clickstream.label(s.device, '(not set)'), s.user_id, count(*)
-	FROM clickstream.sessions s
-	GROUP BY 1, 2, 3, 4
-$$;
-
-COMMENT ON FUNCTION clickstream.recompute_audience_day_users() IS
-'Full recomputation of clickstream.audience_day_users from clickstream.sessions.';
+'Full recomputation of clickstream.user_days from silver and clickstream.sessions.';
 
 CREATE FUNCTION clickstream.recompute_orders()
 RETURNS SETOF clickstream.orders
@@ -852,6 +803,12 @@ COMMENT ON FUNCTION clickstream.recompute_pages_daily() IS
 'Full recomputation of clickstream.pages_daily from silver and clickstream.sessions.';
 
 -- Incremental maintenance ---------------------------------------------------------
+--
+-- One step: read the step's new events (pg_temp.clickstream_step_events) and
+-- the sessions it removed and wrote (pg_temp.clickstream_session_delta) into
+-- small scratch tables, probing the big tables by key (LATERAL: an index
+-- probe per user, day or order, never a scan that grows with history);
+-- derive every delta from those; then write each mart with one statement.
 
 -- Per-call scratch tables of the marts; emptied at every commit.
 CREATE FUNCTION clickstream.marts_scratch()
@@ -859,7 +816,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-	IF to_regclass('pg_temp.clickstream_day_delta') IS NOT NULL THEN
+	IF to_regclass('pg_temp.clickstream_user_day_delta') IS NOT NULL THEN
 		RETURN;
 	END IF;
 	-- additions to daily_metrics and hourly_metrics, summed when applied
@@ -886,13 +843,40 @@ BEGIN
 		revenue numeric NOT NULL DEFAULT 0
 	) ON COMMIT DELETE ROWS;
 	-- the step's events per user and day, with what user_days held before
+	-- (and the pairs whose sessions changed: their first touches and
+	-- audiences, recomputed; NULL when unchanged)
 	CREATE TEMP TABLE clickstream_user_day_delta (
 		user_id text COLLATE "C" NOT NULL,
 		day date NOT NULL,
 		events bigint NOT NULL,
 		hours integer NOT NULL,
+		pages text[] NOT NULL,
+		categories text[] NOT NULL,
+		traffic text[],
+		audience text[],
 		fresh boolean NOT NULL,
-		old_hours integer NOT NULL
+		old_hours integer NOT NULL,
+		old_pages text[] NOT NULL,
+		old_categories text[] NOT NULL,
+		old_traffic text[] NOT NULL,
+		old_audience text[] NOT NULL
+	) ON COMMIT DELETE ROWS;
+	-- the step's events per user, with what users held before
+	CREATE TEMP TABLE clickstream_user_delta (
+		user_id text COLLATE "C" NOT NULL,
+		events bigint NOT NULL,
+		first_ts timestamptz NOT NULL,
+		first_id text COLLATE "C" NOT NULL,
+		utm_source text,
+		utm_medium text,
+		utm_campaign text,
+		last_ts timestamptz NOT NULL,
+		last_id text COLLATE "C" NOT NULL,
+		country text,
+		device text,
+		known boolean NOT NULL,
+		old_first_ts timestamptz,
+		old_last_ts timestamptz
 	) ON COMMIT DELETE ROWS;
 	-- the (user, day) pairs that are new, with the user's nearest old days
 	CREATE TEMP TABLE clickstream_new_days (
@@ -925,7 +909,8 @@ BEGIN
 		sign integer NOT NULL,
 		order_id text NOT NULL,
 		user_id text COLLATE "C" NOT NULL,
-		ordered_at timestamptz NOT NULL
+		ordered_at timestamptz NOT NULL,
+		revenue numeric NOT NULL
 	) ON COMMIT DELETE ROWS;
 END
 $$;
@@ -933,57 +918,212 @@ $$;
 COMMENT ON FUNCTION clickstream.marts_scratch() IS
 'Internal: create the session''s scratch tables of the marts'' maintenance (the deltas of a refresh step; ON COMMIT DELETE ROWS).';
 
--- What the step's new events add: to the sets, the event counts, products,
--- users and orders.  Reads pg_temp.clickstream_step_events.
-CREATE FUNCTION clickstream.marts_apply_events()
+-- Bring every mart up to date with the step.  dirty: a query of (user_id,
+-- from_ts, to_ts), the ranges whose sessions refresh_gold() replaced.
+CREATE FUNCTION clickstream.marts_apply(dirty text)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
 	tz text := current_setting('clickstream.timezone');
 BEGIN
-	-- (user, day): events, hours of activity, and whether the pair is new
-	INSERT INTO pg_temp.clickstream_user_day_delta
-	SELECT a.user_id, a.day, a.events, a.hours, u.user_id IS NULL, coalesce(u.hours, 0)
-	FROM (SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
-				 bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours
-		  FROM pg_temp.clickstream_step_events e GROUP BY 1, 2) a
-	LEFT JOIN clickstream.user_days u ON u.user_id = a.user_id AND u.day = a.day;
+	PERFORM clickstream.marts_scratch();
+	ANALYZE pg_temp.clickstream_step_events;
+	ANALYZE pg_temp.clickstream_session_delta;
 
-	-- new pairs, and each user's nearest active days before and after them
-	-- (as user_days holds them before this step; index probes)
+	-- 1. Read: the step per (user, day) and per user, with the rows it
+	-- changes, each found by its key.
+
+	INSERT INTO pg_temp.clickstream_user_day_delta
+	SELECT a.user_id, a.day, a.events, a.hours, a.pages, a.categories, NULL, NULL, o.hours IS NULL,
+		   coalesce(o.hours, 0), coalesce(o.pages, '{}'), coalesce(o.categories, '{}'),
+		   coalesce(o.traffic, '{}'), coalesce(o.audience, '{}')
+	FROM (SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
+				 bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours,
+				 coalesce(array_agg(DISTINCT clickstream.label(e.page_url, '(not set)') COLLATE "C"
+									ORDER BY clickstream.label(e.page_url, '(not set)') COLLATE "C")
+						  FILTER (WHERE e.event_type = 'page_view'), '{}') AS pages,
+				 array_agg(DISTINCT clickstream.label(e.category, '(not set)') COLLATE "C"
+						   ORDER BY clickstream.label(e.category, '(not set)') COLLATE "C") AS categories
+		  FROM pg_temp.clickstream_step_events e GROUP BY 1, 2) a
+	LEFT JOIN LATERAL (
+		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
+		WHERE u.user_id = a.user_id AND u.day = a.day) o ON true;
+	-- the (user, day) pairs whose sessions changed what they count (a first
+	-- touch, or a country and device, gained or lost sessions: sessions
+	-- rewritten alike cancel out): their first touches and audiences now,
+	-- by an index range scan of the user's sessions of the day
+	INSERT INTO pg_temp.clickstream_user_day_delta
+	SELECT k.user_id, k.day, 0, 0, '{}', '{}', NULL, NULL, false, o.hours, o.pages, o.categories,
+		   o.traffic, o.audience
+	FROM (SELECT DISTINCT x.user_id, x.day
+		  FROM (SELECT d.user_id, d.session_date AS day
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY d.user_id, d.session_date, clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)
+				HAVING sum(d.sign) <> 0
+				UNION ALL
+				SELECT d.user_id, d.session_date
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY d.user_id, d.session_date, clickstream.audience_key(d.country, d.device)
+				HAVING sum(d.sign) <> 0) x) k
+	CROSS JOIN LATERAL (
+		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
+		WHERE u.user_id = k.user_id AND u.day = k.day) o
+	WHERE NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_user_day_delta x
+					  WHERE x.user_id = k.user_id AND x.day = k.day);
+	UPDATE pg_temp.clickstream_user_day_delta d
+	SET traffic = coalesce(s.traffic, '{}'), audience = coalesce(s.audience, '{}')
+	FROM (SELECT DISTINCT x.user_id, x.day
+		  FROM (SELECT d.user_id, d.session_date AS day
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY d.user_id, d.session_date, clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)
+				HAVING sum(d.sign) <> 0
+				UNION ALL
+				SELECT d.user_id, d.session_date
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY d.user_id, d.session_date, clickstream.audience_key(d.country, d.device)
+				HAVING sum(d.sign) <> 0) x) k
+	CROSS JOIN LATERAL (
+		SELECT array_agg(DISTINCT clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C"
+						 ORDER BY clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C") AS traffic,
+			   array_agg(DISTINCT clickstream.audience_key(s.country, s.device) COLLATE "C"
+						 ORDER BY clickstream.audience_key(s.country, s.device) COLLATE "C") AS audience
+		FROM clickstream.sessions s
+		WHERE s.user_id = k.user_id
+			AND s.session_start >= k.day::timestamp AT TIME ZONE tz
+			AND s.session_start < (k.day + 1)::timestamp AT TIME ZONE tz
+			AND s.session_date = k.day) s
+	WHERE d.user_id = k.user_id AND d.day = k.day;
+	ANALYZE pg_temp.clickstream_user_day_delta;
+
+	INSERT INTO pg_temp.clickstream_user_delta
+	SELECT f.user_id, c.events, f.ts, f.event_id, f.utm_source, f.utm_medium, f.utm_campaign,
+		   l.ts, l.event_id, l.country, l.device, o.first_seen IS NOT NULL, o.first_seen, o.last_seen
+	FROM (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
+				 e.utm_campaign
+		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts, e.event_id) f
+	JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country, e.device
+		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts DESC, e.event_id DESC) l
+		USING (user_id)
+	JOIN (SELECT e.user_id, count(*) AS events
+		  FROM pg_temp.clickstream_step_events e GROUP BY e.user_id) c USING (user_id)
+	LEFT JOIN LATERAL (
+		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id) o ON true;
+	ANALYZE pg_temp.clickstream_user_delta;
+
+	-- new (user, day) pairs and the user's nearest other active days: from
+	-- users' first and last days, or (a day between them: a late event)
+	-- index probes into user_days
 	INSERT INTO pg_temp.clickstream_new_days
 	SELECT d.user_id, d.day,
-		   (SELECT max(u.day) FROM clickstream.user_days u WHERE u.user_id = d.user_id AND u.day < d.day),
-		   (SELECT min(u.day) FROM clickstream.user_days u WHERE u.user_id = d.user_id AND u.day > d.day),
+		   CASE WHEN NOT u.known THEN NULL
+				WHEN d.day > clickstream.local_day(u.old_last_ts) THEN clickstream.local_day(u.old_last_ts)
+				WHEN d.day < clickstream.local_day(u.old_first_ts) THEN NULL
+				ELSE (SELECT max(x.day) FROM clickstream.user_days x
+					  WHERE x.user_id = d.user_id AND x.day < d.day) END,
+		   CASE WHEN NOT u.known THEN NULL
+				WHEN d.day > clickstream.local_day(u.old_last_ts) THEN NULL
+				WHEN d.day < clickstream.local_day(u.old_first_ts) THEN clickstream.local_day(u.old_first_ts)
+				ELSE (SELECT min(x.day) FROM clickstream.user_days x
+					  WHERE x.user_id = d.user_id AND x.day > d.day) END,
 		   lag(d.day) OVER (PARTITION BY d.user_id ORDER BY d.day)
 	FROM pg_temp.clickstream_user_day_delta d
+	JOIN pg_temp.clickstream_user_delta u USING (user_id)
 	WHERE d.fresh;
 
 	INSERT INTO pg_temp.clickstream_user_firsts
-	SELECT n.user_id, f.first, least(f.first, min(n.day)), count(*)
+	SELECT n.user_id, f.old_first, least(f.old_first, min(n.day)), count(*)
 	FROM pg_temp.clickstream_new_days n
-	LEFT JOIN LATERAL (
-		SELECT min(u.day) AS first FROM clickstream.user_days u WHERE u.user_id = n.user_id) f ON true
-	GROUP BY n.user_id, f.first;
-
-	-- Active users: a new pair (u, d) adds u to the windows of the days
-	-- from d on that no other active day of u covered: with p the latest
-	-- active day before d (old, or new and earlier in this step) and n the
-	-- next old one, the W-day windows of [max(d, p + W), min(d + W - 1, n - 1)].
-	INSERT INTO pg_temp.clickstream_active_delta
-	SELECT x.day, sum(x.dau), sum(x.wau), sum(x.mau)
-	FROM pg_temp.clickstream_new_days n
-	CROSS JOIN LATERAL (SELECT greatest(n.prev_old, n.prev_new) AS p) p
+	JOIN pg_temp.clickstream_user_delta u USING (user_id)
 	CROSS JOIN LATERAL (
-		SELECT n.day AS day, 1 AS dau, 0 AS wau, 0 AS mau
+		SELECT CASE WHEN u.known THEN clickstream.local_day(u.old_first_ts) END AS old_first) f
+	GROUP BY n.user_id, f.old_first;
+
+	-- orders: the step's lines per order; what the orders counted before
+	-- (-1) and count after (+1)
+	INSERT INTO pg_temp.clickstream_order_delta
+	SELECT -1, o.order_id, o.user_id, o.ordered_at, o.revenue
+	FROM (SELECT DISTINCT clickstream.order_key(e.order_id, e.event_id) AS order_id
+		  FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'purchase') k
+	CROSS JOIN LATERAL (
+		SELECT o.order_id, o.user_id, o.ordered_at, o.revenue
+		FROM clickstream.orders o WHERE o.order_id = k.order_id) o;
+	WITH l AS (
+		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
+			   e.event_id, coalesce(e.quantity, 1) AS units, coalesce(e.revenue, 0) AS revenue
+		FROM pg_temp.clickstream_step_events e
+		WHERE e.event_type = 'purchase'),
+	written AS (
+		INSERT INTO clickstream.orders AS o (order_id, user_id, session_id, ordered_at, day, lines,
+			units, revenue, first_event_id)
+		SELECT f.order_id, f.user_id, NULL, f.ts, clickstream.local_day(f.ts), a.lines, a.units,
+			   a.revenue, f.event_id
+		FROM (SELECT DISTINCT ON (l.order_id) l.order_id, l.user_id, l.ts, l.event_id
+			  FROM l ORDER BY l.order_id, l.ts, l.event_id) f
+		JOIN (SELECT l.order_id, count(*)::integer AS lines, sum(l.units) AS units,
+					 sum(l.revenue) AS revenue
+			  FROM l GROUP BY l.order_id) a USING (order_id)
+		ON CONFLICT (order_id) DO UPDATE
+		SET lines = o.lines + excluded.lines,
+			units = o.units + excluded.units,
+			revenue = o.revenue + excluded.revenue,
+			user_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+						   THEN excluded.user_id ELSE o.user_id END,
+			day = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+					   THEN excluded.day ELSE o.day END,
+			first_event_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
+								  THEN excluded.first_event_id ELSE o.first_event_id END,
+			ordered_at = least(o.ordered_at, excluded.ordered_at)
+		RETURNING o.order_id, o.user_id, o.ordered_at, o.revenue)
+	INSERT INTO pg_temp.clickstream_order_delta
+	SELECT 1, w.order_id, w.user_id, w.ordered_at, w.revenue FROM written w;
+	-- their sessions: of the orders written, and of the orders in the
+	-- ranges whose sessions were replaced (index probes)
+	UPDATE clickstream.orders o
+	SET session_id = (
+		SELECT s.session_id FROM clickstream.sessions s
+		WHERE s.user_id = o.user_id AND (s.session_start, s.first_event_id) <= (o.ordered_at, o.first_event_id)
+		ORDER BY s.session_start DESC, s.first_event_id DESC
+		LIMIT 1)
+	WHERE o.order_id = ANY (ARRAY(
+		SELECT d.order_id FROM pg_temp.clickstream_order_delta d WHERE d.sign = 1));
+	EXECUTE format($q$
+		UPDATE clickstream.orders o
+		SET session_id = (
+			SELECT s.session_id FROM clickstream.sessions s
+			WHERE s.user_id = o.user_id AND (s.session_start, s.first_event_id) <= (o.ordered_at, o.first_event_id)
+			ORDER BY s.session_start DESC, s.first_event_id DESC
+			LIMIT 1)
+		WHERE o.ctid = ANY (ARRAY(
+			SELECT x.ctid
+			FROM (%s) d
+			CROSS JOIN LATERAL (
+				SELECT o2.ctid FROM clickstream.orders o2
+				WHERE o2.user_id = d.user_id AND o2.ordered_at >= d.from_ts
+					AND o2.ordered_at <= d.to_ts) x))
+	$q$, dirty);
+
+	-- 2. Derive: active users, retention, the daily and hourly additions.
+
+	-- A new pair (u, d) adds u to the windows of the days from d on that
+	-- no other active day of u covered: with p the latest active day before
+	-- d (old, or new and earlier in this step) and n the next old one, the
+	-- W-day windows of [max(d, p + W), min(d + W - 1, n - 1)].
+	INSERT INTO pg_temp.clickstream_active_delta
+	SELECT g.day + x.i, sum(x.dau), sum(x.wau), sum(x.mau)
+	FROM (SELECT n.day, greatest(0, p.p + 7 - n.day) AS lo7, least(6, n.next_old - 1 - n.day) AS hi7,
+				 greatest(0, p.p + 30 - n.day) AS lo30, least(29, n.next_old - 1 - n.day) AS hi30,
+				 count(*) AS users
+		  FROM pg_temp.clickstream_new_days n
+		  CROSS JOIN LATERAL (SELECT greatest(n.prev_old, n.prev_new) AS p) p
+		  GROUP BY 1, 2, 3, 4, 5) g
+	CROSS JOIN LATERAL (
+		SELECT 0 AS i, g.users AS dau, 0 AS wau, 0 AS mau
 		UNION ALL
-		SELECT n.day + i, 0, 1, 0
-		FROM generate_series(greatest(0, p.p + 7 - n.day), least(6, n.next_old - 1 - n.day)) i
+		SELECT i, 0, g.users, 0 FROM generate_series(g.lo7, g.hi7) i
 		UNION ALL
-		SELECT n.day + i, 0, 0, 1
-		FROM generate_series(greatest(0, p.p + 30 - n.day), least(29, n.next_old - 1 - n.day)) i) x
-	GROUP BY x.day;
+		SELECT i, 0, 0, g.users FROM generate_series(g.lo30, g.hi30) i) x
+	GROUP BY 1;
 
 	-- Retention.  A user whose cohort week stays: each week that gets its
 	-- first active day adds the user there.  A new user joins the cohort
@@ -993,7 +1133,6 @@ BEGIN
 	INSERT INTO pg_temp.clickstream_cohort_delta
 	SELECT x.cohort_week, x.week_number, sum(x.users)
 	FROM (
-		-- stays: first new day of a week with no old day in it
 		SELECT clickstream.week_of(f.new_first) AS cohort_week,
 			   (clickstream.week_of(n.day) - clickstream.week_of(f.new_first)) / 7 AS week_number,
 			   1 AS users
@@ -1005,7 +1144,6 @@ BEGIN
 			AND NOT coalesce(n.next_old <= clickstream.week_of(n.day) + 6, false)
 			AND NOT coalesce(n.prev_new >= clickstream.week_of(n.day), false)
 		UNION ALL
-		-- new users: size, and their weeks
 		SELECT clickstream.week_of(f.new_first), -1, 1
 		FROM pg_temp.clickstream_user_firsts f
 		WHERE f.old_first IS NULL
@@ -1017,7 +1155,6 @@ BEGIN
 		JOIN pg_temp.clickstream_user_firsts f USING (user_id)
 		WHERE f.old_first IS NULL
 		UNION ALL
-		-- moved: out of the old cohort with the old weeks ...
 		SELECT clickstream.week_of(f.old_first), -1, -1
 		FROM pg_temp.clickstream_user_firsts f
 		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
@@ -1030,7 +1167,6 @@ BEGIN
 			FROM clickstream.user_days u WHERE u.user_id = f.user_id) w
 		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
 		UNION ALL
-		-- ... into the new one with the old and new weeks
 		SELECT clickstream.week_of(f.new_first), -1, 1
 		FROM pg_temp.clickstream_user_firsts f
 		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
@@ -1049,7 +1185,6 @@ BEGIN
 	GROUP BY x.cohort_week, x.week_number
 	HAVING sum(x.users) <> 0;
 
-	-- daily and hourly: users, new users; the events' counts and sums
 	INSERT INTO pg_temp.clickstream_day_delta (day, users)
 	SELECT n.day, count(*) FROM pg_temp.clickstream_new_days n GROUP BY n.day;
 	INSERT INTO pg_temp.clickstream_day_delta (day, new_users)
@@ -1058,39 +1193,76 @@ BEGIN
 	UNION ALL
 	SELECT f.old_first, -1 FROM pg_temp.clickstream_user_firsts f
 	WHERE f.old_first <> f.new_first;
-	INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
-	SELECT (d.day + make_interval(hours => b)) AT TIME ZONE tz, count(*)
-	FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) b
-	WHERE (d.hours & ~d.old_hours) & (1 << b) <> 0
-	GROUP BY 1;
 	INSERT INTO pg_temp.clickstream_day_delta (day, events, page_views, units, revenue)
 	SELECT clickstream.local_day(e.ts), count(*),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
 		   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0),
 		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
 	FROM pg_temp.clickstream_step_events e GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_day_delta (day, sessions, bounced, converted, seconds)
+	SELECT d.session_date, sum(d.sign),
+		   coalesce(sum(d.sign) FILTER (WHERE d.events = 1 AND d.page_views = 1), 0),
+		   coalesce(sum(d.sign) FILTER (WHERE d.converted), 0),
+		   sum(d.sign * extract(epoch FROM d.duration))
+	FROM pg_temp.clickstream_session_delta d
+	GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_day_delta (day, orders)
+	SELECT clickstream.local_day(d.ordered_at), sum(d.sign)
+	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
+
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
+	SELECT (d.day + make_interval(hours => b)) AT TIME ZONE tz, count(*)
+	FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) b
+	WHERE (d.hours & ~d.old_hours) & (1 << b) <> 0
+	GROUP BY 1;
 	INSERT INTO pg_temp.clickstream_hour_delta (hour, events, revenue)
 	SELECT clickstream.local_hour(e.ts), count(*),
 		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)
 	FROM pg_temp.clickstream_step_events e GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, sessions)
+	SELECT clickstream.local_hour(d.session_start), sum(d.sign)
+	FROM pg_temp.clickstream_session_delta d GROUP BY 1;
+	INSERT INTO pg_temp.clickstream_hour_delta (hour, orders)
+	SELECT clickstream.local_hour(d.ordered_at), sum(d.sign)
+	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
 
-	-- users: counts, first touch, last event
+	-- 3. Write.
+
+	INSERT INTO clickstream.user_days AS u (user_id, day, events, hours, pages, categories,
+		traffic, audience)
+	SELECT d.user_id, d.day, d.events, d.hours, d.pages, d.categories,
+		   coalesce(d.traffic, d.old_traffic), coalesce(d.audience, d.old_audience)
+	FROM pg_temp.clickstream_user_day_delta d
+	ON CONFLICT (user_id, day) DO UPDATE
+	SET events = u.events + excluded.events,
+		hours = u.hours | excluded.hours,
+		pages = clickstream.text_set_union(u.pages, excluded.pages),
+		categories = clickstream.text_set_union(u.categories, excluded.categories),
+		traffic = excluded.traffic,
+		audience = excluded.audience;
+
+	-- users: counts, first touch, last event, sessions, and the orders
+	-- they gained or lost; a user who lost an order to another (a late
+	-- first line) is recomputed from its orders below
 	INSERT INTO clickstream.users AS u (user_id, first_seen, last_seen, first_event_id,
 		last_event_id, utm_source, utm_medium, utm_campaign, country, device, events,
 		sessions, orders, revenue, first_order_at, days_active)
-	SELECT f.user_id, f.ts, l.ts, f.event_id, l.event_id, f.utm_source, f.utm_medium,
-		   f.utm_campaign, l.country, l.device, c.events, 0, 0, 0, NULL, coalesce(nf.fresh, 0)
-	FROM (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source,
-				 e.utm_medium, e.utm_campaign
-		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts, e.event_id) f
-	JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country, e.device
-		  FROM pg_temp.clickstream_step_events e ORDER BY e.user_id, e.ts DESC, e.event_id DESC) l
-		USING (user_id)
-	JOIN (SELECT e.user_id, count(*) AS events
-		  FROM pg_temp.clickstream_step_events e GROUP BY e.user_id) c USING (user_id)
-	LEFT JOIN pg_temp.clickstream_user_firsts nf USING (user_id)
+	SELECT d.user_id, d.first_ts, d.last_ts, d.first_id, d.last_id, d.utm_source, d.utm_medium,
+		   d.utm_campaign, d.country, d.device, d.events, coalesce(s.sessions, 0),
+		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, coalesce(f.fresh, 0)
+	FROM pg_temp.clickstream_user_delta d
+	LEFT JOIN pg_temp.clickstream_user_firsts f USING (user_id)
+	LEFT JOIN (SELECT x.user_id, sum(x.sign) AS sessions
+			   FROM pg_temp.clickstream_session_delta x GROUP BY 1) s USING (user_id)
+	LEFT JOIN (SELECT x.user_id, sum(x.sign) AS orders, sum(x.sign * x.revenue) AS revenue,
+					  min(x.ordered_at) FILTER (WHERE x.sign = 1) AS first_order_at
+			   FROM pg_temp.clickstream_order_delta x GROUP BY 1) o USING (user_id)
 	ON CONFLICT (user_id) DO UPDATE
 	SET events = u.events + excluded.events,
+		sessions = u.sessions + excluded.sessions,
+		orders = u.orders + excluded.orders,
+		revenue = u.revenue + excluded.revenue,
+		first_order_at = least(u.first_order_at, excluded.first_order_at),
 		days_active = u.days_active + excluded.days_active,
 		first_seen = least(u.first_seen, excluded.first_seen),
 		first_event_id = CASE WHEN (excluded.first_seen, excluded.first_event_id) < (u.first_seen, u.first_event_id)
@@ -1108,33 +1280,43 @@ BEGIN
 					   THEN excluded.country ELSE u.country END,
 		device = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
 					  THEN excluded.device ELSE u.device END;
+	-- users without events in the step whose sessions or orders changed
+	-- (none in practice: both come from the step's events), and owners
+	-- that lost an order: recomputed from their sessions and orders
+	UPDATE clickstream.users u
+	SET sessions = (SELECT count(*) FROM clickstream.sessions s WHERE s.user_id = u.user_id),
+		orders = o.orders, revenue = o.revenue, first_order_at = o.first_order_at
+	FROM (SELECT k.user_id, o.*
+		  FROM (SELECT x.user_id FROM pg_temp.clickstream_session_delta x
+				UNION SELECT x.user_id FROM pg_temp.clickstream_order_delta x
+				EXCEPT SELECT d.user_id FROM pg_temp.clickstream_user_delta d
+				UNION
+				SELECT x.user_id FROM pg_temp.clickstream_order_delta x
+				WHERE x.sign = -1 AND NOT EXISTS (
+					SELECT 1 FROM pg_temp.clickstream_order_delta y
+					WHERE y.sign = 1 AND y.order_id = x.order_id AND y.user_id = x.user_id)) k
+		  CROSS JOIN LATERAL (
+			  SELECT count(*) AS orders, coalesce(sum(o.revenue), 0) AS revenue,
+					 min(o.ordered_at) AS first_order_at
+			  FROM clickstream.orders o WHERE o.user_id = k.user_id) o) o
+	WHERE u.user_id = o.user_id;
 
-	-- the sets
-	INSERT INTO clickstream.user_days AS u (user_id, day, events, hours)
-	SELECT d.user_id, d.day, d.events, d.hours FROM pg_temp.clickstream_user_day_delta d
-	ON CONFLICT (user_id, day) DO UPDATE
-	SET events = u.events + excluded.events, hours = u.hours | excluded.hours;
-
-	WITH added AS (
-		INSERT INTO clickstream.category_day_users
-		SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'), e.user_id
-		FROM pg_temp.clickstream_step_events e
-		ON CONFLICT DO NOTHING
-		RETURNING day, category),
-	users AS (
-		SELECT a.day, a.category, count(*) AS users FROM added a GROUP BY 1, 2),
-	counts AS (
-		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.category, '(not set)') AS category,
-			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
-			   count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
-			   count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
-			   coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
-			   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
-		FROM pg_temp.clickstream_step_events e GROUP BY 1, 2)
+	-- category_daily and pages_daily: the counts of the step's events, and
+	-- the users for whom the key is new that day
 	INSERT INTO clickstream.category_daily AS t
-	SELECT c.day, c.category, c.page_views, c.add_to_carts, c.purchases, c.units, c.revenue,
-		   coalesce(u.users, 0)
-	FROM counts c LEFT JOIN users u USING (day, category)
+	SELECT day, category, coalesce(c.page_views, 0), coalesce(c.add_to_carts, 0),
+		   coalesce(c.purchases, 0), coalesce(c.units, 0), coalesce(c.revenue, 0), coalesce(u.users, 0)
+	FROM (SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.category, '(not set)') AS category,
+				 count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
+				 count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
+				 count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+				 coalesce(sum(coalesce(e.quantity, 1)) FILTER (WHERE e.event_type = 'purchase'), 0) AS units,
+				 coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0) AS revenue
+		  FROM pg_temp.clickstream_step_events e GROUP BY 1, 2) c
+	FULL JOIN (SELECT d.day, k.category, count(*) AS users
+			   FROM pg_temp.clickstream_user_day_delta d,
+					unnest(clickstream.text_set_minus(d.categories, d.old_categories)) k(category)
+			   GROUP BY 1, 2) u USING (day, category)
 	ON CONFLICT (day, category) DO UPDATE
 	SET page_views = t.page_views + excluded.page_views,
 		add_to_carts = t.add_to_carts + excluded.add_to_carts,
@@ -1143,25 +1325,36 @@ BEGIN
 		revenue = t.revenue + excluded.revenue,
 		users = t.users + excluded.users;
 
-	WITH added AS (
-		INSERT INTO clickstream.page_day_users
-		SELECT DISTINCT clickstream.local_day(e.ts), clickstream.label(e.page_url, '(not set)'), e.user_id
-		FROM pg_temp.clickstream_step_events e
-		WHERE e.event_type = 'page_view'
-		ON CONFLICT DO NOTHING
-		RETURNING day, page_url),
-	users AS (
-		SELECT a.day, a.page_url, count(*) AS users FROM added a GROUP BY 1, 2),
-	counts AS (
-		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.page_url, '(not set)') AS page_url,
-			   count(*) AS page_views
-		FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'page_view' GROUP BY 1, 2)
 	INSERT INTO clickstream.pages_daily AS t
-	SELECT c.day, c.page_url, c.page_views, 0, 0, coalesce(u.users, 0)
-	FROM counts c LEFT JOIN users u USING (day, page_url)
+	SELECT day, page_url, sum(x.page_views), sum(x.entrances), sum(x.exits), sum(x.users)
+	FROM (SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.page_url, '(not set)') AS page_url,
+				 1 AS page_views, 0 AS entrances, 0 AS exits, 0 AS users
+		  FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'page_view'
+		  UNION ALL
+		  SELECT d.day, k.page_url, 0, 0, 0, 1
+		  FROM pg_temp.clickstream_user_day_delta d,
+			   unnest(clickstream.text_set_minus(d.pages, d.old_pages)) k(page_url)
+		  UNION ALL
+		  SELECT d.session_date, clickstream.label(d.landing_page, '(not set)'), 0, d.sign, 0, 0
+		  FROM pg_temp.clickstream_session_delta d
+		  UNION ALL
+		  SELECT d.session_date, clickstream.label(d.exit_page, '(not set)'), 0, 0, d.sign, 0
+		  FROM pg_temp.clickstream_session_delta d) x
+	GROUP BY 1, 2
+	HAVING sum(x.page_views) <> 0 OR sum(x.entrances) <> 0 OR sum(x.exits) <> 0 OR sum(x.users) <> 0
 	ON CONFLICT (day, page_url) DO UPDATE
 	SET page_views = t.page_views + excluded.page_views,
+		entrances = t.entrances + excluded.entrances,
+		exits = t.exits + excluded.exits,
 		users = t.users + excluded.users;
+	DELETE FROM clickstream.pages_daily t
+	WHERE (t.day, t.page_url) IN (
+		SELECT DISTINCT d.session_date, clickstream.label(d.landing_page, '(not set)')
+		FROM pg_temp.clickstream_session_delta d
+		UNION
+		SELECT d.session_date, clickstream.label(d.exit_page, '(not set)')
+		FROM pg_temp.clickstream_session_delta d)
+		AND t.page_views = 0 AND t.entrances = 0 AND t.exits = 0;
 
 	-- products, per day and over all time
 	INSERT INTO clickstream.product_daily AS t
@@ -1229,247 +1422,72 @@ BEGIN
 								 OR (excluded.last_price_at, excluded.last_price_event_id) > (t.last_price_at, t.last_price_event_id)
 							THEN coalesce(excluded.last_price_at, t.last_price_at) ELSE t.last_price_at END;
 
-	-- orders: the step's lines added to their order; what the orders
-	-- counted before and count now
-	INSERT INTO pg_temp.clickstream_order_delta
-	SELECT -1, o.order_id, o.user_id, o.ordered_at
-	FROM clickstream.orders o
-	WHERE o.order_id IN (
-		SELECT clickstream.order_key(e.order_id, e.event_id)
-		FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'purchase');
-	WITH l AS (
-		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
-			   e.event_id, coalesce(e.quantity, 1) AS units, coalesce(e.revenue, 0) AS revenue
-		FROM pg_temp.clickstream_step_events e
-		WHERE e.event_type = 'purchase'),
-	written AS (
-		INSERT INTO clickstream.orders AS o (order_id, user_id, session_id, ordered_at, day, lines,
-			units, revenue, first_event_id)
-		SELECT f.order_id, f.user_id, NULL, f.ts, clickstream.local_day(f.ts), a.lines, a.units,
-			   a.revenue, f.event_id
-		FROM (SELECT DISTINCT ON (l.order_id) l.order_id, l.user_id, l.ts, l.event_id
-			  FROM l ORDER BY l.order_id, l.ts, l.event_id) f
-		JOIN (SELECT l.order_id, count(*)::integer AS lines, sum(l.units) AS units,
-					 sum(l.revenue) AS revenue
-			  FROM l GROUP BY l.order_id) a USING (order_id)
-		ON CONFLICT (order_id) DO UPDATE
-		SET lines = o.lines + excluded.lines,
-			units = o.units + excluded.units,
-			revenue = o.revenue + excluded.revenue,
-			user_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
-						   THEN excluded.user_id ELSE o.user_id END,
-			day = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
-					   THEN excluded.day ELSE o.day END,
-			first_event_id = CASE WHEN (excluded.ordered_at, excluded.first_event_id) < (o.ordered_at, o.first_event_id)
-								  THEN excluded.first_event_id ELSE o.first_event_id END,
-			ordered_at = least(o.ordered_at, excluded.ordered_at)
-		RETURNING o.order_id, o.user_id, o.ordered_at)
-	INSERT INTO pg_temp.clickstream_order_delta
-	SELECT 1, w.order_id, w.user_id, w.ordered_at FROM written w;
-END
-$$;
-
-COMMENT ON FUNCTION clickstream.marts_apply_events() IS
-'Internal (clickstream.refresh_gold()): add what the step''s new events (pg_temp.clickstream_step_events) count to the sets, products, users and orders, and record what they add to the daily, hourly, active-user and retention tables in the scratch deltas.';
-
--- Add signed per-user counts to a reference-counted set (traffic_day_users,
--- audience_day_users) and return, per key, how many users joined (+) or
--- left (-) it.  deltas: rows of the set's key columns, user_id and sign.
-CREATE FUNCTION clickstream.marts_count_members(target regclass, keys text[], deltas text)
-RETURNS TABLE (key jsonb, users bigint)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	cols text := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k);
-	d_cols text := (SELECT string_agg(format('d.%I', k), ', ') FROM unnest(keys) k);
-	same text := (SELECT string_agg(format('t.%1$I = d.%1$I', k), ' AND ') FROM unnest(keys) k);
-	as_key text := (SELECT format('jsonb_build_array(%s)', string_agg(format('d.%I', k), ', ')) FROM unnest(keys) k);
-BEGIN
-	RETURN QUERY EXECUTE format($q$
-		WITH d AS (
-			SELECT %2$s, d.user_id, sum(d.sign) AS sign
-			FROM (%4$s) d GROUP BY %2$s, d.user_id HAVING sum(d.sign) <> 0),
-		old AS (
-			SELECT %2$s, d.user_id, d.sign, coalesce(t.sessions, 0) AS before
-			FROM d LEFT JOIN %1$s t ON %5$s AND t.user_id = d.user_id),
-		gone AS (
-			DELETE FROM %1$s t USING old d
-			WHERE %5$s AND t.user_id = d.user_id AND d.before + d.sign <= 0),
-		kept AS (
-			INSERT INTO %1$s AS t (%3$s, user_id, sessions)
-			SELECT %2$s, d.user_id, d.sign FROM old d WHERE d.before + d.sign > 0
-			ON CONFLICT (%3$s, user_id) DO UPDATE SET sessions = t.sessions + excluded.sessions)
-		SELECT %6$s, sum(CASE WHEN d.before = 0 THEN 1 WHEN d.before + d.sign <= 0 THEN -1 ELSE 0 END)::bigint
-		FROM old d
-		GROUP BY 1
-	$q$, target, d_cols, cols, deltas, same, as_key);
-END
-$$;
-
-COMMENT ON FUNCTION clickstream.marts_count_members(regclass, text[], text) IS
-'Internal: add signed per-user session counts (a query of key columns, user_id, sign) to a reference-counted set of users, dropping members that reach 0, and return per key how many users joined or left.';
-
--- What the sessions the step removed (-1) and wrote (+1) count: from
--- pg_temp.clickstream_session_delta.
-CREATE FUNCTION clickstream.marts_apply_sessions()
-RETURNS void
-LANGUAGE plpgsql
-AS $$
-BEGIN
-	INSERT INTO pg_temp.clickstream_day_delta (day, sessions, bounced, converted, seconds)
-	SELECT d.session_date, sum(d.sign),
-		   coalesce(sum(d.sign) FILTER (WHERE d.events = 1 AND d.page_views = 1), 0),
-		   coalesce(sum(d.sign) FILTER (WHERE d.converted), 0),
-		   sum(d.sign * extract(epoch FROM d.duration))
-	FROM pg_temp.clickstream_session_delta d
-	GROUP BY 1;
-	INSERT INTO pg_temp.clickstream_hour_delta (hour, sessions)
-	SELECT clickstream.local_hour(d.session_start), sum(d.sign)
-	FROM pg_temp.clickstream_session_delta d
-	GROUP BY 1;
-
-	-- users: their sessions
-	UPDATE clickstream.users u SET sessions = u.sessions + d.sessions
-	FROM (SELECT d.user_id, sum(d.sign) AS sessions
-		  FROM pg_temp.clickstream_session_delta d GROUP BY 1 HAVING sum(d.sign) <> 0) d
-	WHERE u.user_id = d.user_id;
-
-	-- traffic and audience: counts, and their users through the counted sets
-	WITH c AS (
-		SELECT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
-			   clickstream.label(d.utm_medium, '(none)') AS utm_medium,
-			   clickstream.label(d.utm_campaign, '(none)') AS utm_campaign,
-			   sum(d.sign) AS sessions, coalesce(sum(d.sign) FILTER (WHERE d.converted), 0) AS converted,
-			   sum(d.sign * d.revenue) AS revenue
-		FROM pg_temp.clickstream_session_delta d GROUP BY 1, 2, 3, 4),
-	u AS (
-		SELECT (m.key ->> 0)::date AS day, m.key ->> 1 AS utm_source, m.key ->> 2 AS utm_medium,
-			   m.key ->> 3 AS utm_campaign, m.users
-		FROM clickstream.marts_count_members('clickstream.traffic_day_users',
-			ARRAY['day', 'utm_source', 'utm_medium', 'utm_campaign'], $q$
-				SELECT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
-					   clickstream.label(d.utm_medium, '(none)') AS utm_medium,
-					   clickstream.label(d.utm_campaign, '(none)') AS utm_campaign, d.user_id, d.sign
-				FROM pg_temp.clickstream_session_delta d $q$) m)
+	-- traffic and audience: what the sessions count, and the users who
+	-- gained or lost a first touch (or country and device) that day
 	INSERT INTO clickstream.traffic_daily AS t
-	SELECT day, utm_source, utm_medium, utm_campaign, coalesce(c.sessions, 0), coalesce(u.users, 0),
-		   coalesce(c.converted, 0), coalesce(c.revenue, 0)
-	FROM c FULL JOIN u USING (day, utm_source, utm_medium, utm_campaign)
+	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, x.key ->> 3, sum(x.sessions), sum(x.users),
+		   sum(x.converted), sum(x.revenue)
+	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)::jsonb AS key,
+				 d.sign AS sessions, 0 AS users, CASE WHEN d.converted THEN d.sign ELSE 0 END AS converted,
+				 d.sign * d.revenue AS revenue
+		  FROM pg_temp.clickstream_session_delta d
+		  UNION ALL
+		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, 1, 0, 0
+		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.traffic, d.old_traffic)) a(key)
+		  WHERE d.traffic IS NOT NULL
+		  UNION ALL
+		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, -1, 0, 0
+		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.old_traffic, d.traffic)) a(key)
+		  WHERE d.traffic IS NOT NULL) x
+	GROUP BY x.key
+	HAVING sum(x.sessions) <> 0 OR sum(x.users) <> 0 OR sum(x.converted) <> 0 OR sum(x.revenue) <> 0
 	ON CONFLICT (day, utm_source, utm_medium, utm_campaign) DO UPDATE
 	SET sessions = t.sessions + excluded.sessions,
 		users = t.users + excluded.users,
 		converted_sessions = t.converted_sessions + excluded.converted_sessions,
 		revenue = t.revenue + excluded.revenue;
 	DELETE FROM clickstream.traffic_daily t
-	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.utm_source, '(direct)') AS utm_source,
-				  clickstream.label(d.utm_medium, '(none)') AS utm_medium,
-				  clickstream.label(d.utm_campaign, '(none)') AS utm_campaign
-		   FROM pg_temp.clickstream_session_delta d) k
-	WHERE t.day = k.day AND t.utm_source = k.utm_source AND t.utm_medium = k.utm_medium
-		AND t.utm_campaign = k.utm_campaign AND t.sessions = 0;
+	WHERE (t.day, t.utm_source, t.utm_medium, t.utm_campaign) IN (
+		SELECT DISTINCT d.session_date, clickstream.label(d.utm_source, '(direct)'),
+			   clickstream.label(d.utm_medium, '(none)'), clickstream.label(d.utm_campaign, '(none)')
+		FROM pg_temp.clickstream_session_delta d)
+		AND t.sessions = 0;
 
-	WITH c AS (
-		SELECT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
-			   clickstream.label(d.device, '(not set)') AS device,
-			   sum(d.sign) AS sessions, coalesce(sum(d.sign) FILTER (WHERE d.converted), 0) AS converted,
-			   sum(d.sign * d.revenue) AS revenue
-		FROM pg_temp.clickstream_session_delta d GROUP BY 1, 2, 3),
-	u AS (
-		SELECT (m.key ->> 0)::date AS day, m.key ->> 1 AS country, m.key ->> 2 AS device, m.users
-		FROM clickstream.marts_count_members('clickstream.audience_day_users',
-			ARRAY['day', 'country', 'device'], $q$
-				SELECT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
-					   clickstream.label(d.device, '(not set)') AS device, d.user_id, d.sign
-				FROM pg_temp.clickstream_session_delta d $q$) m)
 	INSERT INTO clickstream.audience_daily AS t
-	SELECT day, country, device, coalesce(c.sessions, 0), coalesce(u.users, 0),
-		   coalesce(c.converted, 0), coalesce(c.revenue, 0)
-	FROM c FULL JOIN u USING (day, country, device)
+	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, sum(x.sessions), sum(x.users),
+		   sum(x.converted), sum(x.revenue)
+	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.audience_key(d.country, d.device)::jsonb AS key,
+				 d.sign AS sessions, 0 AS users, CASE WHEN d.converted THEN d.sign ELSE 0 END AS converted,
+				 d.sign * d.revenue AS revenue
+		  FROM pg_temp.clickstream_session_delta d
+		  UNION ALL
+		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, 1, 0, 0
+		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.audience, d.old_audience)) a(key)
+		  WHERE d.audience IS NOT NULL
+		  UNION ALL
+		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, -1, 0, 0
+		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.old_audience, d.audience)) a(key)
+		  WHERE d.audience IS NOT NULL) x
+	GROUP BY x.key
+	HAVING sum(x.sessions) <> 0 OR sum(x.users) <> 0 OR sum(x.converted) <> 0 OR sum(x.revenue) <> 0
 	ON CONFLICT (day, country, device) DO UPDATE
 	SET sessions = t.sessions + excluded.sessions,
 		users = t.users + excluded.users,
 		converted_sessions = t.converted_sessions + excluded.converted_sessions,
 		revenue = t.revenue + excluded.revenue;
 	DELETE FROM clickstream.audience_daily t
-	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.country, '(not set)') AS country,
-				  clickstream.label(d.device, '(not set)') AS device
-		   FROM pg_temp.clickstream_session_delta d) k
-	WHERE t.day = k.day AND t.country = k.country AND t.device = k.device AND t.sessions = 0;
+	WHERE (t.day, t.country, t.device) IN (
+		SELECT DISTINCT d.session_date, clickstream.label(d.country, '(not set)'),
+			   clickstream.label(d.device, '(not set)')
+		FROM pg_temp.clickstream_session_delta d)
+		AND t.sessions = 0;
 
-	-- pages: entrances and exits
-	INSERT INTO clickstream.pages_daily AS t
-	SELECT x.day, x.page_url, 0, sum(x.entrances), sum(x.exits), 0
-	FROM (SELECT d.session_date AS day, clickstream.label(d.landing_page, '(not set)') AS page_url,
-				 d.sign AS entrances, 0 AS exits
-		  FROM pg_temp.clickstream_session_delta d
-		  UNION ALL
-		  SELECT d.session_date, clickstream.label(d.exit_page, '(not set)'), 0, d.sign
-		  FROM pg_temp.clickstream_session_delta d) x
-	GROUP BY 1, 2
-	HAVING sum(x.entrances) <> 0 OR sum(x.exits) <> 0
-	ON CONFLICT (day, page_url) DO UPDATE
-	SET entrances = t.entrances + excluded.entrances,
-		exits = t.exits + excluded.exits;
-	DELETE FROM clickstream.pages_daily t
-	USING (SELECT DISTINCT d.session_date AS day, clickstream.label(d.landing_page, '(not set)') AS page_url
-		   FROM pg_temp.clickstream_session_delta d
-		   UNION
-		   SELECT d.session_date, clickstream.label(d.exit_page, '(not set)')
-		   FROM pg_temp.clickstream_session_delta d) k
-	WHERE t.day = k.day AND t.page_url = k.page_url
-		AND t.page_views = 0 AND t.entrances = 0 AND t.exits = 0;
+	PERFORM clickstream.marts_apply_deltas();
 END
 $$;
 
-COMMENT ON FUNCTION clickstream.marts_apply_sessions() IS
-'Internal (clickstream.refresh_gold()): add what the sessions the step removed (-1) and wrote (+1) count (pg_temp.clickstream_session_delta) to traffic_daily, audience_daily, pages_daily, users and the daily and hourly deltas.';
-
--- Orders after the step: their sessions (new orders, and the orders of the
--- users whose sessions were recomputed), their counts per day and hour, and
--- their owners' lifetime value.  dirty: a query of (user_id, from_ts,
--- to_ts), the ranges whose sessions were replaced.
-CREATE FUNCTION clickstream.marts_apply_orders(dirty text)
-RETURNS void
-LANGUAGE plpgsql
-AS $$
-BEGIN
-	EXECUTE format($q$
-		UPDATE clickstream.orders o
-		SET session_id = (
-			SELECT s.session_id FROM clickstream.sessions s
-			WHERE s.user_id = o.user_id AND (s.session_start, s.first_event_id) <= (o.ordered_at, o.first_event_id)
-			ORDER BY s.session_start DESC, s.first_event_id DESC
-			LIMIT 1)
-		WHERE o.order_id IN (SELECT d.order_id FROM pg_temp.clickstream_order_delta d WHERE d.sign = 1)
-		   OR o.ctid = ANY (ARRAY(
-				SELECT x.ctid
-				FROM (%s) d
-				CROSS JOIN LATERAL (
-					SELECT o2.ctid FROM clickstream.orders o2
-					WHERE o2.user_id = d.user_id AND o2.ordered_at >= d.from_ts
-						AND o2.ordered_at <= d.to_ts) x))
-	$q$, dirty);
-
-	INSERT INTO pg_temp.clickstream_day_delta (day, orders)
-	SELECT clickstream.local_day(d.ordered_at), sum(d.sign)
-	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
-	INSERT INTO pg_temp.clickstream_hour_delta (hour, orders)
-	SELECT clickstream.local_hour(d.ordered_at), sum(d.sign)
-	FROM pg_temp.clickstream_order_delta d GROUP BY 1;
-
-	UPDATE clickstream.users u
-	SET orders = coalesce(o.orders, 0), revenue = coalesce(o.revenue, 0),
-		first_order_at = o.first_order_at
-	FROM (SELECT DISTINCT d.user_id FROM pg_temp.clickstream_order_delta d) k
-	LEFT JOIN LATERAL (
-		SELECT count(*) AS orders, sum(o.revenue) AS revenue, min(o.ordered_at) AS first_order_at
-		FROM clickstream.orders o WHERE o.user_id = k.user_id) o ON true
-	WHERE u.user_id = k.user_id;
-END
-$$;
-
-COMMENT ON FUNCTION clickstream.marts_apply_orders(text) IS
-'Internal (clickstream.refresh_gold()): set the sessions of the orders the step wrote and of the orders in the recomputed session ranges, record the order counts per day and hour, and recompute the order count, revenue and first order of their users.';
+COMMENT ON FUNCTION clickstream.marts_apply(text) IS
+'Internal (clickstream.refresh_gold()): bring every mart up to date with the step, from its new events (pg_temp.clickstream_step_events), the sessions it removed and wrote (pg_temp.clickstream_session_delta) and the ranges whose sessions were replaced (the query dirty: user_id, from_ts, to_ts), probing the marts by key.';
 
 -- Add the scratch deltas to daily_metrics, hourly_metrics, active_users
 -- and cohort_retention, with the rates and growth of the rows touched.
@@ -1500,8 +1518,7 @@ BEGIN
 		units = t.units + excluded.units,
 		revenue = t.revenue + excluded.revenue;
 	DELETE FROM clickstream.daily_metrics t
-	USING (SELECT DISTINCT d.day FROM pg_temp.clickstream_day_delta d) k
-	WHERE t.day = k.day AND t.events = 0;
+	WHERE t.day IN (SELECT d.day FROM pg_temp.clickstream_day_delta d) AND t.events = 0;
 	-- the rates of the days touched, the growth of those and of the next
 	UPDATE clickstream.daily_metrics t
 	SET avg_session_seconds = clickstream.rate(t.session_seconds, t.sessions),
@@ -1530,15 +1547,14 @@ BEGIN
 		orders = t.orders + excluded.orders,
 		revenue = t.revenue + excluded.revenue;
 	DELETE FROM clickstream.hourly_metrics t
-	USING (SELECT DISTINCT d.hour FROM pg_temp.clickstream_hour_delta d) k
-	WHERE t.hour = k.hour AND t.events = 0;
+	WHERE t.hour IN (SELECT d.hour FROM pg_temp.clickstream_hour_delta d) AND t.events = 0;
 
 	INSERT INTO clickstream.active_users AS t
 	SELECT d.day, d.dau, d.wau, d.mau, NULL FROM pg_temp.clickstream_active_delta d
 	ON CONFLICT (day) DO UPDATE
 	SET dau = t.dau + excluded.dau, wau = t.wau + excluded.wau, mau = t.mau + excluded.mau;
 	UPDATE clickstream.active_users t SET stickiness = clickstream.rate(t.dau, t.mau)
-	FROM pg_temp.clickstream_active_delta d WHERE t.day = d.day;
+	WHERE t.day IN (SELECT d.day FROM pg_temp.clickstream_active_delta d);
 
 	-- retention: the cohorts' sizes, then the weeks' active users
 	WITH size AS (
@@ -1557,17 +1573,16 @@ BEGIN
 	ON CONFLICT (cohort_week, week_number) DO UPDATE
 	SET active_users = t.active_users + excluded.active_users;
 	DELETE FROM clickstream.cohort_retention t
-	USING (SELECT DISTINCT d.cohort_week FROM pg_temp.clickstream_cohort_delta d) k
-	WHERE t.cohort_week = k.cohort_week AND (t.active_users = 0 OR t.cohort_users = 0);
+	WHERE t.cohort_week IN (SELECT d.cohort_week FROM pg_temp.clickstream_cohort_delta d)
+		AND (t.active_users = 0 OR t.cohort_users = 0);
 	UPDATE clickstream.cohort_retention t
 	SET retention_rate = clickstream.rate(t.active_users, t.cohort_users)
-	FROM (SELECT DISTINCT d.cohort_week FROM pg_temp.clickstream_cohort_delta d) k
-	WHERE t.cohort_week = k.cohort_week;
+	WHERE t.cohort_week IN (SELECT d.cohort_week FROM pg_temp.clickstream_cohort_delta d);
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.marts_apply_deltas() IS
-'Internal (clickstream.refresh_gold()): add the step''s scratch deltas to daily_metrics, hourly_metrics, active_users and cohort_retention, and recompute the rates and day-over-day growth of the rows they touched.';
+'Internal (clickstream.marts_apply()): add the step''s scratch deltas to daily_metrics, hourly_metrics, active_users and cohort_retention, and recompute the rates and day-over-day growth of the rows they touched.';
 
 -- Rebuild every mart and set from silver and clickstream.sessions.
 CREATE FUNCTION clickstream.rebuild_marts()
@@ -1578,14 +1593,8 @@ BEGIN
 	TRUNCATE clickstream.daily_metrics, clickstream.hourly_metrics, clickstream.category_daily,
 		clickstream.product_daily, clickstream.products, clickstream.orders, clickstream.users,
 		clickstream.active_users, clickstream.cohort_retention, clickstream.traffic_daily,
-		clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days,
-		clickstream.category_day_users, clickstream.page_day_users,
-		clickstream.traffic_day_users, clickstream.audience_day_users;
+		clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days;
 	INSERT INTO clickstream.user_days SELECT * FROM clickstream.recompute_user_days();
-	INSERT INTO clickstream.category_day_users SELECT * FROM clickstream.recompute_category_day_users();
-	INSERT INTO clickstream.page_day_users SELECT * FROM clickstream.recompute_page_day_users();
-	INSERT INTO clickstream.traffic_day_users SELECT * FROM clickstream.recompute_traffic_day_users();
-	INSERT INTO clickstream.audience_day_users SELECT * FROM clickstream.recompute_audience_day_users();
 	INSERT INTO clickstream.orders SELECT * FROM clickstream.recompute_orders();
 	INSERT INTO clickstream.users SELECT * FROM clickstream.recompute_users();
 	INSERT INTO clickstream.products SELECT * FROM clickstream.recompute_products();
@@ -1605,10 +1614,7 @@ COMMENT ON FUNCTION clickstream.rebuild_marts() IS
 'Internal (clickstream.rebuild_gold()): empty every mart and set and fill it with its full recomputation.';
 
 REVOKE ALL ON FUNCTION clickstream.marts_scratch() FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.marts_apply_events() FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.marts_count_members(regclass, text[], text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.marts_apply_sessions() FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.marts_apply_orders(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.marts_apply(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.marts_apply_deltas() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_marts() FROM PUBLIC;
 

@@ -108,7 +108,7 @@ COMMENT ON FUNCTION clickstream.gold_scratch() IS
 'Internal: create the session''s scratch tables of clickstream.refresh_gold() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, and those of clickstream.funnel_scratch()).';
 
 CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
-	OUT sessions_written bigint, OUT rebuilt boolean)
+	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -121,11 +121,13 @@ DECLARE
 	margin integer;
 	one_day date;
 	parts text[];
+	marts_started timestamptz;
 BEGIN
 	users := 0;
 	sessions_removed := 0;
 	sessions_written := 0;
 	rebuilt := false;
+	marts_time := '0';
 	-- one writer of gold at a time (refresh holds this lock already); the
 	-- funnel stays as read until the step commits
 	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
@@ -285,12 +287,9 @@ BEGIN
 	-- the marts: what the step's events add, what the replaced sessions
 	-- count, the orders, then the daily, hourly, active-user and retention
 	-- tables
-	PERFORM clickstream.marts_scratch();
-	PERFORM clickstream.marts_apply_events();
-	PERFORM clickstream.marts_apply_sessions();
-	PERFORM clickstream.marts_apply_orders(
-		'SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_dirty d');
-	PERFORM clickstream.marts_apply_deltas();
+	marts_started := clock_timestamp();
+	PERFORM clickstream.marts_apply('SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_dirty d');
+	marts_time := clock_timestamp() - marts_started;
 
 	UPDATE clickstream.gold_state SET touch_id = hi, updated_at = now();
 END
@@ -342,9 +341,7 @@ BEGIN
 			('products', NULL, NULL), ('orders', NULL, NULL), ('users', NULL, NULL),
 			('active_users', 'day', NULL), ('cohort_retention', 'cohort_week', NULL),
 			('traffic_daily', 'day', NULL), ('audience_daily', 'day', NULL),
-			('pages_daily', 'day', NULL), ('user_days', 'day', NULL),
-			('category_day_users', 'day', NULL), ('page_day_users', 'day', NULL),
-			('traffic_day_users', 'day', NULL), ('audience_day_users', 'day', NULL)
+			('pages_daily', 'day', NULL), ('user_days', 'day', NULL)
 		) AS m (name, g, r)
 	LOOP
 		mart := c.name;

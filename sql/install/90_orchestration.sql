@@ -72,7 +72,8 @@ BEGIN
 				rows_rejected = h.rows_rejected + step.rows_rejected,
 				partitions_created = h.partitions_created + step.partitions_created,
 				sessions_written = h.sessions_written + gold.sessions_written,
-				gold_time = h.gold_time + (clock_timestamp() - gold_started)
+				gold_time = h.gold_time + (clock_timestamp() - gold_started),
+				marts_time = h.marts_time + gold.marts_time
 			WHERE h.run_id = run;
 		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			-- a cancel or statement_timeout too: record it and let go of the
