@@ -369,6 +369,8 @@ for my $q (@questions)
 my @slow = sort { $b->[0] <=> $a->[0] } @timings;
 diag(sprintf('slowest of %d dashboard queries (ms, as the dashboard login):', scalar @timings));
 diag(sprintf('%9.1f  %s', @$_)) for @slow[ 0 .. ($#slow < 9 ? $#slow : 9) ];
+diag(sprintf('median %.1f ms, %d of %d under 10 ms', $slow[ $#slow / 2 ][0],
+		scalar(grep { $_->[0] < 10 } @slow), scalar @slow));
 
 $node->stop;
 done_testing();
