@@ -287,6 +287,7 @@ extern TupleDesc WriterEventsDesc(void);
 extern int64 WriterProbeIds(RefreshEvent **events, int64 n);
 extern int64 WriterIds(RefreshEvent **events, int64 n);
 extern void WriterEvents(RefreshEvent **events, int64 n);
+extern void WriterStepEvents(RefreshEvent **events, int64 n);
 extern void WriterTouched(RefreshTouched *groups, int64 n, int64 run);
 
 #endif							/* CLICKSTREAM_H */

@@ -18,8 +18,9 @@
  *	     partition and offset), sorting short key prefixes rather than rows;
  *	  3. writes event_ids in id order, which also tells the ids promoted
  *	     before (writer.c); creates the partitions of the days left; writes
- *	     events by day, user and time, touched (one row per day and user),
- *	     and the rejected rows to dead_letters with one INSERT ... SELECT
+ *	     events by day, user and time (and the same tuples to the session's
+ *	     pg_temp.clickstream_step_events, for gold), touched (one row per
+ *	     day and user), and the rejected rows to dead_letters with one INSERT ... SELECT
  *	     FROM unnest() per chunk.  No per-row SPI.
  *
  * No other writer of event_ids runs meanwhile (refresh and
@@ -653,6 +654,7 @@ RefreshWriteRows(void *arg, int64 lo, int64 hi)
 
 	WriterIds(ri->by_day + lo, hi - lo);
 	WriterEvents(ri->by_day + lo, hi - lo);
+	WriterStepEvents(ri->by_day + lo, hi - lo);
 }
 
 /* IsolateWriter.refused: mark by_day[i] and keep it for dead_letters. */
@@ -802,6 +804,7 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 		partitions = RefreshCreatePartitions(by_day, kept);
 		MemoryContextSwitchTo(step.cxt);
 		WriterEvents(by_day, kept);
+		WriterStepEvents(by_day, kept);
 		RefreshWriteDead(step.dead, step.ndead);
 		promoted = kept;
 	}

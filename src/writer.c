@@ -3,7 +3,9 @@
  * writer.c
  *	  Bulk writes of a refresh step into event_ids, events and touched:
  *	  straight through the table AM when nothing else must see the rows,
- *	  through COPY otherwise.
+ *	  through COPY otherwise; and the step's new events into the session's
+ *	  pg_temp.clickstream_step_events, which gold reads in the same
+ *	  transaction (sql/install/70_marts.sql).
  *
  * The direct path does for these rows what COPY FROM does for a table
  * without triggers (src/backend/commands/copyfrom.c), minus the input
@@ -40,6 +42,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/execPartition.h"
@@ -795,6 +798,45 @@ WriterEvents(RefreshEvent **events, int64 n)
 				   (void **) copy, ncopy, 0);
 		pfree(copy);
 	}
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+}
+
+/*
+ * Copy the events just written (events[0..n) less the duplicates) into the
+ * session's pg_temp.clickstream_step_events, when it exists: what gold adds
+ * to the marts in the same transaction.  A temporary table of exactly the
+ * extension's columns: the rows are the events' own tuples, no index.
+ */
+void
+WriterStepEvents(RefreshEvent **events, int64 n)
+{
+	Oid			relid;
+	Relation	rel;
+	WriterState w;
+
+	relid = RangeVarGetRelid(makeRangeVar("pg_temp", "clickstream_step_events", -1),
+							 NoLock, true);
+	if (!OidIsValid(relid) || n == 0)
+		return;
+	rel = table_open(relid, RowExclusiveLock);
+	if (!WriterSameLayout(rel, events_columns, WRITER_EVENT_COLUMNS))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_temp.clickstream_step_events does not have the columns of clickstream.events"),
+				 errhint("Drop the temporary table; clickstream.refresh_scratch() makes it again.")));
+	WriterStart(&w, rel);
+	for (int64 i = 0; i < n; i++)
+	{
+		if (events[i]->duplicate)
+			continue;
+		ExecStoreHeapTuple(events[i]->tuple, w.slots[w.nslots], false);
+		WriterBuffer(&w, w.root);
+		if (w.nslots == WRITER_BATCH)
+			WriterFlush(&w, w.root);
+	}
+	WriterFlush(&w, w.root);
+	WriterFinish(&w);
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
 }

@@ -5,6 +5,9 @@
 #
 # initdb, pg_regress --temp-instance and TAP refuse to run as root, so as
 # root the suite runs as the postgres user in a copy of the tree it owns.
+# It tests against a private copy of the PostgreSQL installation, into which
+# it installs the extension: another build installed on the machine meanwhile
+# (another checkout, the demo) cannot change what is tested.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CS_WERROR=1  # the suite's build (tools/setup.sh) treats warnings as errors
@@ -18,11 +21,23 @@ fi
 work=$(mktemp -d /tmp/clickstream-test.XXXXXX)
 tar -C "$root" --exclude=.git -cf - . | tar -C "$work" -xf -
 as_user() { bash -c "$1"; }
+# the private installation: Debian's PostgreSQL 15 (and pg_cron) copied
+# under $work/pg; its binaries find their files relative to where they are
+pg=$work/pg/usr
+mkdir -p "$pg/lib/postgresql" "$pg/share/postgresql"
+cp -a /usr/lib/postgresql/15 "$pg/lib/postgresql/"
+cp -a /usr/share/postgresql/15 "$pg/share/postgresql/"
+ln -s /usr/include "$pg/include"
+export PG_CONFIG=$pg/lib/postgresql/15/bin/pg_config
 if [ "$(id -u)" -eq 0 ]; then
 	chown -R postgres: "$work"
 	as_user() { su postgres -s /bin/bash -c "$1"; }
 fi
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+if ! as_user "cd '$work' && make -s install PG_CONFIG=$PG_CONFIG CS_WERROR=1 >/dev/null"; then
+	echo "install into the private installation failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
 
 passed=0
 failed=0

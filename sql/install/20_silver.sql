@@ -396,11 +396,6 @@ BEGIN
 		FROM clickstream.promote_rows(run, source, isolate => true, failed => true) p;
 	END IF;
 
-	INSERT INTO pg_temp.clickstream_step_events
-	SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id, e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs, e.kafka_topic, e.kafka_partition, e.kafka_offset, e.run_id FROM clickstream.events e JOIN pg_temp.clickstream_limits l
-		ON e.kafka_topic = l.topic AND e.kafka_partition = l.partition
-	WHERE e.run_id = run AND e.kafka_offset >= l.lo AND e.kafka_offset < l.hi;  -- TEMPORARY
-
 	-- Last, so that the row locks are held only for the commit.
 	INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
 	SELECT l.topic, l.partition, l.hi FROM pg_temp.clickstream_limits l

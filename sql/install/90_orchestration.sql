@@ -160,8 +160,6 @@ BEGIN
 					  d.kafka_key, d.payload
 		$src$, only_reason, since, ids, isolate => true);
 	replayed := r.rows_read;
-	INSERT INTO pg_temp.clickstream_step_events
-	SELECT e.event_id, e.event_type, e.user_id, e.ts, e.event_date, e.event_hour, e.product_id, e.category, e.price, e.quantity, e.order_id, e.page_url, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.device, e.country, e.is_high_value, e.revenue, e.attrs, e.kafka_topic, e.kafka_partition, e.kafka_offset, e.run_id FROM clickstream.events e WHERE e.run_id = replay_dead_letters.run_id;  -- TEMPORARY
 	-- gold follows in the same transaction
 	PERFORM clickstream.refresh_gold();
 	promoted := r.rows_promoted;

@@ -515,4 +515,3 @@ SELECT name, setting, unit, context FROM pg_settings
 WHERE name LIKE 'clickstream.session%' OR name LIKE 'clickstream.interest%' ORDER BY name;
 
 DROP EXTENSION clickstream;
-DROP FUNCTION feed_events(int, text[]);  -- marts.sql has its own
