@@ -39,7 +39,8 @@
  * landing page, 1-16 page views (product, category, search pages); 30% of
  * sessions add 1-3 products to the cart, 10% of those remove one, 50% with a
  * non-empty cart begin checkout and 60% of those purchase: one purchase
- * event per cart line sharing an order_id, then a confirmation page view.
+ * event per cart line sharing an order_id (o00000042-5e1f0a: a counter and
+ * a tag of the seed), then a confirmation page view.
  * A finished session is replaced by one of the idle user whose return time
  * (last event + log-uniform 35 minutes to 2 days) comes first and has
  * passed, else of a never seen user, else of that first idle user if away
@@ -606,8 +607,19 @@ write_event(const Event *ev, int bad, int variant)
 	}
 	if (ev->order_no > 0)
 	{
+		/* o00000007-5e1f0a: the seed's tag keeps other runs' orders apart */
+		unsigned char tag[3] = {
+			(unsigned char) (seed_key >> 16),
+			(unsigned char) (seed_key >> 8),
+			(unsigned char) seed_key
+		};
+
 		put_key(b, "order_id");
-		put_id(b, 'o', ev->order_no, 8, true);
+		put_char(b, '"');
+		put_id(b, 'o', ev->order_no, 8, false);
+		put_char(b, '-');
+		put_hex(b, tag, sizeof(tag));
+		put_char(b, '"');
 	}
 	put_key(b, "page_url");
 	put_url(b, ev->page, ev->page_arg, NULL,

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages="build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	postgresql-15-cron librdkafka-dev kcat libipc-run-perl python3-psycopg2
-	python3-confluent-kafka valgrind bc"
+	python3-confluent-kafka valgrind bc docker-compose"
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

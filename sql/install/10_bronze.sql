@@ -145,3 +145,12 @@ CREATE VIEW clickstream.workers AS
 
 COMMENT ON VIEW clickstream.workers IS
 'Ingestion workers: one row per consumer process with its state and last error.';
+COMMENT ON COLUMN clickstream.workers.consumer IS 'Worker number, 0 .. clickstream.consumers - 1.';
+COMMENT ON COLUMN clickstream.workers.pid IS 'Process id of the worker; NULL when it is not running.';
+COMMENT ON COLUMN clickstream.workers.state IS 'starting, waiting_for_extension, disabled, connecting, consuming, broker_down or stopped.';
+COMMENT ON COLUMN clickstream.workers.assigned_partitions IS 'Partitions the consumer group gives this worker now.';
+COMMENT ON COLUMN clickstream.workers.batches IS 'Batches written since the worker started.';
+COMMENT ON COLUMN clickstream.workers.last_batch_at IS 'Commit time of its last batch.';
+COMMENT ON COLUMN clickstream.workers.last_error IS 'Its last error (Kafka or PostgreSQL), if any.';
+COMMENT ON COLUMN clickstream.workers.last_error_at IS 'When that error happened.';
+COMMENT ON COLUMN clickstream.workers.started_at IS 'When the worker process started.';

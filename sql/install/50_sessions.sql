@@ -213,6 +213,11 @@ CROSS JOIN LATERAL (
 
 COMMENT ON VIEW clickstream.event_sessions IS
 'Every silver event with its session: the session of its user that starts last at or before it, in (ts, event_id) order. Filter it (by user, day, session) rather than reading it whole: each row is an index probe into clickstream.sessions.';
+COMMENT ON COLUMN clickstream.event_sessions.event_id IS 'The silver event.';
+COMMENT ON COLUMN clickstream.event_sessions.user_id IS 'Its user.';
+COMMENT ON COLUMN clickstream.event_sessions.ts IS 'Its time.';
+COMMENT ON COLUMN clickstream.event_sessions.session_id IS 'The session (clickstream.sessions) it belongs to.';
+COMMENT ON COLUMN clickstream.event_sessions.session_start IS 'Start of that session.';
 
 -- The rules gold follows: the session rules and the funnel.
 CREATE FUNCTION clickstream.gold_rules()

@@ -1,5 +1,7 @@
 -- Status: one view over ingestion (shared memory and positions) and the
--- silver refresh (watermarks and refresh_history).
+-- silver refresh (watermarks and refresh_history), and the dead letters
+-- counted per day and reason without their payloads (what a pipeline-health
+-- panel shows).
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
@@ -34,3 +36,40 @@ LEFT JOIN clickstream.worker_partitions() w USING (topic, partition);
 
 COMMENT ON VIEW clickstream.status IS
 'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, and the age of the last successful clickstream.refresh().';
+COMMENT ON COLUMN clickstream.status.topic IS 'Kafka topic.';
+COMMENT ON COLUMN clickstream.status.partition IS 'Kafka partition.';
+COMMENT ON COLUMN clickstream.status.consumer IS 'Worker the partition is assigned to now; NULL when none is.';
+COMMENT ON COLUMN clickstream.status.committed_offset IS 'Next offset to consume, stored with the bronze rows (clickstream.ingest_positions).';
+COMMENT ON COLUMN clickstream.status.durable_offset IS 'Durable watermark: every message below it is in silver or dead_letters (clickstream.watermarks).';
+COMMENT ON COLUMN clickstream.status.high_watermark IS 'Offset after the last message of the partition, as the broker last reported it.';
+COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset.';
+COMMENT ON COLUMN clickstream.status.messages_per_sec IS 'Messages ingested per second over the last minute.';
+COMMENT ON COLUMN clickstream.status.bytes_per_sec IS 'Payload bytes ingested per second over the last minute.';
+COMMENT ON COLUMN clickstream.status.last_batch_at IS 'Commit time of the last batch of the partition.';
+COMMENT ON COLUMN clickstream.status.last_error IS 'Last error of the worker on this partition, if any.';
+COMMENT ON COLUMN clickstream.status.last_error_at IS 'When that error happened.';
+COMMENT ON COLUMN clickstream.status.silver_backlog IS 'Messages waiting in bronze for the refresh: committed_offset - durable_offset.';
+COMMENT ON COLUMN clickstream.status.refresh_age IS 'Time since the last successful clickstream.refresh() finished.';
+
+-- What a dashboard may know of dead letters: how many, why and when; not
+-- their payloads or keys (clickstream.dead_letters is not for dashboards).
+CREATE VIEW clickstream.dead_letters_daily AS
+SELECT clickstream.local_day(d.created_at) AS day,
+	   d.stage,
+	   d.reason,
+	   count(*) AS messages,
+	   coalesce(sum(d.payload_bytes), 0) AS payload_bytes,
+	   min(d.created_at) AS first_at,
+	   max(d.created_at) AS last_at
+FROM clickstream.dead_letters d
+GROUP BY 1, 2, 3;
+
+COMMENT ON VIEW clickstream.dead_letters_daily IS
+'Dead letters per day (clickstream.timezone, by the time they were rejected), stage and reason, without payloads or keys: what the pipeline-health panels read. Computed when read; its cost follows the number of dead letters.';
+COMMENT ON COLUMN clickstream.dead_letters_daily.day IS 'Day the messages were rejected, in clickstream.timezone.';
+COMMENT ON COLUMN clickstream.dead_letters_daily.stage IS 'ingest (the Kafka worker) or silver (parsing and validation).';
+COMMENT ON COLUMN clickstream.dead_letters_daily.reason IS 'Machine-readable reason (see docs/events.md, Dead letters).';
+COMMENT ON COLUMN clickstream.dead_letters_daily.messages IS 'Dead letters of that day, stage and reason.';
+COMMENT ON COLUMN clickstream.dead_letters_daily.payload_bytes IS 'Their original payload sizes, summed.';
+COMMENT ON COLUMN clickstream.dead_letters_daily.first_at IS 'When the first of them was rejected.';
+COMMENT ON COLUMN clickstream.dead_letters_daily.last_at IS 'When the last of them was rejected.';

@@ -22,10 +22,10 @@ WHERE d.refclassid = 'pg_extension'::regclass
   AND classid <> 'pg_type'::regclass
 ORDER BY 1;
 
--- so does every column of every table and view
+-- so does every column of every table and view (Metabase shows them)
 SELECT c.relname, a.attname
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-WHERE c.relnamespace = 'clickstream'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE c.relnamespace = 'clickstream'::regnamespace AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
   AND col_description(c.oid, a.attnum) IS NULL
 ORDER BY 1, 2;
