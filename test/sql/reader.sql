@@ -21,8 +21,7 @@ CREATE TEMP TABLE private_objects (relname name PRIMARY KEY);
 INSERT INTO private_objects VALUES
 	('bronze'), ('ingest_positions'), ('watermarks'), ('dead_letters'),	-- raw messages, positions
 	('events'), ('event_ids'), ('touched'), ('event_sessions'),			-- silver, read by the marts
-	('gold_state'), ('user_days'), ('category_day_users'), ('page_day_users'),
-	('traffic_day_users'), ('audience_day_users'),						-- the state of gold, per user
+	('gold_state'), ('user_days'),										-- the state of gold, per user
 	('event_types'), ('quality_checks'), ('funnel_definition');			-- definitions
 SELECT c.relname,
 	   has_table_privilege('clickstream_reader', c.oid, 'SELECT') AS granted,
