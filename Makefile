@@ -68,7 +68,7 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver bench-sessions bench-funnel
+.PHONY: bench bench-silver bench-sessions bench-funnel bench-marts bench-e2e
 bench: all
 	bash test/bench/ingest.sh
 
@@ -80,6 +80,12 @@ bench-sessions: all
 
 bench-funnel: all
 	bash test/bench/funnel.sh
+
+bench-marts: all
+	bash test/bench/marts.sh
+
+bench-e2e: all
+	bash test/bench/e2e.sh
 
 # The TAP tests alone (installcheck runs pg_regress and then these).
 .PHONY: tapcheck
