@@ -107,6 +107,7 @@ CREATE TABLE clickstream.gold_state (
 	timezone_changed boolean NOT NULL DEFAULT false,
 	interest_rules jsonb,
 	silver_partitions text[],
+	newest_event_at timestamptz,
 	updated_at timestamptz
 );
 INSERT INTO clickstream.gold_state DEFAULT VALUES;
@@ -119,6 +120,7 @@ COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.gold_rule
 COMMENT ON COLUMN clickstream.gold_state.timezone_changed IS 'clickstream.timezone changed at some point: silver then holds event_date values derived in different zones, and gold looks for a user''s events two days around their times instead of on the exact days.';
 COMMENT ON COLUMN clickstream.gold_state.interest_rules IS 'clickstream.interest_rules() when clickstream.high_interest_low_conversion was last built; a change makes the next refresh rebuild it.';
 COMMENT ON COLUMN clickstream.gold_state.silver_partitions IS 'The day partitions of clickstream.events when gold was last brought up to date: one that has gone since (dropped or detached) makes the next refresh rebuild gold from the days that are left.';
+COMMENT ON COLUMN clickstream.gold_state.newest_event_at IS 'ts of the newest event gold reflects: now() - newest_event_at is how fresh the marts are (event time to gold).';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 
 CREATE FUNCTION clickstream.session_rules()

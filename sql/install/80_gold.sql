@@ -55,6 +55,7 @@ BEGIN
 			<> current_setting('clickstream.timezone'), false),
 		session_rules = clickstream.gold_rules(),
 		silver_partitions = clickstream.silver_partitions(),
+		newest_event_at = (SELECT max(e.ts) FROM clickstream.events e),
 		updated_at = now();
 	RETURN written;
 END
@@ -291,7 +292,9 @@ BEGIN
 	PERFORM clickstream.marts_apply('SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_dirty d');
 	marts_time := clock_timestamp() - marts_started;
 
-	UPDATE clickstream.gold_state SET touch_id = hi, updated_at = now();
+	UPDATE clickstream.gold_state g
+	SET touch_id = hi, updated_at = now(),
+		newest_event_at = greatest(g.newest_event_at, (SELECT max(e.ts) FROM pg_temp.clickstream_step_events e));
 END
 $$ SET work_mem = '256MB' SET jit = off;
 
