@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
-rate=${2:-20000}
+rate=${2:-10000}
 
 bash "$root/tools/setup.sh"
 
@@ -93,7 +93,8 @@ SELECT stage, reason, count(*), max(detail) AS example FROM clickstream.dead_let
 \echo '-- refresh runs (pg_cron and the demo)'
 SELECT run_id, status, steps, rows_read, rows_promoted, rows_duplicate, rows_rejected,
        partitions_created, sessions_written, round(extract(epoch FROM duration)::numeric, 2) AS seconds,
-       round(extract(epoch FROM gold_time)::numeric, 2) AS gold_seconds
+       round(extract(epoch FROM gold_time)::numeric, 2) AS gold_seconds,
+       round(extract(epoch FROM marts_time)::numeric, 2) AS marts_seconds
 FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 5;
 
 \echo '-- gold: sessions per day (kept by every refresh), and the same from a full recomputation'
@@ -135,6 +136,39 @@ FROM clickstream.funnel_by_category GROUP BY category ORDER BY viewed DESC LIMIT
 SELECT day, product_id, category, views, carts, purchases, conversion
 FROM clickstream.high_interest_low_conversion ORDER BY views DESC, product_id LIMIT 6;
 SELECT count(*) AS products_listed FROM clickstream.high_interest_low_conversion;
+
+\echo '-- gold marts: the last 7 days (daily_metrics; clickstream.timezone days)'
+SELECT day, events, users, new_users, sessions, bounce_rate, orders, revenue, aov, conversion_rate,
+       revenue_growth
+FROM clickstream.daily_metrics ORDER BY day DESC LIMIT 7;
+
+\echo '-- gold marts: top categories by revenue (category_daily, all days)'
+SELECT category, sum(revenue) AS revenue, sum(purchases) AS purchases, sum(units) AS units,
+       sum(page_views) AS page_views
+FROM clickstream.category_daily GROUP BY 1 ORDER BY 2 DESC LIMIT 6;
+
+\echo '-- gold marts: active users (exact distinct counts)'
+SELECT day, dau, wau, mau, stickiness FROM clickstream.active_users
+WHERE day <= (SELECT max(day) FROM clickstream.daily_metrics) ORDER BY day DESC LIMIT 7;
+
+\echo '-- gold marts: retention (share of each weekly cohort active N weeks later)'
+SELECT cohort_week, max(cohort_users) AS users,
+       string_agg(format('week %s: %s%%', week_number, round(100 * retention_rate, 1)), ', '
+                  ORDER BY week_number) AS retention
+FROM clickstream.cohort_retention GROUP BY 1 ORDER BY 1 DESC LIMIT 6;
+
+\echo '-- gold marts: top products and the best customers'
+SELECT product_id, category, page_views, add_to_carts, purchases, revenue, view_to_cart_rate,
+       cart_to_purchase_rate
+FROM clickstream.products ORDER BY revenue DESC LIMIT 5;
+SELECT user_id, revenue AS lifetime_value, orders, sessions, days_active, utm_source AS first_touch
+FROM clickstream.users ORDER BY revenue DESC, user_id LIMIT 5;
+
+\echo '-- gold marts: right now (clickstream.live_summary, silver and what bronze still holds)'
+SELECT events_5m, users_5m, orders_1h, revenue_1h, unpromoted FROM clickstream.live_summary;
+
+\echo '-- every gold table against its full recomputation from silver (verify_gold)'
+SELECT mart, gold_rows, recomputed_rows, missing, unexpected, ok FROM clickstream.verify_gold();
 
 \echo '-- gold: top landing pages and sources'
 SELECT landing_page, coalesce(utm_source, '(direct)') AS source, count(*) AS sessions,
