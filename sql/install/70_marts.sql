@@ -310,7 +310,7 @@ CREATE TABLE clickstream.users (
 	revenue numeric NOT NULL,
 	first_order_at timestamptz,
 	days_active integer NOT NULL
-);
+) WITH (fillfactor = 85);
 
 COMMENT ON TABLE clickstream.users IS
 'Gold: one row per user over all of silver, with first touch and lifetime value. Maintained by every refresh, equal to a full recomputation from silver.';
@@ -816,7 +816,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-	IF to_regclass('pg_temp.clickstream_user_day_delta') IS NOT NULL THEN
+	IF to_regclass('pg_temp.clickstream_session_keys') IS NOT NULL THEN
 		RETURN;
 	END IF;
 	-- additions to daily_metrics and hourly_metrics, summed when applied
@@ -860,6 +860,15 @@ BEGIN
 		old_categories text[] NOT NULL,
 		old_traffic text[] NOT NULL,
 		old_audience text[] NOT NULL
+	) ON COMMIT DELETE ROWS;
+	-- per user, day and key of traffic_daily (t) or audience_daily (a),
+	-- the net change of the user's sessions of that day with that key
+	CREATE TEMP TABLE clickstream_session_keys (
+		user_id text COLLATE "C" NOT NULL,
+		day date NOT NULL,
+		kind "char" NOT NULL,
+		key text NOT NULL,
+		sessions bigint NOT NULL
 	) ON COMMIT DELETE ROWS;
 	-- the step's events per user, with what users held before
 	CREATE TEMP TABLE clickstream_user_delta (
@@ -949,40 +958,49 @@ BEGIN
 	LEFT JOIN LATERAL (
 		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
 		WHERE u.user_id = a.user_id AND u.day = a.day) o ON true;
-	-- the (user, day) pairs whose sessions changed what they count (a first
-	-- touch, or a country and device, gained or lost sessions: sessions
-	-- rewritten alike cancel out): their first touches and audiences now,
-	-- by an index range scan of the user's sessions of the day
+	-- The (user, day) pairs whose sessions changed what they count: per
+	-- first touch (t) and per country and device (a), the net change of the
+	-- user's sessions of that day (sessions rewritten alike cancel out).  A
+	-- key that gained sessions is in the day's set now; one that lost some
+	-- may have left it: those few pairs are recounted from their sessions
+	-- (an index range scan), the others merge what they gained.
+	INSERT INTO pg_temp.clickstream_session_keys
+	SELECT d.user_id, d.session_date, 't', clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign),
+		   sum(d.sign)
+	FROM pg_temp.clickstream_session_delta d
+	GROUP BY 1, 2, 4
+	HAVING sum(d.sign) <> 0
+	UNION ALL
+	SELECT d.user_id, d.session_date, 'a', clickstream.audience_key(d.country, d.device), sum(d.sign)
+	FROM pg_temp.clickstream_session_delta d
+	GROUP BY 1, 2, 4
+	HAVING sum(d.sign) <> 0;
+	ANALYZE pg_temp.clickstream_session_keys;
 	INSERT INTO pg_temp.clickstream_user_day_delta
 	SELECT k.user_id, k.day, 0, 0, '{}', '{}', NULL, NULL, false, o.hours, o.pages, o.categories,
 		   o.traffic, o.audience
-	FROM (SELECT DISTINCT x.user_id, x.day
-		  FROM (SELECT d.user_id, d.session_date AS day
-				FROM pg_temp.clickstream_session_delta d
-				GROUP BY d.user_id, d.session_date, clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)
-				HAVING sum(d.sign) <> 0
-				UNION ALL
-				SELECT d.user_id, d.session_date
-				FROM pg_temp.clickstream_session_delta d
-				GROUP BY d.user_id, d.session_date, clickstream.audience_key(d.country, d.device)
-				HAVING sum(d.sign) <> 0) x) k
+	FROM (SELECT DISTINCT x.user_id, x.day FROM pg_temp.clickstream_session_keys x) k
 	CROSS JOIN LATERAL (
 		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
 		WHERE u.user_id = k.user_id AND u.day = k.day) o
 	WHERE NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_user_day_delta x
 					  WHERE x.user_id = k.user_id AND x.day = k.day);
 	UPDATE pg_temp.clickstream_user_day_delta d
-	SET traffic = coalesce(s.traffic, '{}'), audience = coalesce(s.audience, '{}')
-	FROM (SELECT DISTINCT x.user_id, x.day
-		  FROM (SELECT d.user_id, d.session_date AS day
-				FROM pg_temp.clickstream_session_delta d
-				GROUP BY d.user_id, d.session_date, clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)
-				HAVING sum(d.sign) <> 0
-				UNION ALL
-				SELECT d.user_id, d.session_date
-				FROM pg_temp.clickstream_session_delta d
-				GROUP BY d.user_id, d.session_date, clickstream.audience_key(d.country, d.device)
-				HAVING sum(d.sign) <> 0) x) k
+	SET traffic = CASE WHEN k.t_lost THEN NULL ELSE clickstream.text_set_union(d.old_traffic, k.t_gained) END,
+		audience = CASE WHEN k.a_lost THEN NULL ELSE clickstream.text_set_union(d.old_audience, k.a_gained) END
+	FROM (SELECT x.user_id, x.day,
+				 coalesce(array_agg(x.key COLLATE "C" ORDER BY x.key COLLATE "C")
+						  FILTER (WHERE x.kind = 't' AND x.sessions > 0), '{}') AS t_gained,
+				 coalesce(array_agg(x.key COLLATE "C" ORDER BY x.key COLLATE "C")
+						  FILTER (WHERE x.kind = 'a' AND x.sessions > 0), '{}') AS a_gained,
+				 bool_or(x.kind = 't' AND x.sessions < 0) AS t_lost,
+				 bool_or(x.kind = 'a' AND x.sessions < 0) AS a_lost
+		  FROM pg_temp.clickstream_session_keys x GROUP BY 1, 2) k
+	WHERE d.user_id = k.user_id AND d.day = k.day;
+	UPDATE pg_temp.clickstream_user_day_delta d
+	SET traffic = coalesce(d.traffic, coalesce(s.traffic, '{}')),
+		audience = coalesce(d.audience, coalesce(s.audience, '{}'))
+	FROM (SELECT DISTINCT x.user_id, x.day FROM pg_temp.clickstream_session_keys x WHERE x.sessions < 0) k
 	CROSS JOIN LATERAL (
 		SELECT array_agg(DISTINCT clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C"
 						 ORDER BY clickstream.traffic_key(s.utm_source, s.utm_medium, s.utm_campaign) COLLATE "C") AS traffic,

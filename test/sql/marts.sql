@@ -86,6 +86,24 @@ SELECT * FROM clickstream.cohort_retention ORDER BY 1, 2;
 SELECT day, new_users FROM clickstream.daily_metrics WHERE new_users <> 0 ORDER BY day;
 SELECT gold_bad();
 
+-- Traffic and audience users when sessions merge or change their first
+-- touch: tom's two google sessions merge through a late event (google keeps
+-- tom); val's bing session gets an earlier first event from mail (bing
+-- loses val, mail gains val)
+SELECT feed_events(0, ARRAY[
+	ev('t1', 'tom', '2026-04-08T10:00:00Z', 'page_view', 'utm_source=google', 'country=FR'),
+	ev('t2', 'tom', '2026-04-08T11:00:00Z', 'page_view', 'utm_source=google', 'country=FR'),
+	ev('v1', 'val', '2026-04-08T12:00:00Z', 'page_view', 'utm_source=bing', 'country=DE')]);
+CALL clickstream.refresh();
+SELECT utm_source, sessions, users FROM clickstream.traffic_daily WHERE day = '2026-04-08' ORDER BY 1;
+SELECT feed_events(1, ARRAY[
+	ev('t0', 'tom', '2026-04-08T10:30:00Z', 'page_view', 'country=FR'),
+	ev('v0', 'val', '2026-04-08T11:50:00Z', 'page_view', 'utm_source=mail', 'country=US')]);
+CALL clickstream.refresh();
+SELECT utm_source, sessions, users FROM clickstream.traffic_daily WHERE day = '2026-04-08' ORDER BY 1;
+SELECT country, sessions, users FROM clickstream.audience_daily WHERE day = '2026-04-08' ORDER BY 1;
+SELECT gold_bad();
+
 -- verify_gold() notices a mart that is off, and rebuild_gold() repairs it
 UPDATE clickstream.daily_metrics SET revenue = revenue + 1 WHERE day = '2026-04-06';
 DELETE FROM clickstream.user_days WHERE user_id = 'cal' AND day = '2026-04-13';
@@ -106,15 +124,16 @@ CALL clickstream.refresh();
 
 -- a random event: n is its number (the event_id); users come and go over
 -- about three weeks; 15 % are late (up to 20 days)
-CREATE FUNCTION rand_event(n int, base timestamptz) RETURNS text
+CREATE FUNCTION rand_event(n int, base timestamptz, nusers int DEFAULT 150,
+	spacing interval DEFAULT '9 minutes') RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-	u int := 1 + floor(random() * 150)::int;
+	u int := 1 + floor(random() * nusers)::int;
 	typ text := (ARRAY['page_view', 'page_view', 'page_view', 'page_view', 'add_to_cart',
 		'remove_from_cart', 'begin_checkout', 'purchase', 'purchase', 'search'])[1 + floor(random() * 10)::int];
 	p int := 1 + floor(random() * 15)::int;
 	late boolean := random() < 0.15;
-	ts timestamptz := base + (n * interval '9 minutes') + (random() * interval '40 minutes')
+	ts timestamptz := base + (n * spacing) + (random() * interval '40 minutes')
 		- CASE WHEN late THEN random() * interval '20 days' ELSE interval '0' END;
 	o text;
 BEGIN
@@ -141,7 +160,8 @@ END $$;
 CREATE TABLE rounds (round int, events bigint, bad text);
 -- rounds of 1-3 random batches of 1-60 events over three partitions, with
 -- redeliveries, then a refresh and verify_gold()
-CREATE PROCEDURE property(first int, last int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE property(first int, last int, nusers int DEFAULT 150,
+	spacing interval DEFAULT '9 minutes') LANGUAGE plpgsql AS $$
 DECLARE
 	batch int;
 	evs text[];
@@ -152,10 +172,10 @@ BEGIN
 		n := r * 1000;
 		FOR k IN 1..(1 + floor(random() * 3)::int) LOOP
 			batch := 1 + floor(random() * 60)::int;
-			evs := ARRAY(SELECT rand_event(n + g, base + r * interval '6 hours') FROM generate_series(1, batch) g);
+			evs := ARRAY(SELECT rand_event(n + g, base + r * interval '6 hours', nusers, spacing) FROM generate_series(1, batch) g);
 			IF random() < 0.5 THEN
 				evs := evs || ARRAY(SELECT rand_event(1000 + floor(random() * (n - 1000 + batch))::int,
-													  base + r * interval '6 hours') FROM generate_series(1, 3));
+													  base + r * interval '6 hours', nusers, spacing) FROM generate_series(1, 3));
 			END IF;
 			n := n + batch;
 			PERFORM feed_events(floor(random() * 3)::int, evs);
@@ -187,6 +207,8 @@ ALTER SYSTEM RESET clickstream.session_timeout;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 CALL property(51, 55);
+-- a few users with many events: sessions grow across refreshes and merge
+CALL property(56, 70, 12, '15 seconds');
 SELECT count(*) AS refreshes, min(events) > 0 AS events, max(events) > 1000 AS many,
 	   count(*) FILTER (WHERE bad <> 'ok') AS refreshes_with_differences
 FROM rounds;
@@ -196,7 +218,8 @@ SELECT (SELECT count(*) FROM clickstream.orders WHERE lines > 1) > 10 AS multi_l
 	   (SELECT count(*) FROM clickstream.cohort_retention) > 3 AS cohorts,
 	   (SELECT count(*) FROM clickstream.traffic_daily WHERE utm_source = '(direct)') > 0 AS direct,
 	   (SELECT max(days_active) FROM clickstream.users) > 3 AS returning_users,
-	   (SELECT count(*) FROM clickstream.refresh_history WHERE rows_duplicate > 0) > 5 AS redeliveries;
+	   (SELECT count(*) FROM clickstream.refresh_history WHERE rows_duplicate > 0) > 5 AS redeliveries,
+	   (SELECT max(events) FROM clickstream.sessions) > 5 AS long_sessions;
 SELECT * FROM clickstream.verify_gold() WHERE NOT ok;
 SET client_min_messages = warning;
 DROP SCHEMA mt CASCADE;
