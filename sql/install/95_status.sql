@@ -26,11 +26,12 @@ SELECT
 	w.last_error_at,
 	greatest(coalesce(p.next_offset, wm.durable_offset) - wm.durable_offset, 0) AS silver_backlog,
 	(SELECT now() - max(h.finished_at) FROM clickstream.refresh_history h
-	 WHERE h.status = 'succeeded' AND h.kind = 'refresh') AS refresh_age
+	 WHERE h.status = 'succeeded' AND h.kind = 'refresh') AS refresh_age,
+	wm.first_offset
 FROM known k
 LEFT JOIN clickstream.ingest_positions p USING (topic, partition)
 LEFT JOIN clickstream.watermarks wm USING (topic, partition)
 LEFT JOIN clickstream.worker_partitions() w USING (topic, partition);
 
 COMMENT ON VIEW clickstream.status IS
-'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, and the age of the last successful clickstream.refresh().';
+'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, the age of the last successful clickstream.refresh(), and the first offset the pipeline read (above 0: Kafka had deleted older messages before the partition was first read; the lag does not count them).';

@@ -3,7 +3,12 @@
 -- lines arriving in different refreshes), with a time zone change, a change
 -- of the session rules and a dropped day, and verify_gold() finding nothing
 -- after every refresh.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS clickstream;	-- the funnel test leaves it
+RESET client_min_messages;
 CREATE EXTENSION clickstream;
+CREATE SCHEMA mt;
+SET search_path = mt, public;
 SET clickstream.refresh_batch_size = 1000;
 SET timezone = 'UTC';
 
@@ -193,3 +198,6 @@ SELECT (SELECT count(*) FROM clickstream.orders WHERE lines > 1) > 10 AS multi_l
 	   (SELECT max(days_active) FROM clickstream.users) > 3 AS returning_users,
 	   (SELECT count(*) FROM clickstream.refresh_history WHERE rows_duplicate > 0) > 5 AS redeliveries;
 SELECT * FROM clickstream.verify_gold() WHERE NOT ok;
+SET client_min_messages = warning;
+DROP SCHEMA mt CASCADE;
+DROP EXTENSION clickstream;
