@@ -18,6 +18,7 @@ OBJS = \
 	src/json.o \
 	src/aliases.o \
 	src/silver.o \
+	src/sha256.o \
 	src/refresh.o \
 	src/writer.o \
 	src/sessionize.o \

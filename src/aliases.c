@@ -23,9 +23,6 @@
 
 #include "silver.h"
 
-/* Most names a map may hold (a map is looked up by hash: any size is fast). */
-#define ALIASES_MAX_NAMES 1000
-
 const SilverMap *silver_field_map = NULL;
 const SilverMap *silver_type_map = NULL;
 const SilverIdFields *silver_id_fields = NULL;
@@ -137,9 +134,9 @@ AliasesParseItems(const char *value, AliasItem **items)
 				alias = bar + 1;
 		}
 		names += it->naliases + 1;
-		if (names > ALIASES_MAX_NAMES)
+		if (names > SILVER_MAX_NAMES)
 		{
-			GUC_check_errdetail("More than %d names.", ALIASES_MAX_NAMES);
+			GUC_check_errdetail("More than %d names.", SILVER_MAX_NAMES);
 			return -1;
 		}
 		item = next;

@@ -16,6 +16,7 @@
  *	  aliases.c           the parser's name maps: field and event type
  *	                      aliases, the fields of derived event ids
  *	  silver.c            the event parser and validator of the refresh
+ *	  sha256.c            SHA-256, for the event ids silver derives
  *	  refresh.c           a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c            bulk writes of them into event_ids, events, touched
  *	  sessionize.c        clickstream.sessionize(): events to sessions
@@ -264,6 +265,9 @@ typedef struct SilverRow
 extern void SilverCheckDatabase(void);
 extern SilverRow *SilverRowGet(void);
 extern void SilverParseMessage(SilverRow *row, const char *data, int len);
+
+/* sha256.c */
+extern void Sha256Hash(const void *data, size_t len, uint8 *digest);
 
 /* refresh.c and writer.c: a valid event of a refresh step */
 typedef struct RefreshEvent

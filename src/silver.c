@@ -30,8 +30,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
-#include "common/sha2.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "pgtime.h"
@@ -134,23 +132,66 @@ SilverFieldMap(void)
 	return silver_field_map;
 }
 
+/*
+ * Producers send their keys in the same order every time: for each name of
+ * the field map (and for the start of an object, and for after a key of no
+ * field, two more slots), the entry of the key that followed it last time
+ * is tried first, before the hash.
+ */
+static struct
+{
+	const SilverMap *map;		/* the map the guesses are about */
+	int			prev;			/* slot of the previous key */
+	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + 2];	/* entry, or -1 */
+}			silver_guess;
+
+/* Start guessing the keys of a new object. */
+static void
+SilverLookupStart(void)
+{
+	const SilverMap *map = SilverFieldMap();
+
+	if (silver_guess.map != map)
+	{
+		silver_guess.map = map;
+		memset(silver_guess.next, -1, sizeof(silver_guess.next));
+	}
+	silver_guess.prev = map->nentries;
+}
+
 /* Which field a key names (and under which name), or NULL. */
 static const SilverMapEntry *
 SilverLookupKey(const JsonValue *key, StringInfo scratch)
 {
-	const SilverMap *map = SilverFieldMap();
+	const SilverMap *map = silver_guess.map;
+	const SilverMapEntry *entry;
+	const char *name = key->start + 1;
+	int			len = key->end - key->start - 2;
+	int			guess = silver_guess.next[silver_guess.prev];
 
-	if (!key->escaped)
-		return SilverMapFind(map, key->start + 1, key->end - key->start - 2);
-	JsonUnescape(key, scratch);
-	return SilverMapFind(map, scratch->data, scratch->len);
+	if (key->escaped)
+	{
+		JsonUnescape(key, scratch);
+		name = scratch->data;
+		len = scratch->len;
+	}
+	if (guess >= 0 && map->entries[guess].len == len &&
+		memcmp(map->entries[guess].name, name, len) == 0)
+		entry = &map->entries[guess];
+	else
+	{
+		entry = SilverMapFind(map, name, len);
+		silver_guess.next[silver_guess.prev] = entry ? entry - map->entries : -1;
+	}
+	silver_guess.prev = entry ? entry - map->entries : map->nentries + 1;
+	return entry;
 }
 
 /*
  * The bytes of a text field's value: a string's (decoded in scratch when it
  * has escapes) or an integer's decimal digits (-0 is 0).
  */
-static void
+static inline void
 SilverValueBytes(const JsonValue *v, StringInfo scratch, const char **p, int *len)
 {
 	if (v->kind == JV_NUMBER)
@@ -675,6 +716,7 @@ SilverScan(const char *data, int len, SilverRow *row, SilverEvent *ev)
 	else
 	{
 		JsonObjectBegin(&scan);
+		SilverLookupStart();
 		while (JsonObjectNext(&scan, &key, &value))
 			SilverMember(row, ev, &key, &value);
 		if (scan.error == NULL)
@@ -942,9 +984,8 @@ static Datum
 SilverDerivedId(const SilverEvent *ev, const SilverValues *values, SilverRow *row)
 {
 	StringInfo	src = &row->idsrc;
-	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	uint8		digest[32];
 	char		hex[SILVER_ID_HASH_BYTES * 2];
-	pg_cryptohash_ctx *ctx;
 
 	resetStringInfo(src);
 	for (int i = 0; i < silver_id_fields->nfields; i++)
@@ -990,12 +1031,7 @@ SilverDerivedId(const SilverEvent *ev, const SilverValues *values, SilverRow *ro
 		appendStringInfoChar(src, '\0');
 	}
 
-	ctx = pg_cryptohash_create(PG_SHA256);
-	if (pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (uint8 *) src->data, src->len) < 0 ||
-		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-		elog(ERROR, "could not compute a SHA-256 hash: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
+	Sha256Hash(src->data, src->len, digest);
 	hex_encode((char *) digest, SILVER_ID_HASH_BYTES, hex);
 	return PointerGetDatum(cstring_to_text_with_len(hex, sizeof(hex)));
 }

@@ -12,6 +12,8 @@
 
 /* Longest identifier-like string value accepted (indexes hold these). */
 #define SILVER_MAX_ID_BYTES 512
+/* Most names a setting may give (a map is looked up by hash: any size is fast). */
+#define SILVER_MAX_NAMES 1000
 
 /* The known keys of the event format, in the order of silver_fields. */
 typedef enum SilverField
