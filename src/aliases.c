@@ -24,6 +24,7 @@
 #include "silver.h"
 
 const SilverMap *silver_field_map = NULL;
+uint32		silver_field_map_generation = 0;
 const SilverMap *silver_type_map = NULL;
 const SilverIdFields *silver_id_fields = NULL;
 
@@ -329,6 +330,7 @@ void
 AliasesAssignFields(void *extra)
 {
 	silver_field_map = extra;
+	silver_field_map_generation++;
 }
 
 /*

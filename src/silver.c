@@ -141,6 +141,7 @@ SilverFieldMap(void)
 static struct
 {
 	const SilverMap *map;		/* the map the guesses are about */
+	uint32		generation;		/* silver_field_map_generation it had */
 	int			prev;			/* slot of the previous key */
 	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + 2];	/* entry, or -1 */
 }			silver_guess;
@@ -151,9 +152,10 @@ SilverLookupStart(void)
 {
 	const SilverMap *map = SilverFieldMap();
 
-	if (silver_guess.map != map)
+	if (silver_guess.map != map || silver_guess.generation != silver_field_map_generation)
 	{
 		silver_guess.map = map;
+		silver_guess.generation = silver_field_map_generation;
 		memset(silver_guess.next, -1, sizeof(silver_guess.next));
 	}
 	silver_guess.prev = map->nentries;
@@ -175,7 +177,7 @@ SilverLookupKey(const JsonValue *key, StringInfo scratch)
 		name = scratch->data;
 		len = scratch->len;
 	}
-	if (guess >= 0 && map->entries[guess].len == len &&
+	if (guess >= 0 && guess < map->nentries && map->entries[guess].len == len &&
 		memcmp(map->entries[guess].name, name, len) == 0)
 		entry = &map->entries[guess];
 	else

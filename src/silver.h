@@ -71,6 +71,7 @@ typedef struct SilverIdFields
 
 /* aliases.c: the maps in force (never NULL once GucInit has run) */
 extern const SilverMap *silver_field_map;
+extern uint32 silver_field_map_generation;	/* counts its changes */
 extern const SilverMap *silver_type_map;	/* NULL: no event type alias */
 extern const SilverIdFields *silver_id_fields;	/* NULL: event_id required */
 
