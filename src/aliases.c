@@ -163,11 +163,11 @@ AliasesHintFields(void)
 }
 
 /*
- * Lay a map of n entries out in one malloc'd block (with textbytes bytes for
+ * Lay a map of n entries out in one malloc'd block (with strbytes bytes for
  * the names), slots and entries pointing into it; NULL when out of memory.
  */
 static SilverMap *
-AliasesMapAlloc(int n, Size textbytes, char **text)
+AliasesMapAlloc(int n, Size strbytes, char **strs)
 {
 	uint32		nslots = 64;
 	Size		size;
@@ -176,7 +176,7 @@ AliasesMapAlloc(int n, Size textbytes, char **text)
 	while (nslots < (uint32) n * 2)
 		nslots *= 2;
 	size = MAXALIGN(sizeof(SilverMap)) + MAXALIGN(sizeof(SilverMapEntry) * Max(n, 1)) +
-		MAXALIGN(sizeof(int16) * nslots) + textbytes;
+		MAXALIGN(sizeof(int16) * nslots) + strbytes;
 	map = CsGucMalloc(size);
 	if (map == NULL)
 	{
@@ -187,19 +187,19 @@ AliasesMapAlloc(int n, Size textbytes, char **text)
 	map->mask = nslots - 1;
 	map->entries = (SilverMapEntry *) ((char *) map + MAXALIGN(sizeof(SilverMap)));
 	map->slots = (int16 *) ((char *) map->entries + MAXALIGN(sizeof(SilverMapEntry) * Max(n, 1)));
-	*text = (char *) map->slots + MAXALIGN(sizeof(int16) * nslots);
+	*strs = (char *) map->slots + MAXALIGN(sizeof(int16) * nslots);
 	return map;
 }
 
-/* Copy the len bytes of s to *text (NUL-terminated); returns the copy. */
+/* Copy the len bytes of s to *strs (NUL-terminated); returns the copy. */
 static const char *
-AliasesCopy(char **text, const char *s, int len)
+AliasesCopy(char **strs, const char *s, int len)
 {
-	char	   *copy = *text;
+	char	   *copy = *strs;
 
 	memcpy(copy, s, len);
 	copy[len] = '\0';
-	*text += len + 1;
+	*strs += len + 1;
 	return copy;
 }
 
@@ -236,17 +236,17 @@ AliasesCheckFields(const char *value, void **extra)
 	AliasItem  *items;
 	int			nitems = AliasesParseItems(value ? value : "", &items);
 	int			n = NUM_FIELDS;
-	Size		textbytes = 0;
+	Size		strbytes = 0;
 	int			given[NUM_FIELDS];
 	SilverMap  *map;
-	char	   *text;
+	char	   *strs;
 
 	if (nitems < 0)
 		return false;
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
 		given[f] = -1;
-		textbytes += silver_fields[f].namelen + 1;
+		strbytes += silver_fields[f].namelen + 1;
 	}
 	for (int i = 0; i < nitems; i++)
 	{
@@ -275,16 +275,16 @@ AliasesCheckFields(const char *value, void **extra)
 				return false;
 			}
 			/* the name, and its place in the field's list of aliases */
-			textbytes += 2 * (strlen(items[i].aliases[a]) + 2);
+			strbytes += 2 * (strlen(items[i].aliases[a]) + 2);
 			n++;
 		}
 	}
 
-	map = AliasesMapAlloc(n, textbytes, &text);
+	map = AliasesMapAlloc(n, strbytes, &strs);
 	if (map == NULL)
 		return false;
 	for (int f = 0; f < NUM_FIELDS; f++)
-		AliasesMapAdd(map, AliasesCopy(&text, silver_fields[f].name, silver_fields[f].namelen),
+		AliasesMapAdd(map, AliasesCopy(&strs, silver_fields[f].name, silver_fields[f].namelen),
 					  silver_fields[f].namelen, f, 0, NULL, 0);
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
@@ -298,7 +298,7 @@ AliasesCheckFields(const char *value, void **extra)
 		{
 			int			len = strlen(it->aliases[a]);
 
-			if (!AliasesMapAdd(map, AliasesCopy(&text, it->aliases[a], len), len, f, a + 1, NULL, 0))
+			if (!AliasesMapAdd(map, AliasesCopy(&strs, it->aliases[a], len), len, f, a + 1, NULL, 0))
 			{
 				GUC_check_errdetail("Alias \"%s\" is listed twice.", it->aliases[a]);
 				GUC_check_errhint("An alias names one field, once.");
@@ -307,18 +307,18 @@ AliasesCheckFields(const char *value, void **extra)
 			}
 		}
 		/* "a, b": for the message of a missing field */
-		list = text;
+		list = strs;
 		for (int a = 0; a < it->naliases; a++)
 		{
 			if (a > 0)
 			{
-				strcpy(text, ", ");
-				text += 2;
+				strcpy(strs, ", ");
+				strs += 2;
 			}
-			strcpy(text, it->aliases[a]);
-			text += strlen(it->aliases[a]);
+			strcpy(strs, it->aliases[a]);
+			strs += strlen(it->aliases[a]);
 		}
-		*text++ = '\0';
+		*strs++ = '\0';
 		map->aliases_of[f] = list;
 	}
 	*extra = map;
@@ -343,9 +343,9 @@ AliasesCheckEventTypes(const char *value, void **extra)
 	AliasItem  *items;
 	int			nitems = AliasesParseItems(value ? value : "", &items);
 	int			n = 0;
-	Size		textbytes = 0;
+	Size		strbytes = 0;
 	SilverMap  *map;
-	char	   *text;
+	char	   *strs;
 
 	if (nitems < 0)
 		return false;
@@ -356,7 +356,7 @@ AliasesCheckEventTypes(const char *value, void **extra)
 	}
 	for (int i = 0; i < nitems; i++)
 	{
-		textbytes += strlen(items[i].name) + 1;
+		strbytes += strlen(items[i].name) + 1;
 		for (int j = 0; j < i; j++)
 			if (strcmp(items[i].name, items[j].name) == 0)
 			{
@@ -374,24 +374,24 @@ AliasesCheckEventTypes(const char *value, void **extra)
 					GUC_check_errhint("Aliases are not followed in chains: give each alias its final event type.");
 					return false;
 				}
-			textbytes += strlen(items[i].aliases[a]) + 1;
+			strbytes += strlen(items[i].aliases[a]) + 1;
 			n++;
 		}
 	}
 
-	map = AliasesMapAlloc(n, textbytes, &text);
+	map = AliasesMapAlloc(n, strbytes, &strs);
 	if (map == NULL)
 		return false;
 	for (int i = 0; i < nitems; i++)
 	{
 		int			len = strlen(items[i].name);
-		const char *canonical = AliasesCopy(&text, items[i].name, len);
+		const char *canonical = AliasesCopy(&strs, items[i].name, len);
 
 		for (int a = 0; a < items[i].naliases; a++)
 		{
 			int			alen = strlen(items[i].aliases[a]);
 
-			if (!AliasesMapAdd(map, AliasesCopy(&text, items[i].aliases[a], alen), alen,
+			if (!AliasesMapAdd(map, AliasesCopy(&strs, items[i].aliases[a], alen), alen,
 							   F_EVENT_TYPE, a + 1, canonical, len))
 			{
 				GUC_check_errdetail("Alias \"%s\" is listed twice.", items[i].aliases[a]);

@@ -6,13 +6,18 @@
  * Contexts follow meaning: the database and the number of workers are fixed
  * at server start (POSTMASTER); everything the worker can apply on the fly
  * (Kafka connection, batching, pause) is SIGHUP.  The silver settings that
- * shape stored data (time zone, high-value threshold, clock skew) are SIGHUP
- * too, so that every refresh of a server derives columns the same way; only
- * the size of a refresh step can be changed per session.  The session rules
- * are SIGHUP for the same reason: clickstream.sessions follows them, and a
+ * shape stored data (time zone, high-value threshold, clock skew, and those
+ * that map what producers send onto the event format: aliases, timestamp
+ * styles, derived ids, order ids) are SIGHUP too, so that every refresh of a
+ * server derives columns the same way; only the size of a refresh step can
+ * be changed per session.  The three given as lists are parsed once, by
+ * their check hooks, into the maps of aliases.c.  The session rules are
+ * SIGHUP for the same reason: clickstream.sessions follows them, and a
  * refresh rebuilds it when they change; so are the thresholds of
- * clickstream.high_interest_low_conversion.  README.md ("Settings") has the
- * same list as a table.
+ * clickstream.high_interest_low_conversion.  Kafka secrets are read from
+ * clickstream.kafka_options_file by kafka.c, never kept in a setting
+ * (PostgreSQL logs a changed setting's value).  README.md ("Settings") has
+ * the same list as a table.
  *
  * Only the settings C code reads are exported (clickstream.h); the variables
  * of those only SQL reads, through current_setting(), are static here.
