@@ -16,7 +16,9 @@ OBJS = \
 	src/copy.o \
 	src/isolate.o \
 	src/json.o \
+	src/aliases.o \
 	src/silver.o \
+	src/sha256.o \
 	src/refresh.o \
 	src/writer.o \
 	src/sessionize.o \
@@ -29,7 +31,7 @@ OBJS = \
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze silver sessions funnel marts reader
+REGRESS = bronze silver producers sessions funnel marts reader
 # Regression tests live in test/sql and test/expected; results go to test/.
 REGRESS_OPTS = --inputdir=test --outputdir=test --temp-config=test/regress.conf \
 	--temp-instance=./tmp_check --encoding=UTF8 --no-locale

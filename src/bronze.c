@@ -652,6 +652,21 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		 */
 		if (stored < 0 && !part->stale)
 			stored = resumed[part->partition];
+
+		/*
+		 * The partition's first batch ever, read from the earliest offset
+		 * Kafka still has: above 0, the older messages were deleted (or
+		 * compacted away) before the pipeline first read the partition.
+		 * Nothing records them; the watermark row keeps the first offset
+		 * read, which clickstream.status shows.
+		 */
+		if (!part->stale && stored < 0 && part->first_offset > 0 &&
+			cs_start_offset == START_OFFSET_EARLIEST)
+			ereport(WARNING,
+					(errmsg("clickstream: %s[%d]: the first offset Kafka delivered is " INT64_FORMAT ", not 0: offsets 0 to " INT64_FORMAT " were gone before this partition was first read",
+							topic, part->partition, part->first_offset, part->first_offset - 1),
+					 errdetail("Kafka deleted them (retention, log compaction) before the pipeline subscribed; they are not in bronze, and the lag does not count them."),
+					 errhint("clickstream.status shows first_offset. To keep them next time, start consuming before Kafka's retention deletes what producers write.")));
 		if (!part->stale && stored >= 0 && part->first_offset > stored)
 		{
 			MemoryContext old = MemoryContextSwitchTo(batch->cxt);
@@ -775,8 +790,8 @@ BronzeWritePositions(BronzeBatch *batch, const char *topic)
 	args[1] = BronzeIntArray(parts, n, INT4OID);
 	args[2] = BronzeIntArray(first, n, INT8OID);
 	if (SPI_execute_plan(BronzePlan(&watermark_plan,
-									"INSERT INTO clickstream.watermarks (topic, partition, durable_offset) "
-									"SELECT $1, u.partition, u.first_offset FROM unnest($2, $3) AS u(partition, first_offset) "
+									"INSERT INTO clickstream.watermarks (topic, partition, durable_offset, first_offset) "
+									"SELECT $1, u.partition, u.first_offset, u.first_offset FROM unnest($2, $3) AS u(partition, first_offset) "
 									"ON CONFLICT (topic, partition) DO NOTHING",
 									3, types),
 						 args, NULL, false, 0) != SPI_OK_INSERT)

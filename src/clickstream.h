@@ -13,7 +13,10 @@
  *	  copy.c              binary COPY into a table from tuples in memory
  *	  isolate.c           writing in halves to set refused rows aside
  *	  json.c              the strict JSON scanner of the event parser
+ *	  aliases.c           the parser's name maps: field and event type
+ *	                      aliases, the fields of derived event ids
  *	  silver.c            the event parser and validator of the refresh
+ *	  sha256.c            SHA-256, for the event ids silver derives
  *	  refresh.c           a refresh step's rows: taken, parsed, deduplicated
  *	  writer.c            bulk writes of them into event_ids, events, touched
  *	  sessionize.c        clickstream.sessionize(): events to sessions
@@ -24,8 +27,9 @@
  *
  * Headers: this one (what several modules share), compat.h (every
  * PostgreSQL version shim), util.h (text in byte order, an interval's
- * length), json.h (json.c's scanner, for silver.c) and funnel.h (what the
- * funnel aggregates share).  The design is described in docs/design.md.
+ * length), json.h (json.c's scanner, for silver.c), silver.h (the event
+ * format's fields and name maps, for silver.c and aliases.c) and funnel.h
+ * (what the funnel aggregates share).  The design is described in docs/design.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,11 +59,26 @@ typedef enum
 	START_OFFSET_LATEST
 }			StartOffset;
 
+typedef enum
+{
+	TS_WITHOUT_ZONE_REJECT,
+	TS_WITHOUT_ZONE_UTC,
+	TS_WITHOUT_ZONE_LOCAL
+}			TimestampWithoutZone;
+
+typedef enum
+{
+	EPOCH_UNIT_MS,
+	EPOCH_UNIT_S,
+	EPOCH_UNIT_US
+}			EpochUnit;
+
 extern char *cs_database;
 extern char *cs_brokers;
 extern char *cs_topic;
 extern char *cs_group_id;
 extern char *cs_kafka_options;
+extern char *cs_kafka_options_file;
 extern int	cs_consumers;
 extern int	cs_start_offset;
 extern bool cs_enabled;
@@ -72,8 +91,19 @@ extern int	cs_max_partitions;
 extern char *cs_timezone;
 extern double cs_high_value_threshold;
 extern int	cs_max_clock_skew;
+extern int	cs_timestamp_without_zone;
+extern int	cs_epoch_unit;
+extern bool cs_require_order_id;
 
 extern void GucInit(void);
+
+/* aliases.c: the check and assign hooks of the name-mapping settings */
+extern bool AliasesCheckFields(const char *value, void **extra);
+extern void AliasesAssignFields(void *extra);
+extern bool AliasesCheckEventTypes(const char *value, void **extra);
+extern void AliasesAssignEventTypes(void *extra);
+extern bool AliasesCheckIdFields(const char *value, void **extra);
+extern void AliasesAssignIdFields(void *extra);
 
 /* status.c */
 typedef enum
@@ -140,6 +170,7 @@ typedef void (*KafkaRevokeHook) (void);
 extern bool KafkaOpen(int consumer, KafkaAssignHook on_assign,
 					  KafkaRevokeHook on_revoke);
 extern bool KafkaIsOpen(void);
+extern bool KafkaOptionsFileChanged(void);
 extern bool KafkaPoll(int timeout_ms, KafkaMessage *msg);
 extern void KafkaCommit(const KafkaPosition *positions, int n);
 extern void KafkaSeek(int32 partition, int64 offset);
@@ -229,11 +260,15 @@ typedef struct SilverRow
 	bool		nulls[SILVER_NUM_COLS];
 	StringInfoData scratch;
 	StringInfoData attrs;		/* unknown members as JSON object text */
+	StringInfoData idsrc;		/* the input of a derived event_id */
 } SilverRow;
 
 extern void SilverCheckDatabase(void);
 extern SilverRow *SilverRowGet(void);
 extern void SilverParseMessage(SilverRow *row, const char *data, int len);
+
+/* sha256.c */
+extern void Sha256Hash(const void *data, size_t len, uint8 *digest);
 
 /* refresh.c and writer.c: a valid event of a refresh step */
 typedef struct RefreshEvent

@@ -43,4 +43,15 @@
 	((rri)->ri_RootToPartitionMap)
 #endif
 
+/*
+ * The "extra" of a setting's check hook.  16 keeps settings in a memory
+ * context of its own and frees extras with guc_free(); 15 frees them with
+ * free().
+ */
+#if PG_VERSION_NUM >= 160000
+#define CsGucMalloc(size) guc_malloc(LOG, (size))
+#else
+#define CsGucMalloc(size) malloc(size)
+#endif
+
 #endif							/* CLICKSTREAM_COMPAT_H */

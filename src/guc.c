@@ -6,13 +6,18 @@
  * Contexts follow meaning: the database and the number of workers are fixed
  * at server start (POSTMASTER); everything the worker can apply on the fly
  * (Kafka connection, batching, pause) is SIGHUP.  The silver settings that
- * shape stored data (time zone, high-value threshold, clock skew) are SIGHUP
- * too, so that every refresh of a server derives columns the same way; only
- * the size of a refresh step can be changed per session.  The session rules
- * are SIGHUP for the same reason: clickstream.sessions follows them, and a
+ * shape stored data (time zone, high-value threshold, clock skew, and those
+ * that map what producers send onto the event format: aliases, timestamp
+ * styles, derived ids, order ids) are SIGHUP too, so that every refresh of a
+ * server derives columns the same way; only the size of a refresh step can
+ * be changed per session.  The three given as lists are parsed once, by
+ * their check hooks, into the maps of aliases.c.  The session rules are
+ * SIGHUP for the same reason: clickstream.sessions follows them, and a
  * refresh rebuilds it when they change; so are the thresholds of
- * clickstream.high_interest_low_conversion.  README.md ("Settings") has the
- * same list as a table.
+ * clickstream.high_interest_low_conversion.  Kafka secrets are read from
+ * clickstream.kafka_options_file by kafka.c, never kept in a setting
+ * (PostgreSQL logs a changed setting's value).  README.md ("Settings") has
+ * the same list as a table.
  *
  * Only the settings C code reads are exported (clickstream.h); the variables
  * of those only SQL reads, through current_setting(), are static here.
@@ -33,6 +38,7 @@ char	   *cs_brokers = NULL;
 char	   *cs_topic = NULL;
 char	   *cs_group_id = NULL;
 char	   *cs_kafka_options = NULL;
+char	   *cs_kafka_options_file = NULL;
 int			cs_consumers = 1;
 int			cs_start_offset = START_OFFSET_EARLIEST;
 bool		cs_enabled = true;
@@ -49,6 +55,14 @@ int			cs_max_partitions = 1024;
 char	   *cs_timezone = NULL;
 double		cs_high_value_threshold = 500.0;
 int			cs_max_clock_skew = 300;
+int			cs_timestamp_without_zone = TS_WITHOUT_ZONE_REJECT;
+int			cs_epoch_unit = EPOCH_UNIT_MS;
+bool		cs_require_order_id = true;
+
+/* Silver, kept as the maps of aliases.c (silver.h) */
+static char *cs_field_aliases = NULL;
+static char *cs_event_type_aliases = NULL;
+static char *cs_event_id_fields = NULL;
 
 /* Silver, read by SQL only (current_setting()): not exported */
 static int	cs_refresh_batch_size = 250000;
@@ -71,6 +85,20 @@ static const struct config_enum_entry start_offset_options[] = {
 	{NULL, 0, false}
 };
 
+static const struct config_enum_entry timestamp_without_zone_options[] = {
+	{"reject", TS_WITHOUT_ZONE_REJECT, false},
+	{"utc", TS_WITHOUT_ZONE_UTC, false},
+	{"local", TS_WITHOUT_ZONE_LOCAL, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry epoch_unit_options[] = {
+	{"ms", EPOCH_UNIT_MS, false},
+	{"s", EPOCH_UNIT_S, false},
+	{"us", EPOCH_UNIT_US, false},
+	{NULL, 0, false}
+};
+
 /* Accept only time zone names that PostgreSQL knows. */
 static bool
 GucCheckTimezone(char **newval, void **extra, GucSource source)
@@ -82,6 +110,60 @@ GucCheckTimezone(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/* clickstream.field_aliases: parsed into the parser's map of field names. */
+static bool
+GucCheckFieldAliases(char **newval, void **extra, GucSource source)
+{
+	if (AliasesCheckFields(*newval, extra))
+		return true;
+	if (GUC_check_errhint_string == NULL)
+		GUC_check_errhint("Write canonical=alias|alias, canonical=alias, for example ts=event_time|timestamp, user_id=userId.");
+	return false;
+}
+
+/* Make the parsed clickstream.field_aliases the parser's. */
+static void
+GucAssignFieldAliases(const char *newval, void *extra)
+{
+	AliasesAssignFields(extra);
+}
+
+/* clickstream.event_type_aliases: parsed into a map of event types. */
+static bool
+GucCheckEventTypeAliases(char **newval, void **extra, GucSource source)
+{
+	if (AliasesCheckEventTypes(*newval, extra))
+		return true;
+	if (GUC_check_errhint_string == NULL)
+		GUC_check_errhint("Write canonical=alias|alias, canonical=alias, for example page_view=view|pageview, add_to_cart=cart.");
+	return false;
+}
+
+/* Make the parsed clickstream.event_type_aliases the parser's. */
+static void
+GucAssignEventTypeAliases(const char *newval, void *extra)
+{
+	AliasesAssignEventTypes(extra);
+}
+
+/* clickstream.event_id_fields: parsed into a list of fields. */
+static bool
+GucCheckEventIdFields(char **newval, void **extra, GucSource source)
+{
+	if (AliasesCheckIdFields(*newval, extra))
+		return true;
+	if (GUC_check_errhint_string == NULL)
+		GUC_check_errhint("Write field names separated by commas, for example user_id,ts,event_type,product_id.");
+	return false;
+}
+
+/* Make the parsed clickstream.event_id_fields the parser's. */
+static void
+GucAssignEventIdFields(const char *newval, void *extra)
+{
+	AliasesAssignIdFields(extra);
 }
 
 /* Define every clickstream.* setting; called once from _PG_init. */
@@ -146,6 +228,15 @@ GucInit(void)
 							   "Extra librdkafka settings as key=value,key=value.",
 							   "Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*, ...); they override the extension's own defaults.",
 							   &cs_kafka_options,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.kafka_options_file",
+							   "A librdkafka properties file (key=value lines) with more settings, such as secrets.",
+							   "Read when the consumer is created and on every reload; refused when group or others may access it. Its lines override clickstream.kafka_options; its contents are never logged.",
+							   &cs_kafka_options_file,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
@@ -241,6 +332,62 @@ GucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.field_aliases",
+							   "Other names of the event format's fields, as canonical=alias|alias, canonical=alias.",
+							   "The canonical name, when present, wins over its aliases; else the first alias listed that is present.",
+							   &cs_field_aliases,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   GucCheckFieldAliases, GucAssignFieldAliases, NULL);
+
+	DefineCustomStringVariable("clickstream.event_type_aliases",
+							   "Other names of event types, as canonical=alias|alias, canonical=alias.",
+							   "Silver stores the canonical event type.",
+							   &cs_event_type_aliases,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   GucCheckEventTypeAliases, GucAssignEventTypeAliases, NULL);
+
+	DefineCustomEnumVariable("clickstream.timestamp_without_zone",
+							 "How silver reads a ts string without a time zone.",
+							 "reject refuses it, utc reads it as UTC, local as the time in clickstream.timezone.",
+							 &cs_timestamp_without_zone,
+							 TS_WITHOUT_ZONE_REJECT,
+							 timestamp_without_zone_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("clickstream.epoch_unit",
+							 "Unit of a ts given as a number: ms, s or us since 1970-01-01 UTC.",
+							 NULL,
+							 &cs_epoch_unit,
+							 EPOCH_UNIT_MS,
+							 epoch_unit_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("clickstream.event_id_fields",
+							   "Fields from which silver derives the event_id of an event that has none.",
+							   "Comma-separated field names, such as user_id,ts,event_type,product_id; empty: event_id is required.",
+							   &cs_event_id_fields,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   GucCheckEventIdFields, GucAssignEventIdFields, NULL);
+
+	DefineCustomBoolVariable("clickstream.require_order_id",
+							 "Whether silver refuses a purchase without an order_id.",
+							 "off accepts it; the order marts count it as an order of its own.",
+							 &cs_require_order_id,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("clickstream.refresh_batch_size",
 							"Bronze rows that one step (one transaction) of clickstream.refresh() promotes at most.",

@@ -15,6 +15,12 @@
  *	  - callbacks never raise ERROR from inside librdkafka, except through the
  *	    rebalance hooks, whose ERROR ends the process anyway.
  *
+ * Settings: the extension's defaults, then clickstream.kafka_options, then
+ * the lines of clickstream.kafka_options_file (read in the worker's thread
+ * at every connection and reload, refused when group or others may access
+ * it, never logged: a bad line is reported by key and line number), then
+ * what correctness relies on.
+ *
  * Positions come from the database, never from the group: on assignment the
  * worker's hook looks them up and the partitions are assigned at exactly
  * those offsets.  Auto-commit is off; KafkaCommit() is called only after the
@@ -34,15 +40,21 @@
  */
 #include "clickstream.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "miscadmin.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #define DOWN_WARNING_INTERVAL_MS 60000
+/* Largest clickstream.kafka_options_file read. */
+#define OPTIONS_FILE_MAX_BYTES (1024 * 1024)
 
 static rd_kafka_t *kafka = NULL;
 static rd_kafka_message_t *current = NULL;
@@ -63,6 +75,14 @@ static size_t wakeup_bytes = 0;
 /* Current assignment, kept for statistics. */
 static int32 *assigned = NULL;
 static int	nassigned = 0;
+
+/*
+ * The contents of clickstream.kafka_options_file the open consumer was
+ * created with (NULL: no file), to notice a change on reload.  Secrets: kept
+ * in memory only, never logged, zeroed when dropped.
+ */
+static char *options_file_used = NULL;
+static int	options_file_used_len = 0;
 
 /* Header arrays handed out with the current message. */
 static const char **hdr_keys = NULL;
@@ -118,7 +138,7 @@ KafkaErrorCallback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 					(errmsg("clickstream consumer %d cannot reach Kafka: %s",
 							my_consumer, reason),
 					 errdetail("librdkafka reconnects on its own; ingestion resumes from the stored position when a broker answers."),
-					 errhint("Check clickstream.brokers (\"%s\") and clickstream.kafka_options.",
+					 errhint("Check clickstream.brokers (\"%s\"), clickstream.kafka_options and clickstream.kafka_options_file.",
 							 cs_brokers)));
 		}
 		return;
@@ -247,6 +267,113 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 						my_consumer, rd_kafka_err2str(aerr))));
 }
 
+/* Zero and free a copy of the options file's contents. */
+static void
+KafkaForgetOptionsFile(char **contents, int *len)
+{
+	if (*contents != NULL)
+	{
+		explicit_bzero(*contents, *len);
+		pfree(*contents);
+	}
+	*contents = NULL;
+	*len = 0;
+}
+
+/*
+ * Read clickstream.kafka_options_file into *contents (NULL when the setting
+ * is empty).  The file must be a regular file that neither group nor others
+ * may access, as for a server's SSL key.  Returns false, after a WARNING
+ * that names the file but shows none of its contents, when it is unusable.
+ */
+static bool
+KafkaReadOptionsFile(char **contents, int *len)
+{
+	const char *path = cs_kafka_options_file;
+	struct stat st;
+	int			fd;
+	char	   *buf;
+	ssize_t		got = 0;
+
+	*contents = NULL;
+	*len = 0;
+	if (path == NULL || path[0] == '\0')
+		return true;
+	fd = open(path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("clickstream consumer %d could not open clickstream.kafka_options_file \"%s\": %m",
+						my_consumer, path),
+				 errhint("Fix the file or the setting, then reload the configuration.")));
+		return false;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > OPTIONS_FILE_MAX_BYTES)
+	{
+		close(fd);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("clickstream.kafka_options_file \"%s\" is not a regular file of at most %d bytes",
+						path, OPTIONS_FILE_MAX_BYTES)));
+		return false;
+	}
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		close(fd);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("clickstream.kafka_options_file \"%s\" is accessible to group or others (mode %04o); not using it",
+						path, (unsigned int) (st.st_mode & 07777)),
+				 errdetail("It holds secrets: only the server's operating system user may read it."),
+				 errhint("Run chmod 600 on it (owned by the user the server runs as), then reload the configuration.")));
+		return false;
+	}
+	buf = palloc(st.st_size + 1);
+	while (got < st.st_size)
+	{
+		ssize_t		r = read(fd, buf + got, st.st_size - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += r;
+	}
+	close(fd);
+	if (got != st.st_size)
+	{
+		explicit_bzero(buf, st.st_size + 1);
+		pfree(buf);
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("clickstream consumer %d could not read clickstream.kafka_options_file \"%s\"",
+						my_consumer, path)));
+		return false;
+	}
+	buf[got] = '\0';
+	*contents = buf;
+	*len = got;
+	return true;
+}
+
+/* Has the options file changed since the open consumer read it? */
+bool
+KafkaOptionsFileChanged(void)
+{
+	char	   *contents;
+	int			len;
+	bool		changed;
+
+	if (!KafkaReadOptionsFile(&contents, &len))
+		return true;			/* reconnecting reports the problem */
+	changed = (contents == NULL) != (options_file_used == NULL) ||
+		len != options_file_used_len ||
+		(len > 0 && memcmp(contents, options_file_used, len) != 0);
+	KafkaForgetOptionsFile(&contents, &len);
+	return changed;
+}
+
 /* Set one librdkafka property, reporting a bad one as a WARNING. */
 static bool
 KafkaConfSet(rd_kafka_conf_t *conf, const char *key, const char *value)
@@ -300,6 +427,112 @@ KafkaConfApplyOptions(rd_kafka_conf_t *conf, const char *options)
 }
 
 /*
+ * Set the property of one line of the options file.  A bad one is reported
+ * by key and line; librdkafka's message is shown with the value hidden.
+ */
+static bool
+KafkaConfSetSecret(rd_kafka_conf_t *conf, const char *key, const char *value,
+				   int line)
+{
+	char		errstr[512];
+	StringInfoData msg;
+	size_t		vlen = strlen(value);
+
+	/* a key that is no property name may be a misplaced secret: not shown */
+	if (key[0] == '\0' || strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(key))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("clickstream consumer %d: line %d of clickstream.kafka_options_file \"%s\" does not start with a property name",
+						my_consumer, line, cs_kafka_options_file),
+				 errhint("Write one key=value per line, such as sasl.password=...")));
+		return false;
+	}
+	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+		return true;
+	initStringInfo(&msg);
+	for (const char *p = errstr; *p;)
+	{
+		if (vlen > 0 && strncmp(p, value, vlen) == 0)
+		{
+			appendStringInfoString(&msg, "(hidden)");
+			p += vlen;
+		}
+		else
+			appendStringInfoChar(&msg, *p++);
+	}
+	explicit_bzero(errstr, sizeof(errstr));
+	ereport(WARNING,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("clickstream consumer %d: invalid Kafka setting \"%s\" at line %d of clickstream.kafka_options_file \"%s\": %s",
+					my_consumer, key, line, cs_kafka_options_file, msg.data),
+			 errhint("Fix the file and reload the configuration.")));
+	pfree(msg.data);
+	return false;
+}
+
+/*
+ * Apply the options file: librdkafka properties, one key=value per line
+ * (blank lines and lines starting with # are skipped; spaces around the key
+ * and the value are ignored; the value runs to the end of the line, commas
+ * and = included).  contents is left as it was.
+ */
+static bool
+KafkaConfApplyFile(rd_kafka_conf_t *conf, const char *contents, int len)
+{
+	char	   *copy = palloc(len + 1);
+	char	   *line = copy;
+	int			lineno = 0;
+	bool		ok = true;
+
+	memcpy(copy, contents, len);
+	copy[len] = '\0';
+	while (line != NULL)
+	{
+		char	   *next = strchr(line, '\n');
+		char	   *eq;
+		char	   *key;
+		char	   *value;
+		char	   *end;
+
+		if (next != NULL)
+			*next++ = '\0';
+		lineno++;
+		key = line;
+		line = next;
+		while (*key == ' ' || *key == '\t')
+			key++;
+		if (*key == '\0' || *key == '\r' || *key == '#')
+			continue;
+		eq = strchr(key, '=');
+		if (eq == NULL)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("clickstream consumer %d: line %d of clickstream.kafka_options_file \"%s\" has no \"=\"",
+							my_consumer, lineno, cs_kafka_options_file),
+					 errhint("Write one key=value per line.")));
+			ok = false;
+			continue;
+		}
+		value = eq + 1;
+		for (end = eq; end > key && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			;
+		*end = '\0';
+		while (*value == ' ' || *value == '\t')
+			value++;
+		for (end = value + strlen(value);
+			 end > value && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'); end--)
+			;
+		*end = '\0';
+		ok &= KafkaConfSetSecret(conf, key, value, lineno);
+	}
+	explicit_bzero(copy, len + 1);
+	pfree(copy);
+	return ok;
+}
+
+/*
  * Create the consumer and subscribe to clickstream.topic.  Returns false
  * (after a WARNING) when the configuration is unusable; the caller retries
  * after the next reload.
@@ -314,6 +547,8 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	char		num[32];
 	int			fetch_max = Max(cs_fetch_buffer_kb / 2, 512) * 1024;
 	bool		ok = true;
+	bool		file_ok;
+	MemoryContext old_cxt;
 	sigset_t	all,
 				old;
 
@@ -341,6 +576,14 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	snprintf(num, sizeof(num), "%d", Min(fetch_max, 1048576));
 	ok &= KafkaConfSet(conf, "max.partition.fetch.bytes", num);
 	ok &= KafkaConfApplyOptions(conf, cs_kafka_options);
+	KafkaForgetOptionsFile(&options_file_used, &options_file_used_len);
+	old_cxt = MemoryContextSwitchTo(TopMemoryContext);
+	file_ok = KafkaReadOptionsFile(&options_file_used, &options_file_used_len);
+	MemoryContextSwitchTo(old_cxt);
+	if (!file_ok)
+		ok = false;
+	else if (options_file_used != NULL)
+		ok &= KafkaConfApplyFile(conf, options_file_used, options_file_used_len);
 
 	/* after the user's options: what correctness and thread safety rely on */
 	ok &= KafkaConfSet(conf, "enable.auto.commit", "false");
@@ -370,7 +613,7 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 		ereport(WARNING,
 				(errmsg("clickstream consumer %d could not create a Kafka consumer: %s",
 						consumer, errstr),
-				 errhint("Check clickstream.brokers and clickstream.kafka_options, then reload the configuration.")));
+				 errhint("Check clickstream.brokers, clickstream.kafka_options and clickstream.kafka_options_file, then reload the configuration.")));
 		return false;
 	}
 
@@ -667,6 +910,7 @@ KafkaClose(void)
 		rd_kafka_message_destroy(current);
 		current = NULL;
 	}
+	KafkaForgetOptionsFile(&options_file_used, &options_file_used_len);
 	if (brokers_down)
 		rd_kafka_destroy_flags(kafka, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	else

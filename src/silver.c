@@ -12,15 +12,20 @@
  * strict JSON scanner of json.c validates the whole document, keeps the
  * known fields as spans of the payload and copies the unknown members out
  * for attrs), validate (presence, types, values, the timestamp and its day)
- * and build (the row's datums).
+ * and build (the row's datums, and a derived event_id).
+ *
+ * What producers may send besides the canonical format is configured by
+ * settings: other names of fields and event types (aliases.c builds their
+ * maps once per setting change: a key costs one hash lookup), a timestamp's
+ * zone and epoch unit, the fields an event_id is derived from, whether a
+ * purchase needs an order_id.  Numbers are read exactly, never through a
+ * double.
  *
  * The event format is defined once, in docs/events.md ("Event format").
  *
  *-------------------------------------------------------------------------
  */
 #include "clickstream.h"
-
-#include <math.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -36,36 +41,25 @@
 #include "utils/timestamp.h"
 
 #include "json.h"
+#include "silver.h"
 
 PG_FUNCTION_INFO_V1(clickstream_parse_event);
 
-/* Longest identifier-like string value accepted (indexes hold these). */
-#define SILVER_MAX_ID_BYTES 512
 /* Prices above this are refused as number_out_of_range. */
 #define SILVER_MAX_PRICE "1000000000000000"
 /* Larger payloads are refused (jsonb and palloc have limits of their own). */
 #define SILVER_MAX_PAYLOAD (16 * 1024 * 1024)
 /* Longest excerpt of a value quoted in a detail message, in bytes. */
 #define SILVER_EXCERPT 80
-
-/* The known keys of the event format, and the column each one fills. */
-typedef enum
-{
-	F_EVENT_ID, F_EVENT_TYPE, F_USER_ID, F_TS, F_PRODUCT_ID, F_CATEGORY,
-	F_PRICE, F_QUANTITY, F_ORDER_ID, F_PAGE_URL, F_REFERRER, F_UTM_SOURCE,
-	F_UTM_MEDIUM, F_UTM_CAMPAIGN, F_DEVICE, F_COUNTRY, NUM_FIELDS
-} SilverField;
+/* Bytes of SHA-256 kept in a derived event_id (written as twice as many hex digits). */
+#define SILVER_ID_HASH_BYTES 16
+/* In a derived id's input, a field that is absent (never valid UTF-8). */
+#define SILVER_ID_ABSENT '\xff'
 
 #define SILVER_KEY(name) name, sizeof(name) - 1
 
-static const struct
-{
-	const char *name;
-	int			namelen;
-	int			column;			/* text column it fills, or -1 */
-	bool		required;
-	bool		identifier;		/* bounded by SILVER_MAX_ID_BYTES */
-}			silver_fields[NUM_FIELDS] = {
+/* The fields of the event format (silver.h), and the column each one fills. */
+const SilverFieldDef silver_fields[NUM_FIELDS] = {
 	{SILVER_KEY("event_id"), SILVER_COL_EVENT_ID, true, true},
 	{SILVER_KEY("event_type"), SILVER_COL_EVENT_TYPE, true, true},
 	{SILVER_KEY("user_id"), SILVER_COL_USER_ID, true, true},
@@ -84,6 +78,18 @@ static const struct
 	{SILVER_KEY("country"), SILVER_COL_COUNTRY, false, true},
 };
 
+/*
+ * The known fields of one payload: each one's value and key as scanned, and
+ * the rank of the name it came under (0: the canonical name, then the
+ * aliases in the order of clickstream.field_aliases).
+ */
+typedef struct SilverEvent
+{
+	JsonValue	fields[NUM_FIELDS];
+	JsonValue	keys[NUM_FIELDS];
+	int			ranks[NUM_FIELDS];
+} SilverEvent;
+
 /* What the validation of an event derives, for the build. */
 typedef struct SilverValues
 {
@@ -93,30 +99,121 @@ typedef struct SilverValues
 	bool		purchase;
 	bool		has_price;
 	bool		has_quantity;
+	bool		derive_id;		/* no event_id: derive it */
 	Datum		price;
 	int32		quantity;
+	const char *event_type;		/* the canonical type of an alias, or NULL */
+	int			event_type_len;
 } SilverValues;
 
+/* Outcome of reading a timestamp. */
+typedef enum SilverTs
+{
+	SILVER_TS_OK,
+	SILVER_TS_INVALID,
+	SILVER_TS_NO_ZONE			/* valid, but without a zone, and refused */
+} SilverTs;
+
+static pg_tz *SilverTimezone(void);
+
+/* The map of field names in force (the canonical names at least). */
+static const SilverMap *
+SilverFieldMap(void)
+{
+	if (silver_field_map == NULL)
+	{
+		void	   *extra = NULL;
+
+		/* only before clickstream.field_aliases is defined: never in practice */
+		if (!AliasesCheckFields("", &extra))
+			elog(ERROR, "could not build the map of the event format's fields");
+		AliasesAssignFields(extra);
+	}
+	return silver_field_map;
+}
+
 /*
- * Which known field a key names, or -1.  Producers send keys in the same
- * order every time: the search starts after the field found last.
+ * Producers send their keys in the same order every time: for each name of
+ * the field map (and for the start of an object, and for after a key of no
+ * field, two more slots), the entry of the key that followed it last time
+ * is tried first, before the hash.
  */
-static int
+static struct
+{
+	const SilverMap *map;		/* the map the guesses are about */
+	uint32		generation;		/* silver_field_map_generation it had */
+	int			prev;			/* slot of the previous key */
+	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + 2];	/* entry, or -1 */
+}			silver_guess;
+
+/* Start guessing the keys of a new object. */
+static void
+SilverLookupStart(void)
+{
+	const SilverMap *map = SilverFieldMap();
+
+	if (silver_guess.map != map || silver_guess.generation != silver_field_map_generation)
+	{
+		silver_guess.map = map;
+		silver_guess.generation = silver_field_map_generation;
+		memset(silver_guess.next, -1, sizeof(silver_guess.next));
+	}
+	silver_guess.prev = map->nentries;
+}
+
+/* Which field a key names (and under which name), or NULL. */
+static const SilverMapEntry *
 SilverLookupKey(const JsonValue *key, StringInfo scratch)
 {
-	static int	next = 0;
+	const SilverMap *map = silver_guess.map;
+	const SilverMapEntry *entry;
+	const char *name = key->start + 1;
+	int			len = key->end - key->start - 2;
+	int			guess = silver_guess.next[silver_guess.prev];
 
-	for (int i = 0; i < NUM_FIELDS; i++)
+	if (key->escaped)
 	{
-		int			f = (next + i) % NUM_FIELDS;
-
-		if (JsonStringIs(key, silver_fields[f].name, silver_fields[f].namelen, scratch))
-		{
-			next = (f + 1) % NUM_FIELDS;
-			return f;
-		}
+		JsonUnescape(key, scratch);
+		name = scratch->data;
+		len = scratch->len;
 	}
-	return -1;
+	if (guess >= 0 && guess < map->nentries && map->entries[guess].len == len &&
+		memcmp(map->entries[guess].name, name, len) == 0)
+		entry = &map->entries[guess];
+	else
+	{
+		entry = SilverMapFind(map, name, len);
+		silver_guess.next[silver_guess.prev] = entry ? entry - map->entries : -1;
+	}
+	silver_guess.prev = entry ? entry - map->entries : map->nentries + 1;
+	return entry;
+}
+
+/*
+ * The bytes of a text field's value: a string's (decoded in scratch when it
+ * has escapes) or an integer's decimal digits (-0 is 0).
+ */
+static inline void
+SilverValueBytes(const JsonValue *v, StringInfo scratch, const char **p, int *len)
+{
+	if (v->kind == JV_NUMBER)
+	{
+		*p = v->start;
+		*len = v->end - v->start;
+		if (*len == 2 && v->start[0] == '-' && v->start[1] == '0')
+			(*p)++, (*len)--;
+	}
+	else if (!v->escaped)
+	{
+		*p = v->start + 1;
+		*len = v->end - v->start - 2;
+	}
+	else
+	{
+		JsonUnescape(v, scratch);
+		*p = scratch->data;
+		*len = scratch->len;
+	}
 }
 
 /* Parse up to n digits at *p as an integer; -1 when not all are digits. */
@@ -138,11 +235,12 @@ SilverDigits(const char **p, const char *end, int n)
 }
 
 /*
- * Parse an ISO-8601 timestamp with zone:
- * YYYY-MM-DD(T|t| )HH:MM[:SS[.fraction]](Z|z|+HH[:MM]|-HH[:MM]|+HHMM|-HHMM).
+ * Parse an ISO-8601 timestamp:
+ * YYYY-MM-DD(T|t| )HH:MM[:SS[(.|,)fraction]][ ](Z|z|UTC|GMT|(+|-)HH[[:]MM]),
+ * or without a zone, read as clickstream.timestamp_without_zone says.
  * Fractions beyond microseconds are truncated.
  */
-static bool
+static SilverTs
 SilverParseIso(const char *p, const char *end, TimestampTz *result)
 {
 	struct pg_tm tm;
@@ -155,23 +253,23 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
 		(tm.tm_mday = SilverDigits(&p, end, 2)) < 1 ||
 		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] || p >= end ||
 		(*p != 'T' && *p != 't' && *p != ' '))
-		return false;
+		return SILVER_TS_INVALID;
 	p++;
 	if ((tm.tm_hour = SilverDigits(&p, end, 2)) < 0 || tm.tm_hour > 23 || p >= end || *p++ != ':' ||
 		(tm.tm_min = SilverDigits(&p, end, 2)) < 0 || tm.tm_min > 59)
-		return false;
+		return SILVER_TS_INVALID;
 	if (p < end && *p == ':')
 	{
 		p++;
 		if ((tm.tm_sec = SilverDigits(&p, end, 2)) < 0 || tm.tm_sec > 59)
-			return false;
+			return SILVER_TS_INVALID;
 		if (p < end && (*p == '.' || *p == ','))
 		{
 			int			scale = 100000;
 
 			p++;
 			if (p >= end || !isdigit((unsigned char) *p))
-				return false;
+				return SILVER_TS_INVALID;
 			while (p < end && isdigit((unsigned char) *p))
 			{
 				fsec += (*p - '0') * scale;
@@ -180,10 +278,22 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
 			}
 		}
 	}
-	if (p >= end)
-		return false;			/* no zone */
-	if (*p == 'Z' || *p == 'z')
+
+	/* one space may come before the zone */
+	if (end - p >= 2 && *p == ' ')
 		p++;
+	if (p >= end)
+	{
+		/* no zone */
+		if (cs_timestamp_without_zone == TS_WITHOUT_ZONE_REJECT)
+			return SILVER_TS_NO_ZONE;
+		if (cs_timestamp_without_zone == TS_WITHOUT_ZONE_LOCAL)
+			tz = DetermineTimeZoneOffset(&tm, SilverTimezone());
+	}
+	else if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (end - p >= 3 && (memcmp(p, "UTC", 3) == 0 || memcmp(p, "GMT", 3) == 0))
+		p += 3;
 	else if (*p == '+' || *p == '-')
 	{
 		int			sign = *p++ == '+' ? 1 : -1;
@@ -191,99 +301,145 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
 		int			mm = 0;
 
 		if (hh < 0 || hh > 18)
-			return false;
+			return SILVER_TS_INVALID;
 		if (p < end && *p == ':')
 		{
 			p++;
 			if ((mm = SilverDigits(&p, end, 2)) < 0)
-				return false;
+				return SILVER_TS_INVALID;
 		}
 		else if (p < end && (mm = SilverDigits(&p, end, 2)) < 0)
-			return false;
+			return SILVER_TS_INVALID;
 		if (mm > 59)
-			return false;
+			return SILVER_TS_INVALID;
 		tz = -sign * (hh * SECS_PER_HOUR + mm * SECS_PER_MINUTE);
 	}
 	else
-		return false;
+		return SILVER_TS_INVALID;
 	if (p != end)
-		return false;
-	return tm2timestamp(&tm, fsec, &tz, result) == 0;
+		return SILVER_TS_INVALID;
+	return tm2timestamp(&tm, fsec, &tz, result) == 0 ? SILVER_TS_OK : SILVER_TS_INVALID;
 }
 
 /*
- * Turn epoch milliseconds, given as the text of a JSON number or a string of
- * digits, into a timestamp within years 1..9999.  Plain decimals are read
- * exactly (fractions beyond microseconds truncated toward zero); only a
- * number with an exponent goes through a double.
+ * Read the decimal number at [p, end), -?digits[.digits][(e|E)[+|-]digits],
+ * exactly: its value times 10^scale, truncated toward zero, as a magnitude
+ * (*result) and a sign (*negative); *exact says that nothing was truncated.
+ * Returns false when the text is not such a number or the magnitude is above
+ * limit.  Never goes through a double.
  */
 static bool
-SilverEpochMs(const char *p, const char *end, TimestampTz *result)
+SilverDecimal(const char *p, const char *end, int scale, int64 limit,
+			  int64 *result, bool *negative, bool *exact)
+{
+	const char *ip;
+	const char *fp = NULL;
+	int			nint;
+	int			nfrac = 0;
+	int64		exponent = 0;
+	int64		shift;
+	int64		kept;
+	int64		acc = 0;
+
+	*negative = false;
+	*exact = true;
+	if (p < end && *p == '-')
+		*negative = true, p++;
+	ip = p;
+	while (p < end && isdigit((unsigned char) *p))
+		p++;
+	nint = p - ip;
+	if (nint == 0)
+		return false;
+	if (p < end && *p == '.')
+	{
+		fp = ++p;
+		while (p < end && isdigit((unsigned char) *p))
+			p++;
+		nfrac = p - fp;
+		if (nfrac == 0)
+			return false;
+	}
+	if (p < end && (*p == 'e' || *p == 'E'))
+	{
+		bool		minus = false;
+
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			minus = *p++ == '-';
+		if (p >= end || !isdigit((unsigned char) *p))
+			return false;
+		for (; p < end && isdigit((unsigned char) *p); p++)
+			if (exponent < 1000000)
+				exponent = exponent * 10 + (*p - '0');
+		if (minus)
+			exponent = -exponent;
+	}
+	if (p != end)
+		return false;
+
+	/* value = (the digits as an integer) * 10^shift */
+	shift = exponent + scale - nfrac;
+	/* the leading digits that stay units or above */
+	kept = nint + nfrac + shift;
+	for (int i = 0; i < nint + nfrac; i++)
+	{
+		int			d = (i < nint ? ip[i] : fp[i - nint]) - '0';
+
+		if (i < kept)
+		{
+			if (acc > (limit - d) / 10)
+				return false;
+			acc = acc * 10 + d;
+		}
+		else if (d != 0)
+			*exact = false;
+	}
+	for (int64 i = 0; i < shift && acc != 0; i++)
+	{
+		if (acc > limit / 10)
+			return false;
+		acc *= 10;
+	}
+	*result = acc;
+	return true;
+}
+
+/*
+ * Turn an epoch number (the text of a JSON number, or of a string holding
+ * one) in clickstream.epoch_unit into a timestamp within years 1..9999.
+ * Read exactly; fractions of a microsecond are truncated toward zero.
+ */
+static bool
+SilverEpoch(const char *p, const char *end, TimestampTz *result)
 {
 	/* 0001-01-01 and 10000-01-01 in Unix epoch microseconds */
-	const int64 lo = INT64CONST(-62135596800000000);
+	const int64 lo = INT64CONST(62135596800000000);
 	const int64 hi = INT64CONST(253402300800000000);
-	bool		negative = false;
-	int64		ms = 0;
+	static const int scale[] = {[EPOCH_UNIT_MS] = 3,[EPOCH_UNIT_S] = 6,[EPOCH_UNIT_US] = 0};
 	int64		us;
-	int			frac = 0;
-	int			scale = 100;
-	const char *q;
+	bool		negative;
+	bool		exact;
 
-	if (p < end && *p == '-')
-		negative = true, p++;
-	if (p >= end || !isdigit((unsigned char) *p))
+	if (!SilverDecimal(p, end, scale[cs_epoch_unit], hi, &us, &negative, &exact))
 		return false;
-	for (q = p; q < end && (isdigit((unsigned char) *q) || *q == '.'); q++)
-		;
-	if (q != end)
-	{
-		/* an exponent: rare enough for a double */
-		char		num[64];
-		double		v;
-
-		if (end - p >= (ptrdiff_t) sizeof(num))
-			return false;
-		memcpy(num, p, end - p);
-		num[end - p] = '\0';
-		v = strtod(num, NULL) * 1000.0;
-		if (!(v < (double) hi && v >= 0))
-			return false;
-		us = (int64) v;
-	}
-	else
-	{
-		for (; p < end && *p != '.'; p++)
-		{
-			ms = ms * 10 + (*p - '0');
-			if (ms > hi / 1000)
-				return false;
-		}
-		if (p < end)
-			for (p++; p < end; p++)
-			{
-				frac += (*p - '0') * scale;
-				scale /= 10;
-			}
-		us = ms * 1000 + frac;
-	}
+	if (negative ? us > lo : us >= hi)
+		return false;
 	if (negative)
 		us = -us;
-	if (us < lo || us >= hi)
-		return false;
 	*result = us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 	return true;
 }
 
-/* Parse the ts value (ISO string, or epoch milliseconds as number or digits). */
-static bool
+/* Read the ts value: an ISO-8601 string, or an epoch number (or string of one). */
+static SilverTs
 SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 {
 	const char *p;
 	const char *end;
 
 	if (v->kind != JV_STRING)
-		return SilverEpochMs(v->start, v->end, result);
+		return SilverEpoch(v->start, v->end, result) ? SILVER_TS_OK : SILVER_TS_INVALID;
 	if (v->escaped)
 	{
 		JsonUnescape(v, scratch);
@@ -295,9 +451,24 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 		p = v->start + 1;
 		end = v->end - 1;
 	}
-	if (end > p && strspn(p, "0123456789") >= (size_t) (end - p))
-		return SilverEpochMs(p, end, result);
+	if (end > p && (isdigit((unsigned char) *p) || *p == '-') && SilverEpoch(p, end, result))
+		return SILVER_TS_OK;
 	return SilverParseIso(p, end, result);
+}
+
+/* The name of clickstream.epoch_unit, for messages. */
+static const char *
+SilverEpochUnitName(void)
+{
+	switch (cs_epoch_unit)
+	{
+		case EPOCH_UNIT_S:
+			return "seconds";
+		case EPOCH_UNIT_US:
+			return "microseconds";
+		default:
+			return "milliseconds";
+	}
 }
 
 /* Cached time zone of clickstream.timezone. */
@@ -417,59 +588,97 @@ SilverNumeric(const char *start, const char *end)
 	return d;
 }
 
-/* A text datum of a scanned string value. */
+/* A text datum of a text field's value (a string, or an integer's digits). */
 static Datum
 SilverText(const JsonValue *v, StringInfo scratch)
 {
-	if (!v->escaped)
-		return PointerGetDatum(cstring_to_text_with_len(v->start + 1, v->end - v->start - 2));
-	JsonUnescape(v, scratch);
-	return PointerGetDatum(cstring_to_text_with_len(scratch->data, scratch->len));
+	const char *p;
+	int			len;
+
+	SilverValueBytes(v, scratch, &p, &len);
+	return PointerGetDatum(cstring_to_text_with_len(p, len));
 }
 
-/* Byte length of a string value once decoded. */
+/* Byte length of a text field's value once decoded. */
 static int
 SilverTextLength(const JsonValue *v, StringInfo scratch)
 {
-	if (!v->escaped)
-		return v->end - v->start - 2;
-	JsonUnescape(v, scratch);
-	return scratch->len;
+	const char *p;
+	int			len;
+
+	SilverValueBytes(v, scratch, &p, &len);
+	return len;
 }
 
-/* Record a member of the event object: a known field, or one for attrs. */
+/* Keep a member in attrs (as object text without its closing brace). */
 static void
-SilverMember(SilverRow *row, JsonValue *fields, const JsonValue *key,
+SilverAttr(SilverRow *row, const JsonValue *key, const JsonValue *value)
+{
+	appendStringInfoChar(&row->attrs, row->attrs.len == 0 ? '{' : ',');
+	appendBinaryStringInfo(&row->attrs, key->start, key->end - key->start);
+	appendStringInfoChar(&row->attrs, ':');
+	appendBinaryStringInfo(&row->attrs, value->start, value->end - value->start);
+}
+
+/*
+ * Record a member of the event object: a field (under its name or an alias)
+ * or one for attrs.  The same name twice: the last one wins, as in jsonb.
+ * Two names of one field: a value wins over null, then the canonical name
+ * over its aliases, then the alias listed first; the losing member, unless
+ * null, is kept in attrs.
+ */
+static void
+SilverMember(SilverRow *row, SilverEvent *ev, const JsonValue *key,
 			 const JsonValue *value)
 {
-	int			f = SilverLookupKey(key, &row->scratch);
+	const SilverMapEntry *entry = SilverLookupKey(key, &row->scratch);
+	JsonValue  *held;
+	int			f;
 
-	if (f >= 0)
-		fields[f] = *value;		/* the last one wins, as in jsonb */
-	else
+	if (entry == NULL)
 	{
-		appendStringInfoChar(&row->attrs, row->attrs.len == 0 ? '{' : ',');
-		appendBinaryStringInfo(&row->attrs, key->start, key->end - key->start);
-		appendStringInfoChar(&row->attrs, ':');
-		appendBinaryStringInfo(&row->attrs, value->start, value->end - value->start);
+		SilverAttr(row, key, value);
+		return;
 	}
+	f = entry->field;
+	held = &ev->fields[f];
+	if (held->kind != JV_NONE && entry->rank != ev->ranks[f])
+	{
+		bool		wins;
+
+		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
+			wins = held->kind == JV_NULL;
+		else
+			wins = entry->rank < ev->ranks[f];
+		if (!wins)
+		{
+			if (value->kind != JV_NULL)
+				SilverAttr(row, key, value);
+			return;
+		}
+		if (held->kind != JV_NULL)
+			SilverAttr(row, &ev->keys[f], held);
+	}
+	*held = *value;
+	ev->keys[f] = *key;
+	ev->ranks[f] = entry->rank;
 }
 
 /*
  * Scan: check that the payload is one JSON object, and keep its members:
- * the known fields in fields[] (JV_NONE when absent), the others in
- * row->attrs as object text without its closing brace (empty when none).
- * Returns false when it rejected the payload.
+ * the known fields in ev (JV_NONE when absent), the others in row->attrs as
+ * object text without its closing brace (empty when none).  Returns false
+ * when it rejected the payload.
  */
 static bool
-SilverScan(const char *data, int len, SilverRow *row, JsonValue *fields)
+SilverScan(const char *data, int len, SilverRow *row, SilverEvent *ev)
 {
 	JsonScan	scan;
 	JsonValue	key,
 				value;
 
 	for (int f = 0; f < NUM_FIELDS; f++)
-		fields[f].kind = JV_NONE;
+		ev->fields[f].kind = JV_NONE;
 	resetStringInfo(&row->attrs);
 
 	if (len > SILVER_MAX_PAYLOAD)
@@ -509,8 +718,9 @@ SilverScan(const char *data, int len, SilverRow *row, JsonValue *fields)
 	else
 	{
 		JsonObjectBegin(&scan);
+		SilverLookupStart();
 		while (JsonObjectNext(&scan, &key, &value))
-			SilverMember(row, fields, &key, &value);
+			SilverMember(row, ev, &key, &value);
 		if (scan.error == NULL)
 		{
 			JsonSkipSpace(&scan);
@@ -526,69 +736,107 @@ SilverScan(const char *data, int len, SilverRow *row, JsonValue *fields)
 	return true;
 }
 
+/* How a message names field f: "user_id", or "user_id" (sent as "userId"). */
+static char *
+SilverFieldName(const SilverEvent *ev, int f)
+{
+	const JsonValue *key = &ev->keys[f];
+
+	if (ev->fields[f].kind == JV_NONE || ev->ranks[f] == 0)
+		return psprintf("\"%s\"", silver_fields[f].name);
+	return psprintf("\"%s\" (sent as %.*s)", silver_fields[f].name,
+					pg_mbcliplen(key->start, key->end - key->start, SILVER_EXCERPT),
+					key->start);
+}
+
+/* Is a field present: not absent, not null, not an empty string? */
+static inline bool
+SilverPresent(const JsonValue *v)
+{
+	return v->kind != JV_NONE && v->kind != JV_NULL &&
+		!(v->kind == JV_STRING && v->end - v->start == 2);
+}
+
 /*
  * Validate the fields' presence, types and lengths: required fields present,
- * not null, not empty; each field of its type.  A null optional field is
- * marked absent.  Returns false when it rejected the payload.
+ * not null, not empty (event_id may be missing when it is derived); each
+ * field of its type.  A null optional field is marked absent.  Returns false
+ * when it rejected the payload.
  */
 static bool
-SilverCheckFields(JsonValue *fields, SilverRow *row)
+SilverCheckFields(SilverEvent *ev, SilverRow *row, SilverValues *values)
 {
+	JsonValue  *fields = ev->fields;
+
+	values->derive_id = false;
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
-		if (!silver_fields[f].required)
+		const char *aliases;
+
+		if (!silver_fields[f].required || SilverPresent(&fields[f]))
 			continue;
-		if (fields[f].kind == JV_NONE || fields[f].kind == JV_NULL)
+		if (f == F_EVENT_ID && silver_id_fields != NULL)
 		{
-			SilverReject(row, "missing_field", "required field \"%s\" is missing", silver_fields[f].name);
-			return false;
+			values->derive_id = true;
+			fields[f].kind = JV_NONE;
+			continue;
 		}
-		if (fields[f].kind == JV_STRING && fields[f].end - fields[f].start == 2)
-		{
-			SilverReject(row, "missing_field", "required field \"%s\" is empty", silver_fields[f].name);
-			return false;
-		}
+		aliases = SilverFieldMap()->aliases_of[f];
+		if (fields[f].kind == JV_STRING)
+			SilverReject(row, "missing_field", "required field %s is empty",
+						 SilverFieldName(ev, f));
+		else if (aliases != NULL)
+			SilverReject(row, "missing_field", "required field \"%s\" is missing (and so are its aliases %s)",
+						 silver_fields[f].name, aliases);
+		else
+			SilverReject(row, "missing_field", "required field \"%s\" is missing",
+						 silver_fields[f].name);
+		return false;
 	}
 
 	/* types; null counts as absent for optional fields */
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
-		JsonKind	kind = fields[f].kind;
+		JsonValue  *v = &fields[f];
 		const char *expected = NULL;
 
-		if (kind == JV_NONE || kind == JV_NULL)
+		if (v->kind == JV_NONE || v->kind == JV_NULL)
 		{
-			fields[f].kind = JV_NONE;
+			v->kind = JV_NONE;
 			continue;
 		}
 		if (f == F_TS)
 		{
-			if (kind != JV_STRING && kind != JV_NUMBER)
-				expected = "a string (ISO-8601) or a number (epoch milliseconds)";
+			if (v->kind != JV_STRING && v->kind != JV_NUMBER)
+				expected = "a string (ISO-8601) or a number (epoch)";
 		}
 		else if (f == F_PRICE)
 		{
-			if (kind != JV_NUMBER)
+			if (v->kind != JV_NUMBER)
 				expected = "a number";
 		}
 		else if (f == F_QUANTITY)
 		{
-			if (kind != JV_NUMBER)
+			if (v->kind != JV_NUMBER)
 				expected = "an integer";
 		}
-		else if (kind != JV_STRING)
-			expected = "a string";
+		else if (v->kind != JV_STRING && !(v->kind == JV_NUMBER && v->integral))
+			expected = "a string or an integer";
 		if (expected)
 		{
-			SilverReject(row, "wrong_type", "field \"%s\" must be %s, not %s",
-						 silver_fields[f].name, expected, JsonKindName(kind));
+			if (v->kind == JV_NUMBER)
+				SilverReject(row, "wrong_type", "field %s must be %s, not %.*s",
+							 SilverFieldName(ev, f), expected, SilverExcerpt(v), v->start);
+			else
+				SilverReject(row, "wrong_type", "field %s must be %s, not %s",
+							 SilverFieldName(ev, f), expected, JsonKindName(v->kind));
 			return false;
 		}
 		if (silver_fields[f].identifier &&
-			SilverTextLength(&fields[f], &row->scratch) > SILVER_MAX_ID_BYTES)
+			SilverTextLength(v, &row->scratch) > SILVER_MAX_ID_BYTES)
 		{
-			SilverReject(row, "value_too_long", "field \"%s\" is longer than %d bytes",
-						 silver_fields[f].name, SILVER_MAX_ID_BYTES);
+			SilverReject(row, "value_too_long", "field %s is longer than %d bytes",
+						 SilverFieldName(ev, f), SILVER_MAX_ID_BYTES);
 			return false;
 		}
 	}
@@ -597,16 +845,21 @@ SilverCheckFields(JsonValue *fields, SilverRow *row)
 
 /*
  * Validate the values of checked fields and derive what the row needs:
- * price and quantity in range, the timestamp (not too far ahead, its day
- * and hour in clickstream.timezone within years 1 to 9999), an order id for
- * a purchase.  Returns false when it rejected the payload.
+ * price and quantity in range (read exactly), the timestamp (not too far
+ * ahead, its day and hour in clickstream.timezone within years 1 to 9999),
+ * the canonical event type, an order id and a price for a purchase.
+ * Returns false when it rejected the payload.
  */
 static bool
-SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
+SilverCheckValues(SilverEvent *ev, SilverRow *row, SilverValues *values)
 {
+	const JsonValue *fields = ev->fields;
 	struct pg_tm tm;
 	fsec_t		fsec;
 	int			tzoff;
+	SilverTs	ts;
+	const char *type;
+	int			typelen;
 
 	values->has_price = fields[F_PRICE].kind == JV_NUMBER;
 	values->has_quantity = fields[F_QUANTITY].kind == JV_NUMBER;
@@ -633,25 +886,20 @@ SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
 	}
 	if (values->has_quantity)
 	{
+		/* its exact value must be an integer, whatever the notation */
 		const JsonValue *v = &fields[F_QUANTITY];
-		char	   *num = pnstrdup(v->start, v->end - v->start);
-		double		q = strtod(num, NULL);
-		const char *dot = strchr(num, '.');
-		bool		integral = v->integral;
+		int64		q = 0;
+		bool		negative = false;
+		bool		exact = true;
+		bool		fits = SilverDecimal(v->start, v->end, 0, PG_INT32_MAX, &q, &negative, &exact);
 
-		/* 2.0 and 2.00 are integers; 1.0000000000000000001 is not */
-		if (!integral && dot != NULL && strpbrk(num, "eE") == NULL)
-			integral = strspn(dot + 1, "0") == strlen(dot + 1);
-		else if (!integral)
-			integral = q == floor(q) && fabs(q) < 1e15;
-		pfree(num);
-		if (!integral)
+		if (fits && !exact)
 		{
-			SilverReject(row, "wrong_type", "field \"quantity\" must be an integer, not %.*s",
-						 SilverExcerpt(v), v->start);
+			SilverReject(row, "wrong_type", "field %s must be an integer, not %.*s",
+						 SilverFieldName(ev, F_QUANTITY), SilverExcerpt(v), v->start);
 			return false;
 		}
-		if (q < 1 || q > PG_INT32_MAX)
+		if (!fits || negative || q < 1)
 		{
 			SilverReject(row, "invalid_quantity", "quantity %.*s is not between 1 and %d",
 						 SilverExcerpt(v), v->start, PG_INT32_MAX);
@@ -661,11 +909,19 @@ SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
 	}
 
 	/* the timestamp */
-	if (!SilverParseTs(&fields[F_TS], &row->scratch, &values->ts))
+	ts = SilverParseTs(&fields[F_TS], &row->scratch, &values->ts);
+	if (ts == SILVER_TS_NO_ZONE)
+	{
+		SilverReject(row, "timestamp_without_zone",
+					 "ts %.*s has no time zone (clickstream.timestamp_without_zone is reject)",
+					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
+		return false;
+	}
+	if (ts != SILVER_TS_OK)
 	{
 		SilverReject(row, "invalid_timestamp",
-					 "ts %.*s is neither ISO-8601 with a time zone nor epoch milliseconds (years 1 to 9999)",
-					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
+					 "ts %.*s is neither ISO-8601 nor epoch %s (years 1 to 9999)",
+					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start, SilverEpochUnitName());
 		return false;
 	}
 	if (values->ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)
@@ -676,15 +932,28 @@ SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
 		return false;
 	}
 
-	values->purchase = JsonStringIs(&fields[F_EVENT_TYPE], "purchase", 8, &row->scratch);
-	if (values->purchase && fields[F_ORDER_ID].kind != JV_STRING)
+	/* the event type, canonical */
+	SilverValueBytes(&fields[F_EVENT_TYPE], &row->scratch, &type, &typelen);
+	values->event_type = NULL;
+	if (silver_type_map != NULL)
 	{
-		SilverReject(row, "purchase_without_order", "a purchase must carry an order_id");
-		return false;
+		const SilverMapEntry *entry = SilverMapFind(silver_type_map, type, typelen);
+
+		if (entry != NULL)
+		{
+			values->event_type = type = entry->value;
+			values->event_type_len = typelen = entry->value_len;
+		}
 	}
-	if (values->purchase && fields[F_ORDER_ID].end - fields[F_ORDER_ID].start == 2)
+	values->purchase = typelen == 8 && memcmp(type, "purchase", 8) == 0;
+	if (values->purchase && cs_require_order_id && !SilverPresent(&fields[F_ORDER_ID]))
 	{
 		SilverReject(row, "purchase_without_order", "a purchase must carry a non-empty order_id");
+		return false;
+	}
+	if (values->purchase && !values->has_price)
+	{
+		SilverReject(row, "purchase_without_price", "a purchase must carry a price");
 		return false;
 	}
 
@@ -704,21 +973,96 @@ SilverCheckValues(const JsonValue *fields, SilverRow *row, SilverValues *values)
 	return true;
 }
 
+/*
+ * The event_id of an event that has none: SHA-256 of the canonical forms of
+ * the fields of clickstream.event_id_fields, each followed by a zero byte (a
+ * field that is absent is the byte 0xFF), its first bytes in hex.  The
+ * canonical forms are those silver stores (text as decoded, an integer's
+ * digits, the canonical event type), ts in microseconds since 1970-01-01 UTC,
+ * price without trailing fractional zeros, quantity in decimal.
+ * docs/events.md shows the same in SQL.
+ */
+static Datum
+SilverDerivedId(const SilverEvent *ev, const SilverValues *values, SilverRow *row)
+{
+	StringInfo	src = &row->idsrc;
+	uint8		digest[32];
+	char		hex[SILVER_ID_HASH_BYTES * 2];
+
+	resetStringInfo(src);
+	for (int i = 0; i < silver_id_fields->nfields; i++)
+	{
+		int			f = silver_id_fields->fields[i];
+		const JsonValue *v = &ev->fields[f];
+
+		if (f == F_TS)
+		{
+			char		num[MAXINT8LEN + 1];
+
+			appendBinaryStringInfo(src, num,
+								   pg_lltoa(values->ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY, num));
+		}
+		else if (f == F_PRICE)
+		{
+			if (values->has_price)
+				appendStringInfoString(src,
+									   DatumGetCString(DirectFunctionCall1(numeric_out,
+																		   DirectFunctionCall1(numeric_trim_scale, values->price))));
+			else
+				appendStringInfoChar(src, SILVER_ID_ABSENT);
+		}
+		else if (f == F_QUANTITY)
+		{
+			if (values->has_quantity)
+				appendStringInfo(src, "%d", values->quantity);
+			else
+				appendStringInfoChar(src, SILVER_ID_ABSENT);
+		}
+		else if (f == F_EVENT_TYPE && values->event_type != NULL)
+			appendBinaryStringInfo(src, values->event_type, values->event_type_len);
+		else if (v->kind == JV_STRING || v->kind == JV_NUMBER)
+		{
+			const char *p;
+			int			len;
+
+			SilverValueBytes(v, &row->scratch, &p, &len);
+			appendBinaryStringInfo(src, p, len);
+		}
+		else
+			appendStringInfoChar(src, SILVER_ID_ABSENT);
+		appendStringInfoChar(src, '\0');
+	}
+
+	Sha256Hash(src->data, src->len, digest);
+	hex_encode((char *) digest, SILVER_ID_HASH_BYTES, hex);
+	return PointerGetDatum(cstring_to_text_with_len(hex, sizeof(hex)));
+}
+
 /* Build: fill every event column of row (reason NULL) from a valid event. */
 static void
-SilverBuild(const JsonValue *fields, const SilverValues *values, SilverRow *row)
+SilverBuild(const SilverEvent *ev, const SilverValues *values, SilverRow *row)
 {
+	const JsonValue *fields = ev->fields;
+
 	for (int i = 0; i < SILVER_NUM_COLS; i++)
 		row->nulls[i] = true;
 	for (int f = 0; f < NUM_FIELDS; f++)
 	{
 		int			col = silver_fields[f].column;
 
-		if (col >= 0 && fields[f].kind == JV_STRING)
+		if (col >= 0 && (fields[f].kind == JV_STRING || fields[f].kind == JV_NUMBER))
 		{
 			row->values[col] = SilverText(&fields[f], &row->scratch);
 			row->nulls[col] = false;
 		}
+	}
+	if (values->event_type != NULL)
+		row->values[SILVER_COL_EVENT_TYPE] =
+			PointerGetDatum(cstring_to_text_with_len(values->event_type, values->event_type_len));
+	if (values->derive_id)
+	{
+		row->values[SILVER_COL_EVENT_ID] = SilverDerivedId(ev, values, row);
+		row->nulls[SILVER_COL_EVENT_ID] = false;
 	}
 	row->values[SILVER_COL_TS] = TimestampTzGetDatum(values->ts);
 	row->nulls[SILVER_COL_TS] = false;
@@ -744,18 +1088,13 @@ SilverBuild(const JsonValue *fields, const SilverValues *values, SilverRow *row)
 
 	/* revenue: price x quantity (1 when absent) for purchases, 0 otherwise */
 	if (!values->purchase)
-	{
 		row->values[SILVER_COL_REVENUE] = silver_constants.zero;
-		row->nulls[SILVER_COL_REVENUE] = false;
-	}
-	else if (values->has_price)
-	{
+	else
 		row->values[SILVER_COL_REVENUE] =
 			DirectFunctionCall2(numeric_mul, values->price,
 								NumericGetDatum(int64_to_numeric(values->has_quantity ?
 																 values->quantity : 1)));
-		row->nulls[SILVER_COL_REVENUE] = false;
-	}
+	row->nulls[SILVER_COL_REVENUE] = false;
 
 	if (row->attrs.len > 0)
 	{
@@ -772,13 +1111,13 @@ SilverBuild(const JsonValue *fields, const SilverValues *values, SilverRow *row)
 static void
 SilverParse(const char *data, int len, SilverRow *row)
 {
-	JsonValue	fields[NUM_FIELDS];
+	SilverEvent ev;
 	SilverValues values;
 
-	if (SilverScan(data, len, row, fields) &&
-		SilverCheckFields(fields, row) &&
-		SilverCheckValues(fields, row, &values))
-		SilverBuild(fields, &values, row);
+	if (SilverScan(data, len, row, &ev) &&
+		SilverCheckFields(&ev, row, &values) &&
+		SilverCheckValues(&ev, row, &values))
+		SilverBuild(&ev, &values, row);
 }
 
 /* Refuse to parse unless the database is UTF8 (the JSON text is UTF-8). */
@@ -802,7 +1141,8 @@ SilverRowGet(void)
 {
 	static SilverRow *row = NULL;
 
-	if (row == NULL || row->scratch.maxlen > 1024 * 1024 || row->attrs.maxlen > 1024 * 1024)
+	if (row == NULL || row->scratch.maxlen > 1024 * 1024 || row->attrs.maxlen > 1024 * 1024 ||
+		row->idsrc.maxlen > 1024 * 1024)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
@@ -812,9 +1152,11 @@ SilverRowGet(void)
 		{
 			pfree(row->scratch.data);
 			pfree(row->attrs.data);
+			pfree(row->idsrc.data);
 		}
 		initStringInfo(&row->scratch);
 		initStringInfo(&row->attrs);
+		initStringInfo(&row->idsrc);
 		MemoryContextSwitchTo(old);
 	}
 	return row;

@@ -14,8 +14,8 @@
  *	    is clickstream.batch_timeout old;
  *	  - commits the batch's offsets to the Kafka group only after the
  *	    PostgreSQL commit;
- *	  - on SIGHUP re-reads the settings, reconnecting if the Kafka ones
- *	    changed; on SIGTERM writes the pending batch, leaves the group and
+ *	  - on SIGHUP re-reads the settings (and clickstream.kafka_options_file),
+ *	    reconnecting if the Kafka ones changed; on SIGTERM writes the pending batch, leaves the group and
  *	    exits.
  *
  * An ERROR ends the process (no error recovery in the loop); the postmaster
@@ -81,8 +81,9 @@ WorkerRegister(void)
 static char *
 WorkerKafkaSettings(void)
 {
-	return psprintf("%s|%s|%s|%s|%d|%d", cs_brokers, cs_topic, cs_group_id,
-					cs_kafka_options, cs_start_offset, cs_fetch_buffer_kb);
+	return psprintf("%s|%s|%s|%s|%s|%d|%d", cs_brokers, cs_topic, cs_group_id,
+					cs_kafka_options, cs_kafka_options_file, cs_start_offset,
+					cs_fetch_buffer_kb);
 }
 
 /* Write the pending batch, then commit its offsets to the Kafka group. */
@@ -326,7 +327,9 @@ ClickstreamWorkerMain(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			now_settings = WorkerKafkaSettings();
-			if (KafkaIsOpen() && strcmp(now_settings, open_settings) != 0)
+			/* the options file is read again: its contents may have changed */
+			if (KafkaIsOpen() &&
+				(strcmp(now_settings, open_settings) != 0 || KafkaOptionsFileChanged()))
 			{
 				ereport(LOG,
 						(errmsg("clickstream consumer %d: Kafka settings changed, reconnecting",

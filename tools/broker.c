@@ -26,8 +26,9 @@
  *	  SIGUSR2			bring all brokers back up; prints "broker: up"
  *	  SIGTERM, SIGINT	destroy the cluster and exit 0
  *
- * Limits: the mock broker keeps only about 5 MiB of log per partition
- * (older segments are dropped), and it supports no admin API.
+ * Limits: the mock broker keeps only about 5 MiB (and 100 000 record
+ * batches) of log per partition (older ones are dropped: a consumer that
+ * subscribes later starts above offset 0), and it supports no admin API.
  *
  *-------------------------------------------------------------------------
  */

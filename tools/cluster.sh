@@ -50,6 +50,9 @@ listen_addresses = ''
 shared_preload_libraries = 'clickstream'
 clickstream.brokers = '$brokers'
 clickstream.database = 'postgres'
+# below the generator's default oversize message (100000 bytes), which stays
+# small next to the ~5 MiB the local broker keeps per partition
+clickstream.max_message_bytes = '64kB'
 $2
 CONF
 	as_pg "$cs_bin/pg_ctl -D '$work/data' -l '$work/postgres.log' -w start >/dev/null"

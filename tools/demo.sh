@@ -27,8 +27,7 @@ cs_start_broker 16
 echo "   bootstrap: $brokers"
 
 echo "== private PostgreSQL cluster in $work/data (port $port), with pg_cron"
-cs_start_cluster "$port" "clickstream.max_message_bytes = '64kB'
-shared_preload_libraries = 'clickstream,pg_cron'
+cs_start_cluster "$port" "shared_preload_libraries = 'clickstream,pg_cron'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
@@ -43,7 +42,7 @@ echo "   the demo also calls it every few seconds to show silver filling up"
 echo "== generator: $rate events/s for ${seconds}s (1% duplicates, 1% malformed, 2% late)"
 "$root/tools/eventgen" --brokers "$brokers" --topic clickstream --rate "$rate" \
 	--duration "$seconds" --users 50000 --products 2000 --seed 7 \
-	--dup-share 0.01 --bad-share 0.01 --late-share 0.02 --oversize-bytes 100000 \
+	--dup-share 0.01 --bad-share 0.01 --late-share 0.02 \
 	--manifest "$work/manifest" 2> "$work/eventgen.log" &
 gen_pid=$!
 

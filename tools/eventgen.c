@@ -17,7 +17,7 @@
  *	  Defaults: seed 42, count 1000, rate 1000/s, start now, 10000 users,
  *	  500 products, concurrency min(users/10, 2000), topic clickstream,
  *	  8 partitions (COPY rows: partition = crc32(key) % N, like librdkafka's
- *	  consistent partitioner), format jsonl, oversize 1100000 bytes, all
+ *	  consistent partitioner), format jsonl, oversize 100000 bytes, all
  *	  shares 0.  --start is ISO-8601 with a zone (2026-11-01T00:00:00Z) or
  *	  epoch ms.  Message i gets the simulated time start + i/rate; it is the
  *	  Kafka message timestamp and the COPY kafka_timestamp.  Without --fast,
@@ -240,7 +240,14 @@ static int64_t opt_users = 10000;
 static int64_t opt_products = 500;
 static int64_t opt_concurrency = 0;
 static int64_t opt_partitions = 8;
-static int64_t opt_oversize = 1100000;
+/*
+ * An oversize message must exceed the server's clickstream.max_message_bytes
+ * (the local clusters of tools/cluster.sh use 64kB) yet stay small next to
+ * what the local broker keeps per partition (~5 MiB, older messages are
+ * dropped): against a server with the default 1MB, pass --oversize-bytes
+ * 1100000, and expect each such message to push ~1 MB out of the broker.
+ */
+static int64_t opt_oversize = 100000;
 static double opt_duration = -1;
 static double opt_rate = 1000;
 static double opt_dup, opt_bad, opt_late;

@@ -53,6 +53,7 @@ CREATE TABLE clickstream.watermarks (
 	partition integer NOT NULL,
 	durable_offset bigint NOT NULL,
 	updated_at timestamptz NOT NULL DEFAULT now(),
+	first_offset bigint,
 	PRIMARY KEY (topic, partition)
 );
 
@@ -62,6 +63,7 @@ COMMENT ON COLUMN clickstream.watermarks.topic IS 'Kafka topic.';
 COMMENT ON COLUMN clickstream.watermarks.partition IS 'Kafka partition.';
 COMMENT ON COLUMN clickstream.watermarks.durable_offset IS 'Every message below this offset is durably processed; resume never goes below it.';
 COMMENT ON COLUMN clickstream.watermarks.updated_at IS 'Commit time of the transaction that last moved this watermark.';
+COMMENT ON COLUMN clickstream.watermarks.first_offset IS 'First offset the worker read from the partition, where the pipeline''s copy of it begins (set by its first batch; NULL for a watermark a user inserted). Above 0 with start_offset = earliest: Kafka had deleted the older messages (retention, compaction) before the partition was first read.';
 
 CREATE TABLE clickstream.dead_letters (
 	id bigserial PRIMARY KEY,

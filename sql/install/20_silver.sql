@@ -50,7 +50,7 @@ AS 'MODULE_PATHNAME', 'clickstream_parse_event'
 LANGUAGE C STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION clickstream.parse_event(bytea) IS
-'Parse and validate one event payload (see the README''s event format). Never raises an error for bad data: returns a rejection reason and detail instead. Depends on clickstream.timezone, clickstream.high_value_threshold, clickstream.max_clock_skew and the transaction start time.';
+'Parse and validate one event payload (the event format of docs/events.md). Never raises an error for bad data: returns a rejection reason and detail instead. Depends on the silver settings (clickstream.timezone, high_value_threshold, max_clock_skew, field_aliases, event_type_aliases, timestamp_without_zone, epoch_unit, event_id_fields, require_order_id) and the transaction start time.';
 
 -- Accepted event types (a data-quality check, not a filter) ---------------
 
@@ -61,7 +61,7 @@ CREATE TABLE clickstream.event_types (
 );
 
 COMMENT ON TABLE clickstream.event_types IS
-'Event types the shop emits. Silver accepts any event_type; clickstream.check_quality() reports events whose type is not listed here. Add your own rows.';
+'Event types the shop emits. Silver accepts any event_type (after mapping the aliases of clickstream.event_type_aliases to their canonical type); clickstream.check_quality() reports events whose type is not listed here. Add your own rows.';
 COMMENT ON COLUMN clickstream.event_types.event_type IS 'Value of the event_type field.';
 COMMENT ON COLUMN clickstream.event_types.description IS 'What the event means.';
 COMMENT ON COLUMN clickstream.event_types.builtin IS 'True for the rows the extension ships (not dumped by pg_dump).';
@@ -117,17 +117,17 @@ COMMENT ON INDEX clickstream.events_purchase_ts IS 'Purchases by time: the last 
 
 COMMENT ON TABLE clickstream.events IS
 'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';
-COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins). Identifiers use the C collation: byte order, fast, and the same on every server.';
-COMMENT ON COLUMN clickstream.events.event_type IS 'page_view, add_to_cart, remove_from_cart, begin_checkout, purchase, or a type of your own.';
-COMMENT ON COLUMN clickstream.events.user_id IS 'User the event belongs to (the Kafka key).';
-COMMENT ON COLUMN clickstream.events.ts IS 'Event time from the payload (ISO-8601 with zone or epoch milliseconds), microsecond precision.';
+COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins), or derived from clickstream.event_id_fields when the event had none (32 hex digits). Identifiers use the C collation: byte order, fast, and the same on every server.';
+COMMENT ON COLUMN clickstream.events.event_type IS 'page_view, add_to_cart, remove_from_cart, begin_checkout, purchase, or a type of your own; the canonical type when the producer sent an alias (clickstream.event_type_aliases).';
+COMMENT ON COLUMN clickstream.events.user_id IS 'User the event belongs to (the Kafka key); an integer id is stored as its decimal digits.';
+COMMENT ON COLUMN clickstream.events.ts IS 'Event time from the payload (ISO-8601, or an epoch number in clickstream.epoch_unit), microsecond precision.';
 COMMENT ON COLUMN clickstream.events.event_date IS 'Day of ts in clickstream.timezone; the partition key.';
 COMMENT ON COLUMN clickstream.events.event_hour IS 'Hour of day (0-23) of ts in clickstream.timezone.';
 COMMENT ON COLUMN clickstream.events.product_id IS 'Product, when the event is about one.';
 COMMENT ON COLUMN clickstream.events.category IS 'Product category.';
 COMMENT ON COLUMN clickstream.events.price IS 'Unit price (>= 0), exactly as sent.';
 COMMENT ON COLUMN clickstream.events.quantity IS 'Quantity (>= 1).';
-COMMENT ON COLUMN clickstream.events.order_id IS 'Order id; always present on purchases.';
+COMMENT ON COLUMN clickstream.events.order_id IS 'Order id; present on every purchase unless clickstream.require_order_id was off (a purchase without one is an order of its own in the marts: clickstream.order_key).';
 COMMENT ON COLUMN clickstream.events.page_url IS 'URL of the page.';
 COMMENT ON COLUMN clickstream.events.referrer IS 'Referring URL.';
 COMMENT ON COLUMN clickstream.events.utm_source IS 'Campaign source.';
@@ -136,7 +136,7 @@ COMMENT ON COLUMN clickstream.events.utm_campaign IS 'Campaign name.';
 COMMENT ON COLUMN clickstream.events.device IS 'Device class (desktop, mobile, tablet, ...).';
 COMMENT ON COLUMN clickstream.events.country IS 'Country code.';
 COMMENT ON COLUMN clickstream.events.is_high_value IS 'price > clickstream.high_value_threshold at promotion time (false without a price).';
-COMMENT ON COLUMN clickstream.events.revenue IS 'For purchases price x quantity (quantity 1 when absent; NULL without a price); 0 for other events.';
+COMMENT ON COLUMN clickstream.events.revenue IS 'For purchases price x quantity (quantity 1 when absent; a purchase always has a price); 0 for other events.';
 COMMENT ON COLUMN clickstream.events.attrs IS 'Every key of the payload that is not part of the event format; NULL when there is none.';
 COMMENT ON COLUMN clickstream.events.kafka_topic IS 'Lineage: topic of the message.';
 COMMENT ON COLUMN clickstream.events.kafka_partition IS 'Lineage: partition of the message.';

@@ -42,10 +42,13 @@ INSERT INTO clickstream.quality_checks (name, layer, severity, description, quer
     WHERE ($1::date IS NULL OR e.event_date >= $1::date)
       AND NOT EXISTS (SELECT 1 FROM clickstream.event_types t WHERE t.event_type = e.event_type)$q$, true),
 ('purchases_have_order_and_price', 'silver', 'error',
- 'Every purchase has an order_id and a price.',
+ 'Every purchase has a price, and an order_id unless clickstream.require_order_id is off (silver refuses the others: purchase_without_price, purchase_without_order).',
  $q$SELECT count(*) FROM clickstream.events
     WHERE ($1::date IS NULL OR event_date >= $1::date)
-      AND event_type = 'purchase' AND (order_id IS NULL OR order_id = '' OR price IS NULL)$q$, true),
+      AND event_type = 'purchase'
+      AND (price IS NULL
+           OR ((order_id IS NULL OR order_id = '')
+               AND current_setting('clickstream.require_order_id')::boolean))$q$, true),
 ('events_valid_values', 'silver', 'error',
  'Prices are not negative, quantities are at least 1, revenue is price x quantity on purchases and 0 elsewhere.',
  $q$SELECT count(*) FROM clickstream.events

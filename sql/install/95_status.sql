@@ -28,14 +28,15 @@ SELECT
 	w.last_error_at,
 	greatest(coalesce(p.next_offset, wm.durable_offset) - wm.durable_offset, 0) AS silver_backlog,
 	(SELECT now() - max(h.finished_at) FROM clickstream.refresh_history h
-	 WHERE h.status = 'succeeded' AND h.kind = 'refresh') AS refresh_age
+	 WHERE h.status = 'succeeded' AND h.kind = 'refresh') AS refresh_age,
+	wm.first_offset
 FROM known k
 LEFT JOIN clickstream.ingest_positions p USING (topic, partition)
 LEFT JOIN clickstream.watermarks wm USING (topic, partition)
 LEFT JOIN clickstream.worker_partitions() w USING (topic, partition);
 
 COMMENT ON VIEW clickstream.status IS
-'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, and the age of the last successful clickstream.refresh().';
+'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, the age of the last successful clickstream.refresh(), and the first offset the pipeline read (above 0: Kafka had deleted older messages before the partition was first read; the lag does not count them).';
 COMMENT ON COLUMN clickstream.status.topic IS 'Kafka topic.';
 COMMENT ON COLUMN clickstream.status.partition IS 'Kafka partition.';
 COMMENT ON COLUMN clickstream.status.consumer IS 'Worker the partition is assigned to now; NULL when none is.';
@@ -50,6 +51,7 @@ COMMENT ON COLUMN clickstream.status.last_error IS 'Last error of the worker on 
 COMMENT ON COLUMN clickstream.status.last_error_at IS 'When that error happened.';
 COMMENT ON COLUMN clickstream.status.silver_backlog IS 'Messages waiting in bronze for the refresh: committed_offset - durable_offset.';
 COMMENT ON COLUMN clickstream.status.refresh_age IS 'Time since the last successful clickstream.refresh() finished.';
+COMMENT ON COLUMN clickstream.status.first_offset IS 'The first offset the pipeline read from the partition; above 0, Kafka had deleted the older messages (retention, compaction) before the partition was first read, and the lag does not count them.';
 
 -- What a dashboard may know of dead letters: how many, why and when; not
 -- their payloads or keys (clickstream.dead_letters is not for dashboards).

@@ -9,6 +9,9 @@
 # plus the parser alone, and the built-in jsonb cast for comparison.
 # Target: refresh rate >= 1/3 of the COPY rate.
 # Usage: test/bench/silver.sh [events]   (default 1000000)
+# CS_BENCH_ALIASES=1: the events use a producer's own names (event_time,
+# userId, type; view, cart) and the server maps them back with
+# clickstream.field_aliases and clickstream.event_type_aliases.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-1000000}
@@ -18,7 +21,7 @@ bash "$root/tools/setup.sh" >/dev/null
 
 source "$root/tools/cluster.sh"
 cs_workdir silverbench
-port=54341
+port=${CS_BENCH_PORT:-54341}
 q() { cs_psql -q -Atc "$1"; }
 now() { date +%s.%N; }
 # The work directory holds ~2 GB (cluster and COPY file): removed at the
@@ -27,9 +30,15 @@ cleanup() { cs_stop; [ -n "${CS_KEEP_WORK:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
 brokers=127.0.0.1:9
+aliases_conf=""
+if [ -n "${CS_BENCH_ALIASES:-}" ]; then
+	aliases_conf="clickstream.field_aliases = 'ts=event_time|event_ts|timestamp, user_id=userId|uid, event_type=type, category=category_code'
+clickstream.event_type_aliases = 'page_view=view|pageview, add_to_cart=cart'"
+fi
 cs_start_cluster "$port" "clickstream.enabled = off
 max_wal_size = '8GB'
-shared_buffers = '1GB'"
+shared_buffers = '1GB'
+$aliases_conf"
 q "CREATE EXTENSION clickstream"
 
 echo "generating $n events (2% duplicates, 1% malformed, 2% late)"
@@ -37,6 +46,13 @@ echo "generating $n events (2% duplicates, 1% malformed, 2% late)"
 	--users 500000 --products 5000 --dup-share 0.02 --bad-share 0.01 --late-share 0.02 \
 	--bad-kinds invalid_json,not_object,missing_field,empty_field,wrong_type,negative_price,bad_quantity,invalid_utf8,bad_timestamp,purchase_without_order \
 	--output "$work/events.copy" --format copy --partitions $partitions --manifest "$work/manifest"
+if [ -n "${CS_BENCH_ALIASES:-}" ]; then
+	# in the payloads' hex: "ts": "user_id": "event_type": "page_view" "add_to_cart"
+	echo "renaming fields and event types as the producer of CS_BENCH_ALIASES names them"
+	sed -i -e 's/227473223a/226576656e745f74696d65223a/g' -e 's/22757365725f6964223a/22757365724964223a/g' \
+		-e 's/226576656e745f74797065223a/2274797065223a/g' -e 's/22706167655f7669657722/227669657722/g' \
+		-e 's/226164645f746f5f6361727422/226361727422/g' "$work/events.copy"
+fi
 chmod 644 "$work/events.copy"
 valid=$(awk -F= '$1 == "valid" {print $2}' "$work/manifest")
 
