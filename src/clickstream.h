@@ -20,6 +20,7 @@
  *	  funnel_agg.c        funnel_agg, funnel_steps and the pass of a funnel
  *	  funnel_breakdown.c  funnel_breakdown: the funnel per key
  *	  retention.c         the retention aggregate
+ *	  drop.c              DROP EXTENSION: the event trigger removing the cron job
  *
  * Headers: this one (what several modules share), compat.h (every
  * PostgreSQL version shim), util.h (text in byte order, an interval's
