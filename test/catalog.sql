@@ -150,7 +150,8 @@ line(l) AS (
 				  regexp_replace(p.name, p.day, 'DAY'), c.relkind, c.relpersistence,
 				  pg_get_userbyid(c.relowner), c.relacl,
 				  replace(obj_description(p.oid, 'pg_class'), to_char(to_date(p.day, 'YYYYMMDD'), 'YYYY-MM-DD'), 'DAY'),
-				  replace(pg_get_expr(c.relpartbound, c.oid), to_char(to_date(p.day, 'YYYYMMDD'), 'YYYY-MM-DD'), 'DAY'))
+				  replace(replace(pg_get_expr(c.relpartbound, c.oid), to_char(to_date(p.day, 'YYYYMMDD'), 'YYYY-MM-DD'), 'DAY'),
+						  to_char(to_date(p.day, 'YYYYMMDD') + 1, 'YYYY-MM-DD'), 'DAY+1'))
 	FROM part p JOIN pg_class c ON c.oid = p.oid
 	UNION ALL
 	SELECT format('partition_column|%s|%s|%s|type=%s|collation=%s|notnull=%s|default=%s',

@@ -144,9 +144,9 @@ is($node->safe_psql('postgres',
 
 # --- DROP EXTENSION takes its cron job along ---------------------------------
 # (a job of the same name in another database is not ours: it stays)
-$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('postgres', 'CREATE DATABASE other; CREATE ROLE cron_other LOGIN');
 $node->safe_psql('postgres',
-	"SELECT cron.schedule_in_database('clickstream-refresh', '0 * * * *', 'SELECT 1', 'other')");
+	"SELECT cron.schedule_in_database('clickstream-refresh', '0 * * * *', 'SELECT 1', 'other', 'cron_other')");
 my $jobs = "SELECT string_agg(database, ',' ORDER BY database) FROM cron.job WHERE jobname = 'clickstream-refresh'";
 is($node->safe_psql('postgres', $jobs), 'other,postgres', 'the refresh job is scheduled');
 $node->safe_psql('postgres', 'CREATE VIEW public.silver_days AS SELECT DISTINCT event_date FROM clickstream.events');
