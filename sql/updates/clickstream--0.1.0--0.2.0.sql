@@ -32,8 +32,6 @@ DROP FUNCTION clickstream.session_rows(regclass);	-- its rows carry utm_medium
 -- dropping the partitioned index drops the copies ATTACH made
 DROP INDEX clickstream.events_user_ts;
 
--- 10_bronze ---------------------------------------------------------------
-
 -- 20_silver ---------------------------------------------------------------
 -- Shipped rows ----------------------------------------------------------------
 
@@ -3216,8 +3214,6 @@ COMMENT ON EVENT TRIGGER clickstream_drop_cleanup IS
 'Removes the pg_cron job clickstream-refresh when the extension (or its schema) is dropped (clickstream.drop_cleanup()).';
 
 REVOKE ALL ON FUNCTION clickstream.drop_cleanup() FROM PUBLIC;
-
--- 95_status ---------------------------------------------------------------
 
 -- 97_backup ---------------------------------------------------------------
 -- Backup: what pg_dump saves of the extension's tables.

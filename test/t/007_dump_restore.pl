@@ -3,8 +3,9 @@
 # refresh, with rows still waiting in bronze, the database is dumped
 # (pg_dump, custom and plain formats) and copied (pg_basebackup); the
 # source server is then lost.  Each copy is brought up in a new cluster
-# against the same broker: pg_restore, psql -f of the plain dump,
-# pg_restore --single-transaction, and the base backup.  Production goes
+# against the same broker: pg_restore and psql -f of the plain dump (with
+# the worker paused), pg_restore --single-transaction and psql
+# --single-transaction (with the worker running), and the base backup.  Production goes
 # on; each cluster resumes from its restored watermarks, refreshes, and ends
 # with silver exactly the valid events once each, dead letters exactly the
 # malformed ones, every gold table equal to its recomputation, and the
@@ -93,14 +94,16 @@ $src->stop;
 note 'the source server is gone';
 
 # --- the copies, in new clusters against the same broker ---------------------
-# A restore runs with the worker paused (clickstream.enabled = off): the
-# restore's CREATE EXTENSION commits before its data does, and the worker
-# must not read the topic before the watermarks are there.
+# pg_restore and psql -f run with the worker paused (clickstream.enabled =
+# off): their CREATE EXTENSION commits before the data does, and the worker
+# must not read the topic before the watermarks are there.  A restore in a
+# single transaction needs no pause: the worker sees the extension only once
+# everything is in.
 sub restored_node
 {
-	my ($name) = @_;
+	my ($name, $enabled) = @_;
 	my $node = new_node($name, $addr, %common,
-		'clickstream.enabled'  => 'off',
+		'clickstream.enabled'  => $enabled,
 		'clickstream.group_id' => "'$name'");
 	$node->start;
 	return $node;
@@ -117,14 +120,17 @@ sub run_restore
 }
 
 my %nodes;
-$nodes{custom} = restored_node('custom');
+$nodes{custom} = restored_node('custom', 'off');
 run_restore($nodes{custom}, 'pg_restore', 'pg_restore', $custom);
-$nodes{plain} = restored_node('plain');
+$nodes{plain} = restored_node('plain', 'off');
 run_restore($nodes{plain}, 'psql -f of the plain dump', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
 	'-o', '/dev/null', '-f', $plain);
-$nodes{single} = restored_node('single');
+$nodes{single} = restored_node('single', 'on');
 run_restore($nodes{single}, 'pg_restore --single-transaction',
 	'pg_restore', '--single-transaction', '--exit-on-error', $custom);
+$nodes{plain1} = restored_node('plain1', 'on');
+run_restore($nodes{plain1}, 'psql --single-transaction -f of the plain dump',
+	'psql', '-X', '-q', '--single-transaction', '-v', 'ON_ERROR_STOP=1', '-o', '/dev/null', '-f', $plain);
 
 # the base backup starts like a crash: bronze and the positions are empty
 $nodes{pitr} = PostgreSQL::Test::Cluster->new('pitr');
@@ -132,14 +138,17 @@ $nodes{pitr}->init_from_backup($src, 'base');
 $nodes{pitr}->append_conf('postgresql.conf', "clickstream.group_id = 'pitr'\n");
 $nodes{pitr}->start;
 
-for my $name (qw(custom plain single))
+for my $name (qw(custom plain))
 {
 	my $node = $nodes{$name};
 	is($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.bronze'), '0',
 		"$name: bronze is empty after the restore");
-	is($node->safe_psql('postgres', $config_sql), $config,
-		"$name: the changed configuration came back");
 	$node->safe_psql('postgres', 'ALTER SYSTEM SET clickstream.enabled = on; SELECT pg_reload_conf()');
+}
+for my $name (qw(custom plain single plain1))
+{
+	is($nodes{$name}->safe_psql('postgres', $config_sql), $config,
+		"$name: the changed configuration came back");
 }
 
 # production goes on
@@ -168,11 +177,16 @@ my %want;
 $want{ $reason_of{$_} } += $m{"malformed.$_"} // 0 for keys %reason_of;
 my $dead = join("\n", map { "$_|$want{$_}" } grep { $want{$_} } sort keys %want);
 
-for my $name (qw(custom plain single pitr))
+for my $name (qw(custom plain single plain1 pitr))
 {
 	my $node = $nodes{$name};
 	wait_for($node, 'SELECT sum(committed_offset) FROM clickstream.status',
 		$m{messages}, "$name: the worker resumed and consumed every message");
+	is($node->safe_psql('postgres', q{
+			SELECT count(*) FROM clickstream.bronze b
+			JOIN clickstream.watermarks w ON w.topic = b.kafka_topic AND w.partition = b.kafka_partition
+			WHERE b.kafka_offset < w.durable_offset}),
+		'0', "$name: it resumed from the restored watermarks (nothing below them read again)");
 	$node->safe_psql('postgres', 'CALL clickstream.refresh()');
 	is( $node->safe_psql('postgres',
 			'SELECT count(*) || \'|\' || count(DISTINCT event_id) FROM clickstream.events'),
@@ -204,7 +218,7 @@ for my $name (qw(custom plain single pitr))
 
 # the refresh history came along (the refresh above numbered its run after
 # it: the sequences were restored too)
-for my $name (qw(custom plain single pitr))
+for my $name (qw(custom plain single plain1 pitr))
 {
 	is($nodes{$name}->safe_psql('postgres',
 			'SELECT rows_promoted FROM clickstream.refresh_history WHERE run_id = 1'),
