@@ -23,7 +23,8 @@ if [ "$(id -u)" -eq 0 ]; then
 	chown -R postgres: "$work"
 	as_user() { su postgres -s /bin/bash -c "$1"; }
 fi
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# the PostgreSQL to test against: PG_CONFIG (tools/setup.sh installs into it), else Debian's
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 passed=0
 failed=0
