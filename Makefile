@@ -3,7 +3,7 @@
 # of tests and benchmarks.
 
 EXTENSION = clickstream
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = clickstream
 OBJS = \
@@ -25,13 +25,19 @@ OBJS = \
 	src/funnel_agg.o \
 	src/funnel_breakdown.o \
 	src/retention.o \
-	src/marts.o
+	src/marts.o \
+	src/drop.o
 
-# The install script is assembled from one file per layer, in name order.
+# The install script of the current version is assembled from one file per
+# layer, in name order.  The scripts of earlier releases (sql/releases, kept
+# byte for byte as released) and the update scripts between versions
+# (sql/updates) are installed as they are: CREATE EXTENSION ... VERSION and
+# ALTER EXTENSION ... UPDATE find them there.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/releases/$(EXTENSION)--*.sql) $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze silver producers sessions funnel marts reader
+REGRESS = bronze backup silver producers sessions funnel marts reader
 # Regression tests live in test/sql and test/expected; results go to test/.
 REGRESS_OPTS = --inputdir=test --outputdir=test --temp-config=test/regress.conf \
 	--temp-instance=./tmp_check --encoding=UTF8 --no-locale

@@ -24,6 +24,7 @@
  *	  funnel_breakdown.c  funnel_breakdown: the funnel per key
  *	  retention.c         the retention aggregate
  *	  marts.c             sorted sets of text for the gold marts
+ *	  drop.c              DROP EXTENSION: the event trigger removing the cron job
  *
  * Headers: this one (what several modules share), compat.h (every
  * PostgreSQL version shim), util.h (text in byte order, an interval's

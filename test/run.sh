@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run every test of the project: pg_regress (SQL level) and the TAP tests of
-# the ingestion worker.  Installs what is missing first.  Ends with the plain
-# line "N passed, N failed" (pg_regress files and TAP subtests).
+# Run every test of the project: pg_regress (SQL level), the TAP tests, and
+# the README's install section (test/install.sh).  Installs what is missing
+# first.  Ends with the plain line "N passed, N failed" (pg_regress files,
+# TAP subtests and install checks).
 #
 # initdb, pg_regress --temp-instance and TAP refuse to run as root, so as
 # root the suite runs as the postgres user in a copy of the tree it owns.
@@ -60,6 +61,13 @@ d=$(grep -cE 'Dubious|Bailout|No subtests run|No plan found' "$work/tap.log")
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$f" -eq 0 ] && [ "$d" -gt 0 ]; then failed=$((failed + 1)); fi
 if [ "$p" -eq 0 ]; then failed=$((failed + 1)); fi
+
+echo "== install (the README's install section, test/install.sh)"
+bash "$root/test/install.sh" 2>&1 | tee "$work/install.log"
+p=$(grep -cE '^ok [0-9]+ ' "$work/install.log")
+f=$(grep -cE '^not ok [0-9]+ ' "$work/install.log")
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 if [ "$failed" -gt 0 ]; then
 	echo "logs kept in $work/tmp_check/log"

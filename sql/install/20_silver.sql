@@ -52,19 +52,83 @@ LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION clickstream.parse_event(bytea) IS
 'Parse and validate one event payload (the event format of docs/events.md). Never raises an error for bad data: returns a rejection reason and detail instead. Depends on the silver settings (clickstream.timezone, high_value_threshold, max_clock_skew, field_aliases, event_type_aliases, timestamp_without_zone, epoch_unit, event_id_fields, require_order_id) and the transaction start time.';
 
+-- Shipped rows ----------------------------------------------------------------
+
+-- The configuration tables hold rows the extension ships (builtin) next to
+-- the user's.  pg_dump saves the user's rows and the shipped rows someone
+-- modified, not the others (the restore's CREATE EXTENSION makes them
+-- again).  For a dump to restore exactly what such a table held: a shipped
+-- row someone edits is marked modified (and so is dumped); a row inserted
+-- with the key of an unmodified shipped row replaces it, as a modified
+-- version of it (as restoring a dump does); a shipped row cannot be deleted
+-- (a restore would bring it back).  An update script that changes shipped
+-- rows disables the trigger around it.
+CREATE FUNCTION clickstream.keep_shipped_rows()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	replaced integer;
+	shipped boolean;
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		IF NEW.modified OR NOT NEW.builtin THEN
+			EXECUTE format('DELETE FROM %I.%I t WHERE t.builtin AND NOT t.modified AND t.%I = ($1).%I',
+						   TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[0])
+			USING NEW;
+			GET DIAGNOSTICS replaced = ROW_COUNT;
+			IF replaced > 0 THEN
+				NEW.builtin := true;
+				NEW.modified := true;
+			END IF;
+		END IF;
+		RETURN NEW;
+	ELSIF TG_OP = 'UPDATE' THEN
+		NEW.builtin := OLD.builtin;
+		NEW.modified := OLD.builtin;
+		RETURN NEW;
+	ELSIF TG_OP = 'DELETE' THEN
+		-- the replacement of a shipped row by the INSERT above goes through
+		IF OLD.builtin AND pg_trigger_depth() = 1 THEN
+			RAISE EXCEPTION 'cannot delete % % of %.%: the extension ships it', TG_ARGV[0],
+				quote_literal(to_jsonb(OLD) ->> TG_ARGV[0]), TG_TABLE_SCHEMA, TG_TABLE_NAME
+				USING DETAIL = 'A restore would bring it back: a dump does not hold the shipped rows.',
+					  HINT = TG_ARGV[1];
+		END IF;
+		RETURN OLD;
+	ELSE
+		-- TRUNCATE
+		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I t WHERE t.builtin)', TG_TABLE_SCHEMA, TG_TABLE_NAME)
+		INTO shipped;
+		IF shipped THEN
+			RAISE EXCEPTION 'cannot truncate %.%: it holds rows the extension ships', TG_TABLE_SCHEMA, TG_TABLE_NAME
+				USING DETAIL = 'A restore would bring them back: a dump does not hold the shipped rows.',
+					  HINT = 'Delete the rows of yours: DELETE ... WHERE NOT builtin.';
+		END IF;
+		RETURN NULL;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.keep_shipped_rows() IS
+'Trigger function of the configuration tables with shipped rows (event_types, quality_checks), so that a dump restores them exactly: an edited shipped row is marked modified (pg_dump saves it); an inserted row with the key of an unmodified shipped row (argument 1 names the key column) replaces it as a modified shipped row, as restoring a dump does; builtin cannot be changed; deleting or truncating shipped rows is refused with a hint (argument 2), since a restore would bring them back.';
+
 -- Accepted event types (a data-quality check, not a filter) ---------------
 
 CREATE TABLE clickstream.event_types (
 	event_type text PRIMARY KEY,
 	description text NOT NULL DEFAULT '',
-	builtin boolean NOT NULL DEFAULT false
+	builtin boolean NOT NULL DEFAULT false,
+	modified boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE clickstream.event_types IS
 'Event types the shop emits. Silver accepts any event_type (after mapping the aliases of clickstream.event_type_aliases to their canonical type); clickstream.check_quality() reports events whose type is not listed here. Add your own rows.';
 COMMENT ON COLUMN clickstream.event_types.event_type IS 'Value of the event_type field.';
 COMMENT ON COLUMN clickstream.event_types.description IS 'What the event means.';
-COMMENT ON COLUMN clickstream.event_types.builtin IS 'True for the rows the extension ships (not dumped by pg_dump).';
+COMMENT ON COLUMN clickstream.event_types.builtin IS 'True for the types the extension ships (they cannot be deleted); pg_dump saves them only when modified, the restore''s CREATE EXTENSION makes the others.';
+COMMENT ON COLUMN clickstream.event_types.modified IS 'True for a shipped type that was edited (or replaced by an INSERT of the same type): pg_dump saves it.';
 
 INSERT INTO clickstream.event_types (event_type, description, builtin) VALUES
 	('page_view', 'A page was displayed.', true),
@@ -73,7 +137,20 @@ INSERT INTO clickstream.event_types (event_type, description, builtin) VALUES
 	('begin_checkout', 'The checkout was started.', true),
 	('purchase', 'An order was placed (carries order_id, price, quantity).', true);
 
-SELECT pg_catalog.pg_extension_config_dump('clickstream.event_types', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('clickstream.event_types', 'WHERE NOT builtin OR modified');
+
+CREATE TRIGGER event_types_shipped
+BEFORE INSERT OR UPDATE OR DELETE ON clickstream.event_types
+FOR EACH ROW EXECUTE FUNCTION clickstream.keep_shipped_rows('event_type',
+	'A listed type that never arrives costs nothing: only events of unlisted types are reported.');
+CREATE TRIGGER event_types_shipped_truncate
+BEFORE TRUNCATE ON clickstream.event_types
+FOR EACH STATEMENT EXECUTE FUNCTION clickstream.keep_shipped_rows();
+
+COMMENT ON TRIGGER event_types_shipped ON clickstream.event_types IS
+'Keeps a dump exact: an edited shipped type is marked modified, an inserted type replaces the unmodified shipped one of the same name, a shipped type cannot be deleted (clickstream.keep_shipped_rows).';
+COMMENT ON TRIGGER event_types_shipped_truncate ON clickstream.event_types IS
+'Refuses TRUNCATE while shipped types are there (a restore would bring them back).';
 
 -- Silver tables -----------------------------------------------------------
 
@@ -105,18 +182,14 @@ CREATE TABLE clickstream.events (
 	run_id bigint NOT NULL
 ) PARTITION BY RANGE (event_date);
 
-CREATE INDEX events_user_ts ON clickstream.events (user_id, ts);
--- what is recent, for the live view (70_marts.sql): a BRIN on time (the
--- newest pages are unsummarized and always read) and the purchases by time
-CREATE INDEX events_ts_brin ON clickstream.events USING brin (ts);
-CREATE INDEX events_purchase_ts ON clickstream.events (ts) WHERE event_type = 'purchase';
-
-COMMENT ON INDEX clickstream.events_user_ts IS 'A user''s events in time order: what gold reads per affected user.';
-COMMENT ON INDEX clickstream.events_ts_brin IS 'Events by time, in page ranges: the last minutes for clickstream.live.';
-COMMENT ON INDEX clickstream.events_purchase_ts IS 'Purchases by time: the last hour''s revenue for clickstream.live_summary.';
+-- No index on events itself: each day partition gets its own indexes from
+-- clickstream.create_partitions().  An index of the partitioned table would
+-- be an extension member that ATTACH PARTITION copies onto every partition,
+-- and pg_dump, which dumps the partitions (they are not members) with their
+-- indexes, would then make the restore create each of them twice.
 
 COMMENT ON TABLE clickstream.events IS
-'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed). Built by clickstream.refresh().';
+'Silver: one row per distinct event_id, typed and validated, partitioned by event_date (one partition per day, events_YYYYMMDD, created as needed with its indexes by clickstream.create_partitions). Built by clickstream.refresh().';
 COMMENT ON COLUMN clickstream.events.event_id IS 'Unique event id (deduplicated through clickstream.event_ids: the first delivery wins), or derived from clickstream.event_id_fields when the event had none (32 hex digits). Identifiers use the C collation: byte order, fast, and the same on every server.';
 COMMENT ON COLUMN clickstream.events.event_type IS 'page_view, add_to_cart, remove_from_cart, begin_checkout, purchase, or a type of your own; the canonical type when the producer sent an alias (clickstream.event_type_aliases).';
 COMMENT ON COLUMN clickstream.events.user_id IS 'User the event belongs to (the Kafka key); an integer id is stored as its decimal digits.';
@@ -263,6 +336,14 @@ BEGIN
 		EXECUTE format('ALTER TABLE clickstream.events ATTACH PARTITION clickstream.%I '
 					   'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
 		EXECUTE format('ALTER TABLE clickstream.%I DROP CONSTRAINT %I', part, part || '_range');
+		-- a user's events in time order: what gold reads per affected user;
+		-- what is recent, for the live views (70_marts.sql): a BRIN on time
+		-- (the newest pages are unsummarized and always read) and the
+		-- purchases by time
+		EXECUTE format('CREATE INDEX %I ON clickstream.%I (user_id, ts)', part || '_user_ts', part);
+		EXECUTE format('CREATE INDEX %I ON clickstream.%I USING brin (ts)', part || '_ts_brin', part);
+		EXECUTE format('CREATE INDEX %I ON clickstream.%I (ts) WHERE event_type = ''purchase''',
+					   part || '_purchase_ts', part);
 		EXECUTE format('COMMENT ON TABLE clickstream.%I IS %L', part,
 					   format('Silver events of %s (clickstream.timezone).', d));
 		created := created + 1;
@@ -272,7 +353,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
-'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet; returns how many were created. refresh() calls it for today and tomorrow, and for every other day it is about to write, far past and future included.';
+'Create the daily partitions events_YYYYMMDD of clickstream.events that do not exist yet, each with its indexes: (user_id, ts) for gold, a BRIN on ts and the purchases by ts for the live views; returns how many were created. refresh() calls it for today and tomorrow, and for every other day it is about to write, far past and future included.';
 
 -- The refresh ---------------------------------------------------------------
 

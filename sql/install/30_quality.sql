@@ -10,7 +10,8 @@ CREATE TABLE clickstream.quality_checks (
 	description text NOT NULL,
 	query text NOT NULL,
 	enabled boolean NOT NULL DEFAULT true,
-	builtin boolean NOT NULL DEFAULT false
+	builtin boolean NOT NULL DEFAULT false,
+	modified boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE clickstream.quality_checks IS
@@ -21,7 +22,8 @@ COMMENT ON COLUMN clickstream.quality_checks.severity IS 'error or warning; both
 COMMENT ON COLUMN clickstream.quality_checks.description IS 'What a failure means.';
 COMMENT ON COLUMN clickstream.quality_checks.query IS 'SQL returning the number of failing rows (0 = pass); $1 is the since date (may be NULL).';
 COMMENT ON COLUMN clickstream.quality_checks.enabled IS 'false skips the check.';
-COMMENT ON COLUMN clickstream.quality_checks.builtin IS 'True for the checks the extension ships (not dumped by pg_dump).';
+COMMENT ON COLUMN clickstream.quality_checks.builtin IS 'True for the checks the extension ships (they cannot be deleted: set enabled = false); pg_dump saves them only when modified, the restore''s CREATE EXTENSION makes the others.';
+COMMENT ON COLUMN clickstream.quality_checks.modified IS 'True for a shipped check that was edited (enabled = false, say) or replaced by an INSERT of the same name: pg_dump saves it.';
 
 INSERT INTO clickstream.quality_checks (name, layer, severity, description, query, builtin) VALUES
 ('events_not_null', 'silver', 'error',
@@ -87,7 +89,20 @@ INSERT INTO clickstream.quality_checks (name, layer, severity, description, quer
     JOIN clickstream.watermarks w ON w.topic = b.kafka_topic AND w.partition = b.kafka_partition
     WHERE b.kafka_offset < w.durable_offset$q$, true);
 
-SELECT pg_catalog.pg_extension_config_dump('clickstream.quality_checks', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('clickstream.quality_checks', 'WHERE NOT builtin OR modified');
+
+CREATE TRIGGER quality_checks_shipped
+BEFORE INSERT OR UPDATE OR DELETE ON clickstream.quality_checks
+FOR EACH ROW EXECUTE FUNCTION clickstream.keep_shipped_rows('name',
+	'Disable it instead: UPDATE clickstream.quality_checks SET enabled = false WHERE name = ...');
+CREATE TRIGGER quality_checks_shipped_truncate
+BEFORE TRUNCATE ON clickstream.quality_checks
+FOR EACH STATEMENT EXECUTE FUNCTION clickstream.keep_shipped_rows();
+
+COMMENT ON TRIGGER quality_checks_shipped ON clickstream.quality_checks IS
+'Keeps a dump exact: an edited shipped check (enabled = false, say) is marked modified, an inserted check replaces the unmodified shipped one of the same name, a shipped check cannot be deleted (clickstream.keep_shipped_rows).';
+COMMENT ON TRIGGER quality_checks_shipped_truncate ON clickstream.quality_checks IS
+'Refuses TRUNCATE while shipped checks are there (a restore would bring them back).';
 
 CREATE TABLE clickstream.quality_results (
 	id bigserial PRIMARY KEY,

@@ -279,20 +279,24 @@ COMMENT ON AGGREGATE clickstream.retention(boolean[]) IS
 CREATE TABLE clickstream.funnel_definition (
 	step integer PRIMARY KEY CHECK (step BETWEEN 1 AND 64),
 	name text NOT NULL CHECK (name <> ''),
-	event_type text NOT NULL CHECK (event_type <> '')
+	event_type text NOT NULL CHECK (event_type <> ''),
+	builtin boolean NOT NULL DEFAULT false
 );
 
 INSERT INTO clickstream.funnel_definition VALUES
-	(1, 'view', 'page_view'),
-	(2, 'add to cart', 'add_to_cart'),
-	(3, 'begin checkout', 'begin_checkout'),
-	(4, 'purchase', 'purchase');
+	(1, 'view', 'page_view', true),
+	(2, 'add to cart', 'add_to_cart', true),
+	(3, 'begin checkout', 'begin_checkout', true),
+	(4, 'purchase', 'purchase', true);
+
+SELECT pg_catalog.pg_extension_config_dump('clickstream.funnel_definition', 'WHERE NOT builtin');
 
 COMMENT ON TABLE clickstream.funnel_definition IS
 'The funnel of the gold tables, one row per step (steps 1 .. n, no gaps, n <= 64, each step its own event type): a session reaches step k when its events hold events of the step types 1 .. k in that order, by ts (events with equal ts count in step order; clickstream.funnel_agg, the session as its window). Edit it to fit your event names; the next clickstream.refresh() rebuilds sessions and funnels.';
 COMMENT ON COLUMN clickstream.funnel_definition.step IS 'Position in the funnel, 1 .. n without gaps.';
 COMMENT ON COLUMN clickstream.funnel_definition.name IS 'Label of the step in the gold tables (step_name).';
 COMMENT ON COLUMN clickstream.funnel_definition.event_type IS 'The event_type of silver events that make the step; one step per event type.';
+COMMENT ON COLUMN clickstream.funnel_definition.builtin IS 'True while the funnel is the one the extension ships, untouched (not dumped by pg_dump: the restore''s CREATE EXTENSION makes it); any change to the funnel makes every step yours (false).';
 
 -- The step event types in order; a plain error when the definition is unusable.
 CREATE FUNCTION clickstream.funnel_event_types()
@@ -357,3 +361,40 @@ COMMENT ON FUNCTION clickstream.funnel_definition_check() IS
 'Trigger function: at commit of a change of clickstream.funnel_definition, refuses steps that are not numbered 1 .. n or that repeat an event type.';
 COMMENT ON TRIGGER funnel_definition_steps ON clickstream.funnel_definition IS
 'Refuses, at commit, a funnel whose steps are not numbered 1 .. n (or that has none), or whose steps repeat an event type.';
+
+-- The funnel is one whole: pg_dump saves it only once it is the user's (the
+-- restore's CREATE EXTENSION makes the shipped one), so any change makes
+-- every step the user's, and a step inserted where the shipped funnel has
+-- one replaces the shipped funnel whole (what restoring a dump does).
+CREATE FUNCTION clickstream.funnel_definition_shipped()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF TG_LEVEL = 'ROW' THEN
+		IF NOT NEW.builtin AND EXISTS (SELECT 1 FROM clickstream.funnel_definition f
+									   WHERE f.builtin AND f.step = NEW.step) THEN
+			DELETE FROM clickstream.funnel_definition f WHERE f.builtin;
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF EXISTS (SELECT 1 FROM clickstream.funnel_definition f WHERE f.builtin) THEN
+		UPDATE clickstream.funnel_definition f SET builtin = false WHERE f.builtin;
+	END IF;
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER funnel_definition_shipped_step
+BEFORE INSERT ON clickstream.funnel_definition
+FOR EACH ROW EXECUTE FUNCTION clickstream.funnel_definition_shipped();
+CREATE TRIGGER funnel_definition_shipped
+AFTER INSERT OR UPDATE OR DELETE ON clickstream.funnel_definition
+FOR EACH STATEMENT EXECUTE FUNCTION clickstream.funnel_definition_shipped();
+
+COMMENT ON FUNCTION clickstream.funnel_definition_shipped() IS
+'Trigger function of clickstream.funnel_definition that keeps a dump exact: a step inserted where the shipped funnel has one replaces the shipped funnel whole (as restoring a dump does); after any other change every step is the user''s (builtin = false), so that pg_dump saves the whole funnel.';
+COMMENT ON TRIGGER funnel_definition_shipped_step ON clickstream.funnel_definition IS
+'A step inserted where the shipped funnel has one replaces the shipped funnel whole (clickstream.funnel_definition_shipped).';
+COMMENT ON TRIGGER funnel_definition_shipped ON clickstream.funnel_definition IS
+'After any change, every step is the user''s and is dumped (clickstream.funnel_definition_shipped).';

@@ -123,6 +123,27 @@ COMMENT ON COLUMN clickstream.gold_state.silver_partitions IS 'The day partition
 COMMENT ON COLUMN clickstream.gold_state.newest_event_at IS 'ts of the newest event gold reflects: now() - newest_event_at is how fresh the marts are (event time to gold).';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 
+-- pg_dump saves the row, and restoring it comes after the restore's CREATE
+-- EXTENSION has made a fresh one: the restored row takes its place.
+CREATE FUNCTION clickstream.gold_state_replace()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	DELETE FROM clickstream.gold_state;
+	RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER gold_state_replace
+BEFORE INSERT ON clickstream.gold_state
+FOR EACH ROW EXECUTE FUNCTION clickstream.gold_state_replace();
+
+COMMENT ON FUNCTION clickstream.gold_state_replace() IS
+'Trigger function: a row inserted into clickstream.gold_state replaces the one there (restoring a dump replaces the fresh row of CREATE EXTENSION).';
+COMMENT ON TRIGGER gold_state_replace ON clickstream.gold_state IS
+'The table keeps one row: an inserted row replaces it (clickstream.gold_state_replace).';
+
 CREATE FUNCTION clickstream.session_rules()
 RETURNS jsonb
 LANGUAGE sql STABLE

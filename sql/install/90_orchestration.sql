@@ -241,3 +241,22 @@ $$;
 
 COMMENT ON FUNCTION clickstream.unschedule() IS
 'Remove the pg_cron job clickstream-refresh; returns false when there was none.';
+
+-- DROP EXTENSION removes the job (src/drop.c): pg_cron keeps it in its own
+-- table, where it would fail every minute once refresh() is gone.
+CREATE FUNCTION clickstream.drop_cleanup()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'clickstream_drop_cleanup'
+LANGUAGE C;
+
+COMMENT ON FUNCTION clickstream.drop_cleanup() IS
+'Event trigger function: when a DROP EXTENSION or DROP SCHEMA statement drops clickstream, remove this database''s pg_cron job clickstream-refresh first, in the same transaction.';
+
+CREATE EVENT TRIGGER clickstream_drop_cleanup ON ddl_command_start
+WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
+EXECUTE FUNCTION clickstream.drop_cleanup();
+
+COMMENT ON EVENT TRIGGER clickstream_drop_cleanup IS
+'Removes the pg_cron job clickstream-refresh when the extension (or its schema) is dropped (clickstream.drop_cleanup()).';
+
+REVOKE ALL ON FUNCTION clickstream.drop_cleanup() FROM PUBLIC;

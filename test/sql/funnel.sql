@@ -406,3 +406,4 @@ SELECT count(*) AS groups,
        sum((SELECT count(*) FROM jsonb_each(b) WHERE (value ->> 0)::int = 3)) AS keys_at_step_3
 FROM brcmp;
 SELECT * FROM brcmp WHERE b <> ref LIMIT 3;
+DROP EXTENSION clickstream;

@@ -515,3 +515,4 @@ SELECT name, setting, unit, context FROM pg_settings
 WHERE name LIKE 'clickstream.session%' OR name LIKE 'clickstream.interest%' ORDER BY name;
 
 DROP EXTENSION clickstream;
+DROP FUNCTION feed_events(int, text[]);

@@ -1,6 +1,7 @@
 # Orchestration: clickstream.schedule()/unschedule() with pg_cron (and one
-# real run by cron), a second refresh returning at once with a NOTICE, and
-# the ingestion worker never waiting for a running refresh.
+# real run by cron), a second refresh returning at once with a NOTICE, the
+# ingestion worker never waiting for a running refresh, and DROP EXTENSION
+# removing the cron job.
 use strict;
 use warnings;
 
@@ -140,6 +141,41 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 		"SELECT refresh_age < '2 minutes' FROM clickstream.status LIMIT 1"),
 	't', 'status shows a recent successful refresh');
+
+# --- DROP EXTENSION takes its cron job along ---------------------------------
+# (a job of the same name in another database is not ours: it stays)
+$node->safe_psql('postgres', 'CREATE DATABASE other; CREATE ROLE cron_other LOGIN');
+$node->safe_psql('postgres',
+	"SELECT cron.schedule_in_database('clickstream-refresh', '0 * * * *', 'SELECT 1', 'other', 'cron_other')");
+my $jobs = "SELECT string_agg(database, ',' ORDER BY database) FROM cron.job WHERE jobname = 'clickstream-refresh'";
+is($node->safe_psql('postgres', $jobs), 'other,postgres', 'the refresh job is scheduled');
+$node->safe_psql('postgres', 'CREATE VIEW public.silver_days AS SELECT DISTINCT event_date FROM clickstream.events');
+($ret, $out, $err) = $node->psql('postgres', 'DROP EXTENSION clickstream');
+like($err, qr/depends on/, 'a DROP EXTENSION that fails (a view of the user depends on silver) ...');
+is($node->safe_psql('postgres', $jobs), 'other,postgres', '... keeps the job');
+$node->safe_psql('postgres', 'DROP VIEW public.silver_days');
+($ret, $out, $err) = $node->psql('postgres', 'DROP EXTENSION clickstream');
+is($ret, 0, 'DROP EXTENSION clickstream succeeds');
+like($err, qr/removed the pg_cron job clickstream-refresh/, 'and says it removed the cron job');
+is($node->safe_psql('postgres', $jobs), 'other', 'the job of this database is gone');
+
+# the same when the schema goes (DROP SCHEMA ... CASCADE drops the extension)
+$node->safe_psql('postgres', 'CREATE EXTENSION clickstream');
+$node->safe_psql('postgres', 'SELECT clickstream.schedule()');
+is($node->safe_psql('postgres', $jobs), 'other,postgres', 'scheduled again');
+$node->safe_psql('postgres', 'DROP SCHEMA clickstream CASCADE');
+is($node->safe_psql('postgres', $jobs), 'other', 'DROP SCHEMA clickstream CASCADE removes it too');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'clickstream%'"),
+	'0', 'and leaves no event trigger behind');
+
+# other DROPs leave the job alone; without pg_cron a DROP works as before
+$node->safe_psql('postgres', 'CREATE EXTENSION clickstream');
+$node->safe_psql('postgres', 'SELECT clickstream.schedule()');
+$node->safe_psql('postgres', 'CREATE SCHEMA scratch; DROP SCHEMA scratch; CREATE EXTENSION pg_trgm; DROP EXTENSION pg_trgm');
+is($node->safe_psql('postgres', $jobs), 'other,postgres', 'dropping other schemas and extensions keeps the job');
+$node->safe_psql('other', 'CREATE EXTENSION clickstream; DROP EXTENSION clickstream');
+is($node->safe_psql('postgres', $jobs), 'other,postgres', 'a database without pg_cron drops the extension quietly');
 
 $node->stop;
 stop_broker($addr);
