@@ -242,9 +242,9 @@ CREATE TABLE clickstream.refresh_history (
 	partitions_created integer NOT NULL DEFAULT 0,
 	sessions_written bigint NOT NULL DEFAULT 0,
 	gold_time interval NOT NULL DEFAULT '0',
-	marts_time interval NOT NULL DEFAULT '0',
 	error text,
-	pid integer NOT NULL DEFAULT pg_backend_pid()
+	pid integer NOT NULL DEFAULT pg_backend_pid(),
+	marts_time interval NOT NULL DEFAULT '0'
 );
 
 CREATE INDEX refresh_history_finished ON clickstream.refresh_history (finished_at);
