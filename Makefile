@@ -30,10 +30,14 @@ OBJS = \
 
 # The install script of the current version is assembled from one file per
 # layer, in name order.  The scripts of earlier releases (sql/releases, kept
-# byte for byte as released) and the update scripts between versions
-# (sql/updates) are installed as they are: CREATE EXTENSION ... VERSION and
-# ALTER EXTENSION ... UPDATE find them there.
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# byte for byte as released) and the update scripts between released
+# versions (sql/updates/*.sql) are installed as they are: CREATE EXTENSION
+# ... VERSION and ALTER EXTENSION ... UPDATE find them there.  The update
+# script to the version in development is assembled from its template
+# (sql/updates/*.in) and the layers by tools/update_script.pl.
+PREVIOUS = 0.1.0
+UPDATE_SCRIPT = $(EXTENSION)--$(PREVIOUS)--$(EXTVERSION).sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 DATA = $(wildcard sql/releases/$(EXTENSION)--*.sql) $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
@@ -61,8 +65,11 @@ PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/l
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): $(INSTALL_LAYERS)
+$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_LAYERS)
 	cat $^ > $@
+
+$(UPDATE_SCRIPT): sql/updates/$(EXTENSION)--$(PREVIOUS)--$(EXTVERSION).in sql/releases/$(EXTENSION)--$(PREVIOUS).sql $(INSTALL_LAYERS) tools/update_script.pl
+	perl tools/update_script.pl sql/releases/$(EXTENSION)--$(PREVIOUS).sql $< $(INSTALL_LAYERS) > $@.tmp && mv $@.tmp $@
 
 # Test and demo tools: librdkafka's mock cluster as a broker, the generator.
 # Not part of `make`: tools/setup.sh builds them for the demo and the tests.

@@ -176,22 +176,22 @@ BEGIN
 		named := (SELECT string_agg(format('c%s boolean', i), ', ' ORDER BY i)
 				  FROM generate_series(1, n) i);
 		EXECUTE format($f$
-			CREATE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, %1$s)
+			CREATE OR REPLACE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, %1$s)
 			RETURNS internal AS 'MODULE_PATHNAME', 'clickstream_funnel_transfn_args'
 			LANGUAGE C PARALLEL SAFE;
-			CREATE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, text, %1$s)
+			CREATE OR REPLACE FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, text, %1$s)
 			RETURNS internal AS 'MODULE_PATHNAME', 'clickstream_funnel_transfn_options_args'
 			LANGUAGE C PARALLEL SAFE;
 			COMMENT ON FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, %1$s) IS
 			'Transition function of funnel_agg with %2$s condition(s) as arguments.';
 			COMMENT ON FUNCTION clickstream.funnel_transfn(internal, timestamptz, interval, text, %1$s) IS
 			'Transition function of funnel_agg with options and %2$s condition(s) as arguments.';
-			CREATE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, %3$s) (
+			CREATE OR REPLACE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, %3$s) (
 				SFUNC = clickstream.funnel_transfn, STYPE = internal, SSPACE = 256,
 				FINALFUNC = clickstream.funnel_final, COMBINEFUNC = clickstream.funnel_combine,
 				SERIALFUNC = clickstream.funnel_serialize,
 				DESERIALFUNC = clickstream.funnel_deserialize, PARALLEL = SAFE);
-			CREATE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, options text, %3$s) (
+			CREATE OR REPLACE AGGREGATE clickstream.funnel_agg(ts timestamptz, "window" interval, options text, %3$s) (
 				SFUNC = clickstream.funnel_transfn, STYPE = internal, SSPACE = 256,
 				FINALFUNC = clickstream.funnel_final, COMBINEFUNC = clickstream.funnel_combine,
 				SERIALFUNC = clickstream.funnel_serialize,
