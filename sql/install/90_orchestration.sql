@@ -21,6 +21,7 @@ DECLARE
 	code text;
 	holder integer;
 	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
+	batch_bytes bigint := pg_size_bytes(current_setting('clickstream.refresh_batch_bytes'));
 	today date;
 	gold record;
 	gold_started timestamptz;
@@ -59,7 +60,7 @@ BEGIN
 	WHILE more AND NOT failed LOOP
 		-- a silver step and gold brought up to date with it: one transaction
 		BEGIN
-			step := clickstream.refresh_step(run, batch);
+			step := clickstream.refresh_step(run, batch, batch_bytes);
 			gold_started := clock_timestamp();
 			gold := clickstream.refresh_gold();
 			steps := steps + 1;
@@ -89,6 +90,7 @@ BEGIN
 		END;
 		COMMIT;
 	END LOOP;
+	PERFORM clickstream.refresh_map_drop();	-- the catch-up map of refresh_step
 
 	IF NOT failed THEN
 		UPDATE clickstream.refresh_history
