@@ -76,12 +76,15 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver bench-sessions bench-funnel bench-marts bench-e2e
+.PHONY: bench bench-silver bench-catchup bench-sessions bench-funnel bench-marts bench-e2e
 bench: all
 	bash test/bench/ingest.sh
 
 bench-silver: all
 	bash test/bench/silver.sh
+
+bench-catchup: all
+	bash test/bench/catchup.sh
 
 bench-sessions: all
 	bash test/bench/sessions.sh

@@ -4,7 +4,8 @@
 -- clickstream.refresh() (90_orchestration.sql) repeats one step until bronze
 -- is drained.  A step is
 -- one transaction: it takes, per partition, the bronze rows between the
--- durable watermark and the stored position, deletes them from bronze,
+-- durable watermark and the stored position (up to a row and a byte cap; a
+-- catch-up takes them from a map of bronze read once), deletes them from bronze,
 -- parses them and writes valid new events to clickstream.events, rejected
 -- ones to clickstream.dead_letters and what it touched to
 -- clickstream.touched (all in C: clickstream.promote_rows, src/refresh.c and
@@ -258,7 +259,7 @@ COMMENT ON COLUMN clickstream.refresh_history.started_at IS 'Start of the run.';
 COMMENT ON COLUMN clickstream.refresh_history.finished_at IS 'End of the run; NULL while running or when the server stopped during it.';
 COMMENT ON COLUMN clickstream.refresh_history.duration IS 'finished_at - started_at.';
 COMMENT ON COLUMN clickstream.refresh_history.status IS 'running, succeeded, failed (see error; the failed step was rolled back), or interrupted (the server or session stopped during the run).';
-COMMENT ON COLUMN clickstream.refresh_history.steps IS 'Committed steps (transactions); each promotes at most clickstream.refresh_batch_size rows.';
+COMMENT ON COLUMN clickstream.refresh_history.steps IS 'Committed steps (transactions); each promotes at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (at least one row).';
 COMMENT ON COLUMN clickstream.refresh_history.rows_read IS 'Bronze rows taken (promoted + duplicate + rejected).';
 COMMENT ON COLUMN clickstream.refresh_history.rows_promoted IS 'New events written to clickstream.events.';
 COMMENT ON COLUMN clickstream.refresh_history.rows_duplicate IS 'Valid events whose event_id was already in silver (or earlier in the same step).';

@@ -109,7 +109,7 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows, each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
 
 CREATE FUNCTION clickstream.prune_history()
 RETURNS void
