@@ -515,7 +515,8 @@ BEGIN
 	END IF;
 
 	IF use_map AND NOT have_map THEN
-		-- Read bronze once: the backlog's rows, ordered so that every step
+		-- Read bronze once: the backlog's rows (those below the position,
+		-- as the one-step path takes them), ordered so that every step
 		-- takes the same share of each partition's offset range, and each
 		-- partition's rows in offset order.
 		CREATE TEMP TABLE clickstream_map_parts ON COMMIT PRESERVE ROWS AS
@@ -529,7 +530,7 @@ BEGIN
 			   coalesce(octet_length(b.payload), 0) + coalesce(octet_length(b.kafka_key), 0) AS bytes
 		FROM clickstream.bronze b
 		JOIN pg_temp.clickstream_map_parts p ON b.kafka_topic = p.topic
-			AND b.kafka_partition = p.partition AND b.kafka_offset >= p.lo AND b.kafka_offset < p.hi;
+			AND b.kafka_partition = p.partition AND b.kafka_offset < p.hi;
 		CREATE INDEX ON pg_temp.clickstream_map (seq);
 		ANALYZE pg_temp.clickstream_map;
 		UPDATE pg_temp.clickstream_map_parts p SET last_seq = m.last_seq

@@ -96,7 +96,9 @@ VACUUM FULL clickstream.bronze;
 SELECT * FROM cu_step(:manual_run);
 SELECT run = :manual_run AS this_run, next_seq, last_seq FROM pg_temp.clickstream_map_state;
 DELETE FROM clickstream.bronze WHERE kafka_topic = 'd' AND kafka_offset = 2400;
+\set VERBOSITY terse
 SELECT * FROM cu_step(:manual_run);
+\set VERBOSITY default
 SELECT durable_offset FROM clickstream.watermarks WHERE topic = 'd';
 SELECT clickstream.refresh_map_drop();
 CALL clickstream.refresh();
