@@ -599,7 +599,7 @@ BEGIN
 		-- someone else deleted bronze rows: the watermarks cannot move
 		RAISE EXCEPTION 'clickstream.refresh_step: % of the % bronze rows of the refresh map are gone',
 			take_to - take_from + 1 - rows_read, take_to - take_from + 1
-			USING HINT = 'Only clickstream.refresh() may delete bronze rows; the next run reads bronze again.';
+			USING HINT = 'Only the refresh may delete bronze rows; the next run reads bronze again.';
 	END IF;
 	-- A partition whose map rows are all taken moves to its position at the
 	-- map's making (the offsets in between are not in bronze: gaps, or
