@@ -41,7 +41,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 DATA = $(wildcard sql/releases/$(EXTENSION)--*.sql) $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze backup silver producers sessions funnel marts reader
+REGRESS = bronze backup silver catchup producers sessions funnel marts reader
 # Regression tests live in test/sql and test/expected; results go to test/.
 REGRESS_OPTS = --inputdir=test --outputdir=test --temp-config=test/regress.conf \
 	--temp-instance=./tmp_check --encoding=UTF8 --no-locale
@@ -83,12 +83,15 @@ tools/broker: tools/broker.c
 tools/eventgen: tools/eventgen.c
 	$(CC) $(TOOLS_CFLAGS) -o $@ $< $(SHLIB_LINK) -lm
 
-.PHONY: bench bench-silver bench-sessions bench-funnel bench-marts bench-e2e
+.PHONY: bench bench-silver bench-catchup bench-sessions bench-funnel bench-marts bench-e2e
 bench: all
 	bash test/bench/ingest.sh
 
 bench-silver: all
 	bash test/bench/silver.sh
+
+bench-catchup: all
+	bash test/bench/catchup.sh
 
 bench-sessions: all
 	bash test/bench/sessions.sh

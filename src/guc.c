@@ -66,6 +66,7 @@ static char *cs_event_id_fields = NULL;
 
 /* Silver, read by SQL only (current_setting()): not exported */
 static int	cs_refresh_batch_size = 250000;
+static int	cs_refresh_batch_kb = 128 * 1024;
 static int	cs_history_retention = 30 * SECS_PER_DAY;
 
 /* Gold: sessions, read by SQL only */
@@ -396,6 +397,15 @@ GucInit(void)
 							250000, 1000, PG_INT32_MAX,
 							PGC_USERSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("clickstream.refresh_batch_bytes",
+							"Payload bytes that one step of clickstream.refresh() promotes at most.",
+							"A step stops at refresh_batch_size rows or at this many payload bytes, whichever comes first; it always takes at least one row.",
+							&cs_refresh_batch_kb,
+							128 * 1024, 1, PG_INT32_MAX,
+							PGC_USERSET,
+							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("clickstream.history_retention",

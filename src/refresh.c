@@ -35,7 +35,9 @@
  * rejected_by_silver; every other row is promoted.
  *
  * Memory: a step's rows stay in memory until written, so it grows with
- * clickstream.refresh_batch_size (about 0.5 kB per typical event).
+ * clickstream.refresh_batch_size (about 0.5 kB per typical event) and with
+ * the payload bytes, which clickstream.refresh_batch_bytes caps (the
+ * source the caller builds takes at most that much, clickstream.refresh_step).
  *
  *-------------------------------------------------------------------------
  */

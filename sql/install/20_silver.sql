@@ -4,7 +4,8 @@
 -- clickstream.refresh() (90_orchestration.sql) repeats one step until bronze
 -- is drained.  A step is
 -- one transaction: it takes, per partition, the bronze rows between the
--- durable watermark and the stored position, deletes them from bronze,
+-- durable watermark and the stored position (up to a row and a byte cap; a
+-- catch-up takes them from a map of bronze read once), deletes them from bronze,
 -- parses them and writes valid new events to clickstream.events, rejected
 -- ones to clickstream.dead_letters and what it touched to
 -- clickstream.touched (all in C: clickstream.promote_rows, src/refresh.c and
@@ -258,7 +259,7 @@ COMMENT ON COLUMN clickstream.refresh_history.started_at IS 'Start of the run.';
 COMMENT ON COLUMN clickstream.refresh_history.finished_at IS 'End of the run; NULL while running or when the server stopped during it.';
 COMMENT ON COLUMN clickstream.refresh_history.duration IS 'finished_at - started_at.';
 COMMENT ON COLUMN clickstream.refresh_history.status IS 'running, succeeded, failed (see error; the failed step was rolled back), or interrupted (the server or session stopped during the run).';
-COMMENT ON COLUMN clickstream.refresh_history.steps IS 'Committed steps (transactions); each promotes at most clickstream.refresh_batch_size rows.';
+COMMENT ON COLUMN clickstream.refresh_history.steps IS 'Committed steps (transactions); each promotes at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (at least one row).';
 COMMENT ON COLUMN clickstream.refresh_history.rows_read IS 'Bronze rows taken (promoted + duplicate + rejected).';
 COMMENT ON COLUMN clickstream.refresh_history.rows_promoted IS 'New events written to clickstream.events.';
 COMMENT ON COLUMN clickstream.refresh_history.rows_duplicate IS 'Valid events whose event_id was already in silver (or earlier in the same step).';
@@ -426,13 +427,47 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) IS
 'Internal: promote the rows returned by source, a DELETE ... RETURNING kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload ($1..$3 are only_reason, since, ids): parse, dead-letter the rejected, deduplicate, create the days'' partitions, write event_ids, events and touched under run. A row-level error of the write is raised, unless isolate: then every payload is kept and rows are written by halves in subtransactions until the refused ones are alone, which go to dead_letters as rejected_by_silver. failed: the whole write is known to fail (start with the halves).';
 
-CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint,
+-- A catch-up (a backlog larger than one step) would scan all of bronze at
+-- every step (bronze has no index, for ingest speed): the first step reads
+-- bronze once into a map of the rows to take, in the order the steps take
+-- them, and each step takes the next rows of the map by their ctid.  The
+-- map lives in the refresh's session across the run's commits (ON COMMIT
+-- PRESERVE ROWS), tagged with its run and bronze's relfilenode: a map of
+-- another run, or of a bronze that was rewritten since (VACUUM FULL), is
+-- dropped and built again.
+CREATE FUNCTION clickstream.refresh_map_drop()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF to_regclass('pg_temp.clickstream_map_state') IS NOT NULL THEN
+		DROP TABLE pg_temp.clickstream_map_state;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_map') IS NOT NULL THEN
+		DROP TABLE pg_temp.clickstream_map;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_map_parts') IS NOT NULL THEN
+		DROP TABLE pg_temp.clickstream_map_parts;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.refresh_map_drop() IS
+'Internal: drop the session''s catch-up map of clickstream.refresh_step (temporary tables clickstream_map, clickstream_map_parts, clickstream_map_state), if any; refresh() calls it at the end of a run.';
+
+CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint, max_bytes bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer, OUT more boolean)
 LANGUAGE plpgsql
 AS $$
 DECLARE
 	backlog numeric;
+	bronze_bytes numeric := 0;
+	use_map boolean := false;
+	have_map boolean := false;
+	map record;
+	take_from bigint;
+	take_to bigint;
 	isolate boolean := false;
 	source text := $src$
 			DELETE FROM clickstream.bronze b
@@ -444,24 +479,94 @@ DECLARE
 		$src$;
 BEGIN
 	PERFORM clickstream.refresh_scratch();
-	DELETE FROM pg_temp.clickstream_limits;
 
-	-- Per partition, the rows between the watermark and the stored
-	-- position.  Every row below a stored position is committed, so later
-	-- statements see all of them whatever the worker does meanwhile.
-	INSERT INTO pg_temp.clickstream_limits (topic, partition, lo, hi)
-	SELECT p.topic, p.partition, coalesce(w.durable_offset, 0), p.next_offset
-	FROM clickstream.ingest_positions p
-	LEFT JOIN clickstream.watermarks w USING (topic, partition)
-	WHERE p.next_offset > coalesce(w.durable_offset, 0);
+	-- The map of this run, when there is one and bronze was not rewritten.
+	IF to_regclass('pg_temp.clickstream_map_state') IS NOT NULL THEN
+		SELECT s.* INTO map FROM pg_temp.clickstream_map_state s;
+		use_map := map.run = refresh_step.run
+			AND map.filenode = pg_relation_filenode('clickstream.bronze');
+		have_map := use_map;
+		IF NOT use_map THEN
+			PERFORM clickstream.refresh_map_drop();
+		END IF;
+	END IF;
 
-	ANALYZE pg_temp.clickstream_limits;	-- a hash join with bronze, not a sort of it
-	SELECT coalesce(sum(l.hi - l.lo), 0) INTO backlog FROM pg_temp.clickstream_limits l;
-	more := backlog > max_rows;
-	IF more THEN
-		-- take the same share of every partition's backlog
-		UPDATE pg_temp.clickstream_limits l
-		SET hi = l.lo + ceil((l.hi - l.lo) * max_rows / backlog)::bigint;
+	IF NOT use_map THEN
+		DELETE FROM pg_temp.clickstream_limits;
+		-- Per partition, the rows between the watermark and the stored
+		-- position.  Every row below a stored position is committed, so
+		-- later statements see all of them whatever the worker does
+		-- meanwhile.
+		INSERT INTO pg_temp.clickstream_limits (topic, partition, lo, hi)
+		SELECT p.topic, p.partition, coalesce(w.durable_offset, 0), p.next_offset
+		FROM clickstream.ingest_positions p
+		LEFT JOIN clickstream.watermarks w USING (topic, partition)
+		WHERE p.next_offset > coalesce(w.durable_offset, 0);
+
+		ANALYZE pg_temp.clickstream_limits;	-- a hash join with bronze, not a sort of it
+		SELECT coalesce(sum(l.hi - l.lo), 0) INTO backlog FROM pg_temp.clickstream_limits l;
+		IF backlog > 0 AND backlog <= max_rows THEN
+			-- every row of the backlog is in bronze: bronze's bytes bound
+			-- the step's (octet_length does not detoast)
+			SELECT coalesce(sum(octet_length(b.payload)), 0) + coalesce(sum(octet_length(b.kafka_key)), 0)
+			INTO bronze_bytes FROM clickstream.bronze b;
+		END IF;
+		use_map := backlog > max_rows OR bronze_bytes > max_bytes;
+	END IF;
+
+	IF use_map AND NOT have_map THEN
+		-- Read bronze once: the backlog's rows (those below the position,
+		-- as the one-step path takes them), ordered so that every step
+		-- takes the same share of each partition's offset range, and each
+		-- partition's rows in offset order.
+		CREATE TEMP TABLE clickstream_map_parts ON COMMIT PRESERVE ROWS AS
+		SELECT row_number() OVER (ORDER BY l.topic, l.partition)::integer AS part,
+			   l.topic, l.partition, l.lo, l.hi, 0::bigint AS last_seq
+		FROM pg_temp.clickstream_limits l;
+		ANALYZE pg_temp.clickstream_map_parts;
+		CREATE TEMP TABLE clickstream_map ON COMMIT PRESERVE ROWS AS
+		SELECT row_number() OVER (ORDER BY (b.kafka_offset - p.lo)::float8 / (p.hi - p.lo), p.part) AS seq,
+			   b.ctid AS tid, p.part, b.kafka_offset,
+			   coalesce(octet_length(b.payload), 0) + coalesce(octet_length(b.kafka_key), 0) AS bytes
+		FROM clickstream.bronze b
+		JOIN pg_temp.clickstream_map_parts p ON b.kafka_topic = p.topic
+			AND b.kafka_partition = p.partition AND b.kafka_offset < p.hi;
+		CREATE INDEX ON pg_temp.clickstream_map (seq);
+		ANALYZE pg_temp.clickstream_map;
+		UPDATE pg_temp.clickstream_map_parts p SET last_seq = m.last_seq
+		FROM (SELECT m.part, max(m.seq) AS last_seq FROM pg_temp.clickstream_map m GROUP BY m.part) m
+		WHERE m.part = p.part;
+		CREATE TEMP TABLE clickstream_map_state ON COMMIT PRESERVE ROWS AS
+		SELECT refresh_step.run AS run, 1::bigint AS next_seq,
+			   (SELECT coalesce(max(p.last_seq), 0) FROM pg_temp.clickstream_map_parts p) AS last_seq,
+			   pg_relation_filenode('clickstream.bronze') AS filenode;
+		SELECT s.* INTO map FROM pg_temp.clickstream_map_state s;
+	END IF;
+
+	IF use_map THEN
+		-- The next rows of the map, up to max_rows rows and max_bytes
+		-- bytes, and at least one row.
+		take_from := map.next_seq;
+		SELECT max(x.seq) INTO take_to
+		FROM (SELECT m.seq, sum(m.bytes) OVER (ORDER BY m.seq) AS total
+			  FROM pg_temp.clickstream_map m
+			  WHERE m.seq >= take_from AND m.seq < take_from + max_rows) x
+		WHERE x.total <= max_bytes;
+		take_to := least(greatest(take_to, take_from), map.last_seq);
+		-- A TID scan of bronze; a row is taken only if it still is the
+		-- map's (topic, partition, offset).
+		source := format($src$
+			DELETE FROM clickstream.bronze b
+			WHERE b.ctid = ANY (ARRAY(SELECT m.tid FROM pg_temp.clickstream_map m
+									  WHERE m.seq BETWEEN %1$s AND %2$s))
+				AND (b.kafka_topic, b.kafka_partition, b.kafka_offset) IN (
+					SELECT p.topic, p.partition, m.kafka_offset
+					FROM pg_temp.clickstream_map m
+					JOIN pg_temp.clickstream_map_parts p ON p.part = m.part
+					WHERE m.seq BETWEEN %1$s AND %2$s)
+			RETURNING b.kafka_topic, b.kafka_partition, b.kafka_offset, b.kafka_timestamp,
+					  b.kafka_key, b.payload
+		$src$, take_from, take_to);
 	END IF;
 
 	BEGIN
@@ -480,18 +585,54 @@ BEGIN
 	END IF;
 
 	-- Last, so that the row locks are held only for the commit.
+	IF NOT use_map THEN
+		more := false;
+		INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
+		SELECT l.topic, l.partition, l.hi FROM pg_temp.clickstream_limits l
+		ON CONFLICT (topic, partition) DO UPDATE
+		SET durable_offset = EXCLUDED.durable_offset, updated_at = now()
+		WHERE w.durable_offset < EXCLUDED.durable_offset;
+		RETURN;
+	END IF;
+
+	IF rows_read <> take_to - take_from + 1 THEN
+		-- someone else deleted bronze rows: the watermarks cannot move
+		RAISE EXCEPTION 'clickstream.refresh_step: % of the % bronze rows of the refresh map are gone',
+			take_to - take_from + 1 - rows_read, take_to - take_from + 1
+			USING HINT = 'Only the refresh may delete bronze rows; the next run reads bronze again.';
+	END IF;
+	-- A partition whose map rows are all taken moves to its position at the
+	-- map's making (the offsets in between are not in bronze: gaps, or
+	-- dead-lettered by the worker); another to its last offset taken.
 	INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
-	SELECT l.topic, l.partition, l.hi FROM pg_temp.clickstream_limits l
+	SELECT p.topic, p.partition, CASE WHEN p.last_seq <= take_to THEN p.hi ELSE t.last_offset + 1 END
+	FROM pg_temp.clickstream_map_parts p
+	LEFT JOIN (SELECT m.part, max(m.kafka_offset) AS last_offset
+			   FROM pg_temp.clickstream_map m
+			   WHERE m.seq BETWEEN take_from AND take_to GROUP BY m.part) t ON t.part = p.part
+	WHERE p.last_seq <= take_to OR t.last_offset IS NOT NULL
 	ON CONFLICT (topic, partition) DO UPDATE
 	SET durable_offset = EXCLUDED.durable_offset, updated_at = now()
 	WHERE w.durable_offset < EXCLUDED.durable_offset;
+
+	IF take_to < map.last_seq THEN
+		UPDATE pg_temp.clickstream_map_state SET next_seq = take_to + 1;
+		more := true;
+	ELSE
+		-- used up: the next step reads bronze again if more rows came
+		PERFORM clickstream.refresh_map_drop();
+		more := EXISTS (SELECT 1 FROM clickstream.ingest_positions p
+						LEFT JOIN clickstream.watermarks w USING (topic, partition)
+						WHERE p.next_offset > coalesce(w.durable_offset, 0));
+	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint) IS
-'Internal: one refresh step (run inside clickstream.refresh): move at most max_rows bronze rows below the stored positions to silver or dead_letters and advance the watermarks to match, in the caller''s transaction.';
+COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) IS
+'Internal: one refresh step (run inside clickstream.refresh): move the bronze rows below the stored positions, at most max_rows rows and max_bytes payload and key bytes (at least one row), to silver or dead_letters and advance the watermarks to match, in the caller''s transaction. A backlog larger than one step is read from bronze once into a map (temporary tables of the session) that the run''s next steps take their rows from.';
 
 -- Internal functions are not for direct use.
 REVOKE ALL ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.refresh_map_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;

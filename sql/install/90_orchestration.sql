@@ -21,6 +21,7 @@ DECLARE
 	code text;
 	holder integer;
 	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
+	batch_bytes bigint := pg_size_bytes(current_setting('clickstream.refresh_batch_bytes'));
 	today date;
 	gold record;
 	gold_started timestamptz;
@@ -59,7 +60,7 @@ BEGIN
 	WHILE more AND NOT failed LOOP
 		-- a silver step and gold brought up to date with it: one transaction
 		BEGIN
-			step := clickstream.refresh_step(run, batch);
+			step := clickstream.refresh_step(run, batch, batch_bytes);
 			gold_started := clock_timestamp();
 			gold := clickstream.refresh_gold();
 			steps := steps + 1;
@@ -89,6 +90,7 @@ BEGIN
 		END;
 		COMMIT;
 	END LOOP;
+	PERFORM clickstream.refresh_map_drop();	-- the catch-up map of refresh_step
 
 	IF NOT failed THEN
 		UPDATE clickstream.refresh_history
@@ -107,7 +109,7 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows, each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
 
 CREATE FUNCTION clickstream.prune_history()
 RETURNS void
