@@ -882,6 +882,78 @@ KafkaSeek(int32 partition, int64 offset)
 	rd_kafka_topic_partition_list_destroy(list);
 }
 
+/*
+ * Pause (or resume) fetching every assigned partition.  A paused partition
+ * fetches nothing and its prefetched messages are dropped (librdkafka
+ * discards them at the next poll), so a worker that cannot write holds no
+ * more than its batch; resuming fetches again from the offset after the
+ * last message KafkaPoll() returned.
+ */
+void
+KafkaPauseAll(bool pause)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (kafka == NULL || nassigned == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(nassigned);
+	for (int i = 0; i < nassigned; i++)
+		rd_kafka_topic_partition_list_add(list, my_topic, assigned[i]);
+	err = pause ? rd_kafka_pause_partitions(kafka, list)
+		: rd_kafka_resume_partitions(kafka, list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(WARNING,
+				(errmsg("clickstream consumer %d could not %s its partitions: %s",
+						my_consumer, pause ? "pause" : "resume",
+						rd_kafka_err2str(err))));
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
+ * Ask the partition leaders for the high watermark (log end offset) of each
+ * of the n partitions, waiting at most timeout_ms; highs[i] is -1 where no
+ * answer came.  Independent of fetching: it works with paused partitions
+ * and while no batch is written.  Returns false when nothing was answered.
+ */
+bool
+KafkaQueryHighWatermarks(const int32 *partitions, int n, int64 *highs,
+						 int timeout_ms)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+	bool		any = false;
+
+	for (int i = 0; i < n; i++)
+		highs[i] = -1;
+	if (kafka == NULL || n == 0 || brokers_down)
+		return false;
+	list = rd_kafka_topic_partition_list_new(n);
+	for (int i = 0; i < n; i++)
+		rd_kafka_topic_partition_list_add(list, my_topic,
+										  partitions[i])->offset = RD_KAFKA_OFFSET_END;
+	/* a ListOffsets request for the latest offset, answered by each leader */
+	err = rd_kafka_offsets_for_times(kafka, list, timeout_ms);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		for (int i = 0; i < list->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *tp = &list->elems[i];
+
+			if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->offset < 0)
+				continue;
+			for (int j = 0; j < n; j++)
+				if (partitions[j] == tp->partition)
+				{
+					highs[j] = tp->offset;
+					any = true;
+				}
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return any;
+}
+
 /* High watermark of a partition as last seen in a fetch, -1 if unknown. */
 int64
 KafkaHighWatermark(int32 partition)
