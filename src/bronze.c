@@ -25,6 +25,11 @@
  *	  4. the new positions (ingest_positions, UNLOGGED like bronze) and, at
  *	     a partition's first batch, its durable watermark.
  *
+ * Every lock of that transaction is waited for at most lock_timeout (1 s).
+ * When one is not granted, the transaction is rolled back whole, what the
+ * attempt added to the batch is undone, and BronzeBatchWrite() returns
+ * BRONZE_WRITE_BLOCKED: the worker retries the same batch (worker.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "clickstream.h"

@@ -14,6 +14,11 @@
  *	    is clickstream.batch_timeout old;
  *	  - commits the batch's offsets to the Kafka group only after the
  *	    PostgreSQL commit;
+ *	  - when a lock the write needs is not granted within lock_timeout,
+ *	    keeps the batch and retries every second, state "blocked" (with what
+ *	    it waits on), partitions paused, still polling Kafka;
+ *	  - asks the broker for the high watermarks every 2 seconds, whether or
+ *	    not it writes;
  *	  - on SIGHUP re-reads the settings (and clickstream.kafka_options_file),
  *	    reconnecting if the Kafka ones changed; on SIGTERM writes the pending batch, leaves the group and
  *	    exits.
@@ -271,8 +276,8 @@ WorkerFlush(void)
 		if (!blocked_polling)
 			KafkaPauseAll(false);
 		ereport(LOG,
-				(errmsg("clickstream consumer %d wrote its batch after waiting %ld ms for a lock",
-						my_consumer,
+				(errmsg("clickstream consumer %d wrote its batch of %d messages after waiting %ld ms for a lock",
+						my_consumer, BronzeBatchRows(batch),
 						(long) (TimestampDifferenceMilliseconds(blocked_since, GetCurrentTimestamp())))));
 	}
 	if (n < 0)

@@ -74,7 +74,7 @@ wait_for($node, q{
 wait_for($node, 'SELECT state, waiting_for IS NULL, blocked_since IS NULL FROM clickstream.workers',
 	'consuming|t|t', 'the worker is consuming again');
 is(worker_pid($node), $worker, 'the same worker process throughout (no error, no restart)');
-ok($node->log_contains(qr/clickstream consumer 0 wrote its batch after waiting \d+ ms for a lock/),
+ok($node->log_contains(qr/clickstream consumer 0 wrote its batch of \d+ messages after waiting \d+ ms for a lock/),
 	'the log says it wrote after waiting');
 
 # --- row locks on ingest_positions; SIGTERM while blocked -------------------
