@@ -177,6 +177,7 @@ typedef void (*KafkaRevokeHook) (void);
 extern bool KafkaOpen(int consumer, KafkaAssignHook on_assign,
 					  KafkaRevokeHook on_revoke);
 extern bool KafkaIsOpen(void);
+extern bool KafkaInRebalance(void);
 extern bool KafkaOptionsFileChanged(void);
 extern bool KafkaPoll(int timeout_ms, KafkaMessage *msg);
 extern void KafkaCommit(const KafkaPosition *positions, int n);

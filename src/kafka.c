@@ -64,6 +64,7 @@ static KafkaAssignHook assign_hook = NULL;
 static KafkaRevokeHook revoke_hook = NULL;
 static bool brokers_down = false;
 static TimestampTz last_down_warning = 0;
+static bool in_rebalance = false;
 
 /*
  * Bytes consumed since the fetchers were last woken up (KafkaWakeFetchers),
@@ -208,6 +209,8 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	rd_kafka_error_t *error = NULL;
 	rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 
+	/* an ERROR from a hook ends the process: no need to reset this flag */
+	in_rebalance = true;
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
 	{
 		KafkaPosition *pos = palloc(sizeof(KafkaPosition) * Max(parts->cnt, 1));
@@ -253,6 +256,7 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 				(errmsg("clickstream consumer %d: %d partitions revoked",
 						my_consumer, parts->cnt)));
 	}
+	in_rebalance = false;
 
 	if (error != NULL)
 	{
@@ -637,6 +641,16 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 			(errmsg("clickstream consumer %d subscribed to topic \"%s\" on %s as group \"%s\"",
 					consumer, cs_topic, cs_brokers, cs_group_id)));
 	return true;
+}
+
+/*
+ * Is a rebalance hook running?  It runs inside librdkafka's poll or close,
+ * where KafkaPoll() and pausing must not be called.
+ */
+bool
+KafkaInRebalance(void)
+{
+	return in_rebalance;
 }
 
 /* Is a consumer open? */

@@ -64,8 +64,11 @@ static bool connecting = false;
 static TimestampTz last_watermarks = 0;
 static TimestampTz last_blocked_log = 0;
 
-/* Inside WorkerWhileBlocked's poll (where a revoke hook cannot poll). */
-static bool blocked_polling = false;
+/* A revoke hook waiting for a lock was logged (once per flush). */
+static bool revoke_wait_logged = false;
+
+/* WorkerWhileBlocked paused the partitions; resumed after the write. */
+static bool partitions_paused = false;
 
 /* A batch was given up: the consumer must be closed before reading on. */
 static bool consumer_abandoned = false;
@@ -170,7 +173,7 @@ WorkerWhileBlocked(TimestampTz since)
 	char		waiting_for[CLICKSTREAM_ERROR_LEN];
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 WORKER_TICK_MS);
-	bool		outer = !blocked_polling;
+	bool		outer = !KafkaInRebalance();
 
 	LockWaitDescribe(waiting_for, sizeof(waiting_for), BronzeBlockedContext());
 	StatusWorkerSetBlocked(my_consumer, waiting_for, since);
@@ -185,11 +188,19 @@ WorkerWhileBlocked(TimestampTz since)
 						   BronzeBatchRows(batch))));
 	}
 
-	/* a revoke hook run from the poll below cannot poll: it only waits */
+	/* a revoke hook (run from inside librdkafka) cannot poll: it only waits */
 	if (outer)
 	{
-		blocked_polling = true;
 		KafkaPauseAll(true);
+		partitions_paused = true;
+	}
+	else if (!revoke_wait_logged)
+	{
+		revoke_wait_logged = true;
+		ereport(LOG,
+				(errmsg("clickstream consumer %d: partitions are revoked while it is blocked; it waits for the lock before releasing them",
+						my_consumer),
+				 errdetail("Kafka is not polled meanwhile; the rebalance completes when the batch is written.")));
 	}
 	while (GetCurrentTimestamp() < until)
 	{
@@ -219,8 +230,6 @@ WorkerWhileBlocked(TimestampTz since)
 		}
 		WorkerRefreshWatermarks();
 	}
-	if (outer)
-		blocked_polling = false;
 	if (ShutdownRequestPending || !cs_enabled ||
 		(settings_reloaded && WorkerKafkaSettingsChanged()))
 	{
@@ -248,6 +257,7 @@ WorkerFlush(void)
 	if (BronzeBatchIsEmpty(batch))
 		return;
 
+	revoke_wait_logged = false;
 	for (;;)
 	{
 		LockWaitStart();
@@ -273,12 +283,17 @@ WorkerFlush(void)
 		if (was == WORKER_CONSUMING || was == WORKER_BROKER_DOWN)
 			StatusWorkerSetState(my_consumer,
 								 KafkaBrokersDown() ? WORKER_BROKER_DOWN : WORKER_CONSUMING);
-		if (!blocked_polling)
+		if (partitions_paused && !KafkaInRebalance())
+		{
 			KafkaPauseAll(false);
-		ereport(LOG,
-				(errmsg("clickstream consumer %d wrote its batch of %d messages after waiting %ld ms for a lock",
-						my_consumer, BronzeBatchRows(batch),
-						(long) (TimestampDifferenceMilliseconds(blocked_since, GetCurrentTimestamp())))));
+			partitions_paused = false;
+		}
+		/* (empty when a revoke hook wrote it meanwhile, and logged it) */
+		if (!BronzeBatchIsEmpty(batch))
+			ereport(LOG,
+					(errmsg("clickstream consumer %d wrote its batch of %d messages after waiting %ld ms for a lock",
+							my_consumer, BronzeBatchRows(batch),
+							(long) (TimestampDifferenceMilliseconds(blocked_since, GetCurrentTimestamp())))));
 	}
 	if (n < 0)
 	{
@@ -347,6 +362,7 @@ WorkerCloseConsumer(void)
 		pfree(open_settings);
 	open_settings = NULL;
 	consumer_abandoned = false;
+	partitions_paused = false;
 }
 
 /* Once a second: publish statistics, notice DROP EXTENSION while idle. */

@@ -110,6 +110,40 @@ wait_for($node, q{
 	SELECT bool_and(lag = 0) AND sum(committed_offset) = } . $total . q{
 	FROM clickstream.status}, 't', 'lag back to 0');
 wait_for($node, 'SELECT state FROM clickstream.workers', 'consuming', 'consuming again');
+
+# --- a rebalance while blocked: the revoke hook waits for the lock ----------
+$worker = worker_pid($node);
+$holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN');
+$holder->query_safe('LOCK TABLE clickstream.bronze IN SHARE MODE');
+$holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+$m = produce($addr, 2000, prefix => 'rebalance');
+wait_for($node, q{SELECT state FROM clickstream.workers}, 'blocked', 'a lock on bronze blocks the worker');
+like($node->safe_psql('postgres', 'SELECT waiting_for FROM clickstream.workers'),
+	qr/^RowExclusiveLock on relation clickstream\.bronze held by pid $holder_pid$/,
+	'waiting_for names the lock on bronze');
+# another member joins the group: the worker's partitions are revoked
+my $logpos = -s $node->logfile;
+my ($kout, $kerr) = ('', '');
+my $kcat = IPC::Run::start([ 'kcat', '-b', $addr, '-G', 'clickstream', '-q', '-f', '%p:%o\n',
+		'-X', 'session.timeout.ms=6000', 'clickstream' ],
+	'>', \$kout, '2>', \$kerr);
+$node->wait_for_log(qr/partitions are revoked while it is blocked; it waits for the lock/, $logpos);
+is($node->safe_psql('postgres', 'SELECT state FROM clickstream.workers'), 'blocked',
+	'still blocked while the revoke waits');
+$holder->query_safe('COMMIT');
+$holder->quit;
+$node->wait_for_log(qr/clickstream consumer 0: \d+ partitions revoked/, $logpos);
+$kcat->signal('TERM');
+$kcat->finish;
+$total += $m;
+wait_for($node, $exact, "$total|$total|$total",
+	'after the rebalance and the other member leaving, every message is written once');
+wait_for($node, q{
+	SELECT bool_and(lag = 0) AND sum(committed_offset) = } . $total . q{
+	FROM clickstream.status}, 't', 'lag back to 0');
+is(worker_pid($node), $worker, 'the same worker process throughout the rebalance');
+
 unlike(slurp_file($node->logfile), qr/ERROR|FATAL|TRAP/, 'no error in the log');
 
 $node->stop;
