@@ -78,6 +78,14 @@ static int32 *assigned = NULL;
 static int	nassigned = 0;
 
 /*
+ * Per assigned partition (same index): has it delivered a message since it
+ * was assigned (so that librdkafka's application position is its own), and
+ * did KafkaPauseAll() pause it?
+ */
+static bool *delivered = NULL;
+static bool *paused = NULL;
+
+/*
  * The contents of clickstream.kafka_options_file the open consumer was
  * created with (NULL: no file), to notice a change on reload.  Secrets: kept
  * in memory only, never logged, zeroed when dropped.
@@ -179,7 +187,11 @@ KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
 				if (parts->elems[j].partition == assigned[i])
 					revoked = true;
 			if (!revoked)
+			{
+				delivered[kept] = delivered[i];
+				paused[kept] = paused[i];
 				assigned[kept++] = assigned[i];
+			}
 		}
 		nassigned = kept;
 		return;
@@ -187,13 +199,24 @@ KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
 	if (parts->cnt > 0)
 	{
 		int32	   *grown = realloc(assigned, sizeof(int32) * (nassigned + parts->cnt));
+		bool	   *grown_delivered = realloc(delivered, sizeof(bool) * (nassigned + parts->cnt));
+		bool	   *grown_paused = realloc(paused, sizeof(bool) * (nassigned + parts->cnt));
 
-		if (grown == NULL)
+		if (grown != NULL)
+			assigned = grown;
+		if (grown_delivered != NULL)
+			delivered = grown_delivered;
+		if (grown_paused != NULL)
+			paused = grown_paused;
+		if (grown == NULL || grown_delivered == NULL || grown_paused == NULL)
 			elog(FATAL, "out of memory");
-		assigned = grown;
 	}
 	for (int i = 0; i < parts->cnt; i++)
+	{
+		delivered[nassigned] = false;
+		paused[nassigned] = false;
 		assigned[nassigned++] = parts->elems[i].partition;
+	}
 }
 
 /*
@@ -243,6 +266,14 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		else
 			aerr = rd_kafka_assign(rk, parts);
 		KafkaSetAssignment(parts, true);
+
+		/*
+		 * librdkafka keeps a partition's pause across a reassignment: one
+		 * paused by KafkaPauseAll() before it was revoked would never fetch
+		 * again.  Resuming only clears that flag (a partition that is not
+		 * paused is left alone); fetching starts at the offset set above.
+		 */
+		(void) rd_kafka_resume_partitions(rk, parts);
 	}
 	else
 	{
@@ -835,6 +866,9 @@ KafkaPoll(int timeout_ms, KafkaMessage *msg)
 	}
 
 	current = m;
+	for (int i = 0; i < nassigned; i++)
+		if (assigned[i] == m->partition)
+			delivered[i] = true;
 	if (brokers_down)
 	{
 		brokers_down = false;
@@ -897,11 +931,15 @@ KafkaSeek(int32 partition, int64 offset)
 }
 
 /*
- * Pause (or resume) fetching every assigned partition.  A paused partition
- * fetches nothing and its prefetched messages are dropped (librdkafka
- * discards them at the next poll), so a worker that cannot write holds no
- * more than its batch; resuming fetches again from the offset after the
- * last message KafkaPoll() returned.
+ * Pause fetching the assigned partitions, or resume those paused.  A paused
+ * partition fetches nothing and its prefetched messages are dropped
+ * (librdkafka discards them at the next poll), so a worker that cannot
+ * write holds no more than its batch; resuming fetches again from the
+ * offset after the last message KafkaPoll() returned, librdkafka's
+ * application position.  That position is only the partition's own once it
+ * has delivered a message since it was assigned (before, it may be left
+ * from an earlier assignment), so a partition that has not is not paused
+ * yet: the next call after its first message pauses it.
  */
 void
 KafkaPauseAll(bool pause)
@@ -913,14 +951,22 @@ KafkaPauseAll(bool pause)
 		return;
 	list = rd_kafka_topic_partition_list_new(nassigned);
 	for (int i = 0; i < nassigned; i++)
+	{
+		if (pause ? (paused[i] || !delivered[i]) : !paused[i])
+			continue;
 		rd_kafka_topic_partition_list_add(list, my_topic, assigned[i]);
-	err = pause ? rd_kafka_pause_partitions(kafka, list)
-		: rd_kafka_resume_partitions(kafka, list);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		ereport(WARNING,
-				(errmsg("clickstream consumer %d could not %s its partitions: %s",
-						my_consumer, pause ? "pause" : "resume",
-						rd_kafka_err2str(err))));
+		paused[i] = pause;
+	}
+	if (list->cnt > 0)
+	{
+		err = pause ? rd_kafka_pause_partitions(kafka, list)
+			: rd_kafka_resume_partitions(kafka, list);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			ereport(WARNING,
+					(errmsg("clickstream consumer %d could not %s its partitions: %s",
+							my_consumer, pause ? "pause" : "resume",
+							rd_kafka_err2str(err))));
+	}
 	rd_kafka_topic_partition_list_destroy(list);
 }
 

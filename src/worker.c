@@ -224,7 +224,7 @@ WorkerWhileBlocked(TimestampTz since)
 		}
 		if (KafkaPoll(WORKER_POLL_MS, &msg))
 		{
-			/* from a partition assigned meanwhile: keep it, pause it too */
+			/* from a partition not paused yet (see KafkaPauseAll): keep it */
 			BronzeBatchAdd(batch, open_topic, &msg);
 			KafkaPauseAll(true);
 		}

@@ -137,6 +137,8 @@ $node->wait_for_log(qr/clickstream consumer 0: \d+ partitions revoked/, $logpos)
 $kcat->signal('TERM');
 $kcat->finish;
 $total += $m;
+# partitions paused while blocked and assigned again fetch again
+$total += produce($addr, 500, prefix => 'after-rebalance');
 wait_for($node, $exact, "$total|$total|$total",
 	'after the rebalance and the other member leaving, every message is written once');
 wait_for($node, q{
