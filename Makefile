@@ -13,6 +13,7 @@ OBJS = \
 	src/worker.o \
 	src/kafka.o \
 	src/bronze.o \
+	src/lockwait.o \
 	src/copy.o \
 	src/isolate.o \
 	src/json.o \

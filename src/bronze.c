@@ -25,6 +25,11 @@
  *	  4. the new positions (ingest_positions, UNLOGGED like bronze) and, at
  *	     a partition's first batch, its durable watermark.
  *
+ * Every lock of that transaction is waited for at most lock_timeout (1 s).
+ * When one is not granted, the transaction is rolled back whole, what the
+ * attempt added to the batch is undone, and BronzeBatchWrite() returns
+ * BRONZE_WRITE_BLOCKED: the worker retries the same batch (worker.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "clickstream.h"
@@ -138,6 +143,10 @@ static SPIPlanPtr position_plan = NULL;
 static SPIPlanPtr watermark_plan = NULL;
 static SPIPlanPtr dead_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
+
+/* Longest wait for one lock of a write; then it is retried (worker.c). */
+#define BRONZE_LOCK_TIMEOUT "1s"
+static char blocked_context[256] = "";
 
 /* Create an empty batch in a context of its own under parent. */
 BronzeBatch *
@@ -852,17 +861,95 @@ BronzeExtensionExists(void)
 	return exists;
 }
 
+/* The error context of the last write's lock timeout ("" if none). */
+const char *
+BronzeBlockedContext(void)
+{
+	return blocked_context;
+}
+
+/*
+ * A write attempt failed.  If a lock it needed was not granted within
+ * lock_timeout, roll the whole transaction back, undo what the attempt
+ * added to the batch (dead letters of skipped offsets and refused rows,
+ * found again by the next attempt) and return true: the caller retries with
+ * the same batch.  Any other error: return false, to re-throw it.  Called
+ * in PG_CATCH with the error pending.
+ */
+static bool
+BronzeAttemptFailed(BronzeBatch *batch, int ndead, Size bytes)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(batch->cxt);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+	{
+		FreeErrorData(edata);
+		return false;
+	}
+	strlcpy(blocked_context, edata->context ? edata->context : "",
+			sizeof(blocked_context));
+	FreeErrorData(edata);
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	batch->ndead = ndead;
+	batch->bytes = bytes;
+	batch->any_stale = false;
+	return true;
+}
+
+/*
+ * Lock what the write needs, write the batch and commit.  Returns false,
+ * with the transaction rolled back, when a lock was not granted in time.
+ */
+static bool
+BronzeWriteAttempt(BronzeBatch *batch, const char *topic)
+{
+	Relation	rel;
+	Oid			relid;
+	int			ndead;
+	Size		bytes;
+	volatile bool blocked = false;
+
+	ndead = batch->ndead;
+	bytes = batch->bytes;
+	PG_TRY();
+	{
+		BronzeFence(batch, topic);
+
+		relid = RangeVarGetRelid(makeRangeVar(CLICKSTREAM_SCHEMA, "bronze", -1),
+								 RowExclusiveLock, false);
+		rel = table_open(relid, NoLock);
+		BronzeWriteRows(rel, batch);
+		table_close(rel, NoLock);
+
+		BronzeWriteDead(batch, topic);
+		BronzeWritePositions(batch, topic);
+
+		BronzeEnd();
+	}
+	PG_CATCH();
+	{
+		if (!BronzeAttemptFailed(batch, ndead, bytes))
+			PG_RE_THROW();
+		blocked = true;
+	}
+	PG_END_TRY();
+	return !blocked;
+}
+
 /*
  * Write the batch in one transaction.  Returns the number of partitions
- * with *results describing each (valid until the batch is reset), or -1
- * when the extension is gone (nothing written).
+ * with *results describing each (valid until the batch is reset), -1 when
+ * the extension is gone (nothing written), or BRONZE_WRITE_BLOCKED when a
+ * lock was not granted in time (nothing written; retry with the same batch).
  */
 int
 BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 				 BronzePartitionResult **results)
 {
-	Relation	rel;
-	Oid			relid;
 	BronzePartitionResult *res;
 	int			nparts = batch->nparts;
 
@@ -872,18 +959,14 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 	if (!BronzeBegin("clickstream: writing a batch to bronze"))
 		return -1;
 
-	BronzeFence(batch, topic);
-
-	relid = RangeVarGetRelid(makeRangeVar(CLICKSTREAM_SCHEMA, "bronze", -1),
-							 RowExclusiveLock, false);
-	rel = table_open(relid, NoLock);
-	BronzeWriteRows(rel, batch);
-	table_close(rel, NoLock);
-
-	BronzeWriteDead(batch, topic);
-	BronzeWritePositions(batch, topic);
-
-	BronzeEnd();
+	/*
+	 * Every lock the write needs (position rows, bronze, dead_letters, ...)
+	 * is waited for at most BRONZE_LOCK_TIMEOUT; see BronzeAttemptFailed.
+	 */
+	if (SPI_execute("SET LOCAL lock_timeout = '" BRONZE_LOCK_TIMEOUT "'", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set lock_timeout");
+	if (!BronzeWriteAttempt(batch, topic))
+		return BRONZE_WRITE_BLOCKED;
 
 	res = MemoryContextAlloc(batch->cxt, sizeof(BronzePartitionResult) * nparts);
 	for (int i = 0; i < nparts; i++)

@@ -10,6 +10,7 @@
  *	  worker.c            the ingestion background worker's main loop
  *	  kafka.c             the Kafka consumer (the only file seeing librdkafka)
  *	  bronze.c            batches: COPY into bronze, positions, dead letters
+ *	  lockwait.c          what a write waited on when its lock_timeout expired
  *	  copy.c              binary COPY into a table from tuples in memory
  *	  isolate.c           writing in halves to set refused rows aside
  *	  json.c              the strict JSON scanner of the event parser
@@ -115,7 +116,8 @@ typedef enum
 	WORKER_DISABLED,
 	WORKER_CONNECTING,
 	WORKER_CONSUMING,
-	WORKER_BROKER_DOWN
+	WORKER_BROKER_DOWN,
+	WORKER_BLOCKED
 }			WorkerState;
 
 extern void StatusInit(void);
@@ -129,7 +131,11 @@ extern void StatusPartitionAssigned(int consumer, const char *topic, int partiti
 extern void StatusPartitionProgress(int consumer, const char *topic, int partition,
 									int64 next_offset, int64 messages, int64 bytes,
 									TimestampTz batch_time);
-extern void StatusPartitionWatermark(const char *topic, int partition, int64 high);
+extern void StatusPartitionWatermark(const char *topic, int partition, int64 high,
+									 TimestampTz answered_at);
+extern void StatusWorkerSetBlocked(int consumer, const char *waiting_for,
+								   TimestampTz since);
+extern WorkerState StatusWorkerSetUnblocked(int consumer);
 extern void StatusWorkerTick(int consumer, int nassigned);
 
 /* worker.c */
@@ -171,11 +177,15 @@ typedef void (*KafkaRevokeHook) (void);
 extern bool KafkaOpen(int consumer, KafkaAssignHook on_assign,
 					  KafkaRevokeHook on_revoke);
 extern bool KafkaIsOpen(void);
+extern bool KafkaInRebalance(void);
 extern bool KafkaOptionsFileChanged(void);
 extern bool KafkaPoll(int timeout_ms, KafkaMessage *msg);
 extern void KafkaCommit(const KafkaPosition *positions, int n);
 extern void KafkaSeek(int32 partition, int64 offset);
 extern int64 KafkaHighWatermark(int32 partition);
+extern void KafkaPauseAll(bool pause);
+extern bool KafkaQueryHighWatermarks(const int32 *partitions, int n, int64 *highs,
+									 int timeout_ms);
 extern bool KafkaBrokersDown(void);
 extern void KafkaCheckBrokers(void);
 extern int	KafkaAssignment(const int32 **partitions);
@@ -207,6 +217,15 @@ extern int	BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 extern void BronzeSetExpected(int32 partition, int64 next_offset);
 extern void BronzeLoadPositions(const char *topic, KafkaPosition *positions, int n);
 extern bool BronzeExtensionExists(void);
+extern const char *BronzeBlockedContext(void);
+
+/* BronzeBatchWrite(): a lock the write needs was not granted in time. */
+#define BRONZE_WRITE_BLOCKED (-2)
+
+/* lockwait.c */
+extern void LockWaitStart(void);
+extern void LockWaitStop(void);
+extern void LockWaitDescribe(char *buf, size_t len, const char *context);
 
 /*
  * copy.c: binary COPY from memory.  A CopyNextTuple hands out the next tuple,

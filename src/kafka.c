@@ -64,6 +64,7 @@ static KafkaAssignHook assign_hook = NULL;
 static KafkaRevokeHook revoke_hook = NULL;
 static bool brokers_down = false;
 static TimestampTz last_down_warning = 0;
+static bool in_rebalance = false;
 
 /*
  * Bytes consumed since the fetchers were last woken up (KafkaWakeFetchers),
@@ -75,6 +76,14 @@ static size_t wakeup_bytes = 0;
 /* Current assignment, kept for statistics. */
 static int32 *assigned = NULL;
 static int	nassigned = 0;
+
+/*
+ * Per assigned partition (same index): has it delivered a message since it
+ * was assigned (so that librdkafka's application position is its own), and
+ * did KafkaPauseAll() pause it?
+ */
+static bool *delivered = NULL;
+static bool *paused = NULL;
 
 /*
  * The contents of clickstream.kafka_options_file the open consumer was
@@ -178,7 +187,11 @@ KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
 				if (parts->elems[j].partition == assigned[i])
 					revoked = true;
 			if (!revoked)
+			{
+				delivered[kept] = delivered[i];
+				paused[kept] = paused[i];
 				assigned[kept++] = assigned[i];
+			}
 		}
 		nassigned = kept;
 		return;
@@ -186,13 +199,24 @@ KafkaSetAssignment(rd_kafka_topic_partition_list_t *parts, bool add)
 	if (parts->cnt > 0)
 	{
 		int32	   *grown = realloc(assigned, sizeof(int32) * (nassigned + parts->cnt));
+		bool	   *grown_delivered = realloc(delivered, sizeof(bool) * (nassigned + parts->cnt));
+		bool	   *grown_paused = realloc(paused, sizeof(bool) * (nassigned + parts->cnt));
 
-		if (grown == NULL)
+		if (grown != NULL)
+			assigned = grown;
+		if (grown_delivered != NULL)
+			delivered = grown_delivered;
+		if (grown_paused != NULL)
+			paused = grown_paused;
+		if (grown == NULL || grown_delivered == NULL || grown_paused == NULL)
 			elog(FATAL, "out of memory");
-		assigned = grown;
 	}
 	for (int i = 0; i < parts->cnt; i++)
+	{
+		delivered[nassigned] = false;
+		paused[nassigned] = false;
 		assigned[nassigned++] = parts->elems[i].partition;
+	}
 }
 
 /*
@@ -208,6 +232,8 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	rd_kafka_error_t *error = NULL;
 	rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 
+	/* an ERROR from a hook ends the process: no need to reset this flag */
+	in_rebalance = true;
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
 	{
 		KafkaPosition *pos = palloc(sizeof(KafkaPosition) * Max(parts->cnt, 1));
@@ -240,6 +266,14 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		else
 			aerr = rd_kafka_assign(rk, parts);
 		KafkaSetAssignment(parts, true);
+
+		/*
+		 * librdkafka keeps a partition's pause across a reassignment: one
+		 * paused by KafkaPauseAll() before it was revoked would never fetch
+		 * again.  Resuming only clears that flag (a partition that is not
+		 * paused is left alone); fetching starts at the offset set above.
+		 */
+		(void) rd_kafka_resume_partitions(rk, parts);
 	}
 	else
 	{
@@ -253,6 +287,7 @@ KafkaRebalanceCallback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 				(errmsg("clickstream consumer %d: %d partitions revoked",
 						my_consumer, parts->cnt)));
 	}
+	in_rebalance = false;
 
 	if (error != NULL)
 	{
@@ -639,6 +674,16 @@ KafkaOpen(int consumer, KafkaAssignHook on_assign, KafkaRevokeHook on_revoke)
 	return true;
 }
 
+/*
+ * Is a rebalance hook running?  It runs inside librdkafka's poll or close,
+ * where KafkaPoll() and pausing must not be called.
+ */
+bool
+KafkaInRebalance(void)
+{
+	return in_rebalance;
+}
+
 /* Is a consumer open? */
 bool
 KafkaIsOpen(void)
@@ -821,6 +866,9 @@ KafkaPoll(int timeout_ms, KafkaMessage *msg)
 	}
 
 	current = m;
+	for (int i = 0; i < nassigned; i++)
+		if (assigned[i] == m->partition)
+			delivered[i] = true;
 	if (brokers_down)
 	{
 		brokers_down = false;
@@ -880,6 +928,90 @@ KafkaSeek(int32 partition, int64 offset)
 		rd_kafka_error_destroy(error);
 	}
 	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
+ * Pause fetching the assigned partitions, or resume those paused.  A paused
+ * partition fetches nothing and its prefetched messages are dropped
+ * (librdkafka discards them at the next poll), so a worker that cannot
+ * write holds no more than its batch; resuming fetches again from the
+ * offset after the last message KafkaPoll() returned, librdkafka's
+ * application position.  That position is only the partition's own once it
+ * has delivered a message since it was assigned (before, it may be left
+ * from an earlier assignment), so a partition that has not is not paused
+ * yet: the next call after its first message pauses it.
+ */
+void
+KafkaPauseAll(bool pause)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (kafka == NULL || nassigned == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(nassigned);
+	for (int i = 0; i < nassigned; i++)
+	{
+		if (pause ? (paused[i] || !delivered[i]) : !paused[i])
+			continue;
+		rd_kafka_topic_partition_list_add(list, my_topic, assigned[i]);
+		paused[i] = pause;
+	}
+	if (list->cnt > 0)
+	{
+		err = pause ? rd_kafka_pause_partitions(kafka, list)
+			: rd_kafka_resume_partitions(kafka, list);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			ereport(WARNING,
+					(errmsg("clickstream consumer %d could not %s its partitions: %s",
+							my_consumer, pause ? "pause" : "resume",
+							rd_kafka_err2str(err))));
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
+ * Ask the partition leaders for the high watermark (log end offset) of each
+ * of the n partitions, waiting at most timeout_ms; highs[i] is -1 where no
+ * answer came.  Independent of fetching: it works with paused partitions
+ * and while no batch is written.  Returns false when nothing was answered.
+ */
+bool
+KafkaQueryHighWatermarks(const int32 *partitions, int n, int64 *highs,
+						 int timeout_ms)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+	bool		any = false;
+
+	for (int i = 0; i < n; i++)
+		highs[i] = -1;
+	if (kafka == NULL || n == 0 || brokers_down)
+		return false;
+	list = rd_kafka_topic_partition_list_new(n);
+	for (int i = 0; i < n; i++)
+		rd_kafka_topic_partition_list_add(list, my_topic,
+										  partitions[i])->offset = RD_KAFKA_OFFSET_END;
+	/* a ListOffsets request for the latest offset, answered by each leader */
+	err = rd_kafka_offsets_for_times(kafka, list, timeout_ms);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		for (int i = 0; i < list->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *tp = &list->elems[i];
+
+			if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->offset < 0)
+				continue;
+			for (int j = 0; j < n; j++)
+				if (partitions[j] == tp->partition)
+				{
+					highs[j] = tp->offset;
+					any = true;
+				}
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return any;
 }
 
 /* High watermark of a partition as last seen in a fetch, -1 if unknown. */

@@ -39,6 +39,7 @@ typedef struct PartitionStat
 	int32		partition;
 	int64		next_offset;
 	int64		high_watermark;
+	TimestampTz high_watermark_at;	/* when the broker last reported it */
 	int64		messages;
 	int64		bytes;
 	TimestampTz last_batch_at;
@@ -60,6 +61,9 @@ typedef struct WorkerStat
 	TimestampTz last_batch_at;
 	char		last_error[CLICKSTREAM_ERROR_LEN];
 	TimestampTz last_error_at;
+	char		waiting_for[CLICKSTREAM_ERROR_LEN]; /* while blocked */
+	TimestampTz blocked_since;
+	WorkerState unblocked_state;	/* the state before it was blocked */
 } WorkerStat;
 
 typedef struct StatusShared
@@ -83,6 +87,7 @@ static const char *const state_names[] = {
 	[WORKER_CONNECTING] = "connecting",
 	[WORKER_CONSUMING] = "consuming",
 	[WORKER_BROKER_DOWN] = "broker_down",
+	[WORKER_BLOCKED] = "blocked",
 };
 
 PG_FUNCTION_INFO_V1(clickstream_worker_states);
@@ -194,6 +199,8 @@ StatusWorkerStart(int consumer)
 	w->state = WORKER_STARTING;
 	w->nassigned = 0;
 	w->started_at = GetCurrentTimestamp();
+	w->waiting_for[0] = '\0';
+	w->blocked_since = 0;
 	LWLockRelease(status->lock);
 }
 
@@ -219,7 +226,50 @@ StatusWorkerSetState(int consumer, WorkerState state)
 	status->workers[consumer].state = state;
 	if (state == WORKER_STOPPED)
 		status->workers[consumer].pid = 0;
+	if (state != WORKER_BLOCKED)
+	{
+		status->workers[consumer].waiting_for[0] = '\0';
+		status->workers[consumer].blocked_since = 0;
+	}
 	LWLockRelease(status->lock);
+}
+
+/*
+ * Publish that the worker cannot write: state blocked, on what, and since
+ * when.  Called again while it waits, to update what it waits on.
+ */
+void
+StatusWorkerSetBlocked(int consumer, const char *waiting_for, TimestampTz since)
+{
+	WorkerStat *w = &status->workers[consumer];
+
+	LWLockAcquire(status->lock, LW_EXCLUSIVE);
+	if (w->state != WORKER_BLOCKED)
+		w->unblocked_state = w->state;
+	w->state = WORKER_BLOCKED;
+	strlcpy(w->waiting_for, waiting_for, CLICKSTREAM_ERROR_LEN);
+	w->blocked_since = since;
+	LWLockRelease(status->lock);
+}
+
+/*
+ * The worker wrote (or gave up) after being blocked: restore the state it
+ * had before, which is returned.
+ */
+WorkerState
+StatusWorkerSetUnblocked(int consumer)
+{
+	WorkerStat *w = &status->workers[consumer];
+	WorkerState state;
+
+	LWLockAcquire(status->lock, LW_EXCLUSIVE);
+	if (w->state == WORKER_BLOCKED)
+		w->state = w->unblocked_state;
+	state = w->state;
+	w->waiting_for[0] = '\0';
+	w->blocked_since = 0;
+	LWLockRelease(status->lock);
+	return state;
 }
 
 /* Record the last error of a worker, and of one partition if >= 0. */
@@ -295,9 +345,15 @@ StatusPartitionProgress(int consumer, const char *topic, int partition,
 	LWLockRelease(status->lock);
 }
 
-/* Publish a partition's high watermark as last seen by librdkafka. */
+/*
+ * Publish a partition's high watermark.  answered_at: when the broker
+ * answered a query for it; 0 for the value librdkafka cached from a fetch at
+ * an unknown time, which only moves the watermark forward and leaves
+ * high_watermark_at alone.
+ */
 void
-StatusPartitionWatermark(const char *topic, int partition, int64 high)
+StatusPartitionWatermark(const char *topic, int partition, int64 high,
+						 TimestampTz answered_at)
 {
 	PartitionStat *p;
 
@@ -305,8 +361,10 @@ StatusPartitionWatermark(const char *topic, int partition, int64 high)
 		return;
 	LWLockAcquire(status->lock, LW_EXCLUSIVE);
 	p = StatusFindPartition(topic, partition, false);
-	if (p != NULL)
+	if (p != NULL && (answered_at != 0 || high > p->high_watermark))
 		p->high_watermark = high;
+	if (p != NULL && answered_at != 0)
+		p->high_watermark_at = answered_at;
 	LWLockRelease(status->lock);
 }
 
@@ -376,8 +434,8 @@ clickstream_worker_states(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[9];
-		bool		nulls[9] = {0};
+		Datum		values[11];
+		bool		nulls[11] = {0};
 		WorkerStat *w = &copy[i];
 
 		values[0] = Int32GetDatum(i);
@@ -391,6 +449,10 @@ clickstream_worker_states(PG_FUNCTION_ARGS)
 		nulls[6] = (w->last_error[0] == '\0');
 		values[7] = TimestampOrNull(w->last_error_at, &nulls[7]);
 		values[8] = TimestampOrNull(w->started_at, &nulls[8]);
+		values[9] = CStringGetTextDatum(w->waiting_for);
+		nulls[9] = (w->state != WORKER_BLOCKED || w->waiting_for[0] == '\0');
+		values[10] = TimestampOrNull(w->blocked_since, &nulls[10]);
+		nulls[10] |= (w->state != WORKER_BLOCKED);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();
@@ -418,8 +480,8 @@ clickstream_worker_partitions(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[12];
-		bool		nulls[12] = {0};
+		Datum		values[13];
+		bool		nulls[13] = {0};
 		PartitionStat *p = &copy[i];
 
 		values[0] = Int32GetDatum(p->consumer);
@@ -437,6 +499,7 @@ clickstream_worker_partitions(PG_FUNCTION_ARGS)
 		values[10] = CStringGetTextDatum(p->last_error);
 		nulls[10] = (p->last_error[0] == '\0');
 		values[11] = TimestampOrNull(p->last_error_at, &nulls[11]);
+		values[12] = TimestampOrNull(p->high_watermark_at, &nulls[12]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

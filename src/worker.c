@@ -14,6 +14,11 @@
  *	    is clickstream.batch_timeout old;
  *	  - commits the batch's offsets to the Kafka group only after the
  *	    PostgreSQL commit;
+ *	  - when a lock the write needs is not granted within lock_timeout,
+ *	    keeps the batch and retries every second, state "blocked" (with what
+ *	    it waits on), partitions paused, still polling Kafka;
+ *	  - asks the broker for the high watermarks every 2 seconds, whether or
+ *	    not it writes;
  *	  - on SIGHUP re-reads the settings (and clickstream.kafka_options_file),
  *	    reconnecting if the Kafka ones changed; on SIGTERM writes the pending batch, leaves the group and
  *	    exits.
@@ -52,6 +57,25 @@ static TimestampTz batch_deadline = 0;
 static bool extension_gone = false;
 static bool connecting = false;
 
+/* Broker queries for the high watermarks: how often, and the longest wait. */
+#define WORKER_WATERMARK_MS 2000
+#define WORKER_WATERMARK_TIMEOUT_MS 500
+#define WORKER_BLOCKED_LOG_MS 60000
+static TimestampTz last_watermarks = 0;
+static TimestampTz last_blocked_log = 0;
+
+/* A revoke hook waiting for a lock was logged (once per flush). */
+static bool revoke_wait_logged = false;
+
+/* WorkerWhileBlocked paused the partitions; resumed after the write. */
+static bool partitions_paused = false;
+
+/* A batch was given up: the consumer must be closed before reading on. */
+static bool consumer_abandoned = false;
+
+/* The configuration was reloaded while blocked: compare the Kafka settings. */
+static bool settings_reloaded = false;
+
 /* The Kafka settings and topic the open consumer was created with. */
 static char *open_settings = NULL;
 static char open_topic[CLICKSTREAM_TOPIC_LEN];
@@ -86,6 +110,139 @@ WorkerKafkaSettings(void)
 					cs_fetch_buffer_kb);
 }
 
+/* Sleep until the latch is set or timeout_ms passes. */
+static void
+WorkerSleep(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * Ask the broker for the high watermarks of the assigned partitions, at most
+ * every WORKER_WATERMARK_MS: the lag in clickstream.status must not depend
+ * on batches being written.
+ */
+static void
+WorkerRefreshWatermarks(void)
+{
+	const int32 *parts;
+	int			n = KafkaAssignment(&parts);
+	int64	   *highs;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (n == 0 || !TimestampDifferenceExceeds(last_watermarks, now, WORKER_WATERMARK_MS))
+		return;
+	last_watermarks = now;
+	highs = palloc(sizeof(int64) * n);
+	if (KafkaQueryHighWatermarks(parts, n, highs, WORKER_WATERMARK_TIMEOUT_MS))
+	{
+		now = GetCurrentTimestamp();
+		for (int i = 0; i < n; i++)
+			StatusPartitionWatermark(open_topic, parts[i], highs[i], now);
+	}
+	pfree(highs);
+}
+
+/* Do the Kafka settings differ from those the consumer was opened with? */
+static bool
+WorkerKafkaSettingsChanged(void)
+{
+	char	   *now_settings = WorkerKafkaSettings();
+	bool		changed = strcmp(now_settings, open_settings) != 0 ||
+		KafkaOptionsFileChanged();
+
+	pfree(now_settings);
+	return changed;
+}
+
+/*
+ * The batch could not be written: a lock it needs was not granted within
+ * lock_timeout.  Publish state blocked with what it waits for, then for
+ * about WORKER_TICK_MS keep serving Kafka with every partition paused (no
+ * prefetch beyond the batch, no max.poll.interval.ms expiry), keep the high
+ * watermarks fresh and watch SIGTERM and reloads.  Returns false when the
+ * batch is to be given up instead of retried (SIGTERM, clickstream.enabled
+ * off, Kafka settings changed): the caller drops it and the consumer is
+ * closed, so that its messages are read again from the stored positions.
+ */
+static bool
+WorkerWhileBlocked(TimestampTz since)
+{
+	char		waiting_for[CLICKSTREAM_ERROR_LEN];
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 WORKER_TICK_MS);
+	bool		outer = !KafkaInRebalance();
+
+	LockWaitDescribe(waiting_for, sizeof(waiting_for), BronzeBlockedContext());
+	StatusWorkerSetBlocked(my_consumer, waiting_for, since);
+	if (TimestampDifferenceExceeds(last_blocked_log, GetCurrentTimestamp(),
+								   WORKER_BLOCKED_LOG_MS))
+	{
+		last_blocked_log = GetCurrentTimestamp();
+		ereport(LOG,
+				(errmsg("clickstream consumer %d cannot write its batch: waiting for %s",
+						my_consumer, waiting_for),
+				 errdetail("The batch of %d messages is kept and written when the lock is granted; the partitions are paused meanwhile.",
+						   BronzeBatchRows(batch))));
+	}
+
+	/* a revoke hook (run from inside librdkafka) cannot poll: it only waits */
+	if (outer)
+	{
+		KafkaPauseAll(true);
+		partitions_paused = true;
+	}
+	else if (!revoke_wait_logged)
+	{
+		revoke_wait_logged = true;
+		ereport(LOG,
+				(errmsg("clickstream consumer %d: partitions are revoked while it is blocked; it waits for the lock before releasing them",
+						my_consumer),
+				 errdetail("Kafka is not polled meanwhile; the rebalance completes when the batch is written.")));
+	}
+	while (GetCurrentTimestamp() < until)
+	{
+		KafkaMessage msg;
+
+		if (ShutdownRequestPending)
+			break;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			settings_reloaded = true;
+			if (!cs_enabled || WorkerKafkaSettingsChanged())
+				break;
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (!outer)
+		{
+			WorkerSleep(WORKER_POLL_MS);
+			continue;
+		}
+		if (KafkaPoll(WORKER_POLL_MS, &msg))
+		{
+			/* from a partition not paused yet (see KafkaPauseAll): keep it */
+			BronzeBatchAdd(batch, open_topic, &msg);
+			KafkaPauseAll(true);
+		}
+		WorkerRefreshWatermarks();
+	}
+	if (ShutdownRequestPending || !cs_enabled ||
+		(settings_reloaded && WorkerKafkaSettingsChanged()))
+	{
+		ereport(LOG,
+				(errmsg("clickstream consumer %d gives up its unwritten batch of %d messages",
+						my_consumer, BronzeBatchRows(batch)),
+				 errdetail("It stopped waiting for %s; the messages are read again from the stored positions.",
+						   waiting_for)));
+		return false;
+	}
+	return true;
+}
+
 /* Write the pending batch, then commit its offsets to the Kafka group. */
 static void
 WorkerFlush(void)
@@ -95,11 +252,49 @@ WorkerFlush(void)
 	int			ncommit = 0;
 	int			n;
 	TimestampTz now;
+	TimestampTz blocked_since = 0;
 
 	if (BronzeBatchIsEmpty(batch))
 		return;
 
-	n = BronzeBatchWrite(batch, open_topic, &res);
+	revoke_wait_logged = false;
+	for (;;)
+	{
+		LockWaitStart();
+		n = BronzeBatchWrite(batch, open_topic, &res);
+		LockWaitStop();
+		if (n != BRONZE_WRITE_BLOCKED)
+			break;
+		if (blocked_since == 0)
+			blocked_since = GetCurrentTimestamp();
+		if (!WorkerWhileBlocked(blocked_since))
+		{
+			/* nothing of it is stored: the next reader starts before it */
+			BronzeBatchReset(batch);
+			consumer_abandoned = true;
+			StatusWorkerSetUnblocked(my_consumer);
+			return;
+		}
+	}
+	if (blocked_since != 0)
+	{
+		WorkerState was = StatusWorkerSetUnblocked(my_consumer);
+
+		if (was == WORKER_CONSUMING || was == WORKER_BROKER_DOWN)
+			StatusWorkerSetState(my_consumer,
+								 KafkaBrokersDown() ? WORKER_BROKER_DOWN : WORKER_CONSUMING);
+		if (partitions_paused && !KafkaInRebalance())
+		{
+			KafkaPauseAll(false);
+			partitions_paused = false;
+		}
+		/* (empty when a revoke hook wrote it meanwhile, and logged it) */
+		if (!BronzeBatchIsEmpty(batch))
+			ereport(LOG,
+					(errmsg("clickstream consumer %d wrote its batch of %d messages after waiting %ld ms for a lock",
+							my_consumer, BronzeBatchRows(batch),
+							(long) (TimestampDifferenceMilliseconds(blocked_since, GetCurrentTimestamp())))));
+	}
 	if (n < 0)
 	{
 		/* DROP EXTENSION: nothing was written, nothing is stored */
@@ -134,7 +329,7 @@ WorkerFlush(void)
 								res[i].next_offset, res[i].messages,
 								res[i].bytes, now);
 		StatusPartitionWatermark(open_topic, res[i].partition,
-								 KafkaHighWatermark(res[i].partition));
+								 KafkaHighWatermark(res[i].partition), 0);
 	}
 	KafkaCommit(commit, ncommit);
 	pfree(commit);
@@ -166,15 +361,8 @@ WorkerCloseConsumer(void)
 	if (open_settings)
 		pfree(open_settings);
 	open_settings = NULL;
-}
-
-/* Sleep until the latch is set or timeout_ms passes. */
-static void
-WorkerSleep(long timeout_ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout_ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
+	consumer_abandoned = false;
+	partitions_paused = false;
 }
 
 /* Once a second: publish statistics, notice DROP EXTENSION while idle. */
@@ -186,8 +374,7 @@ WorkerTick(void)
 
 	KafkaCheckBrokers();
 	StatusWorkerTick(my_consumer, n);
-	for (int i = 0; i < n; i++)
-		StatusPartitionWatermark(open_topic, parts[i], KafkaHighWatermark(parts[i]));
+	WorkerRefreshWatermarks();
 	if (BronzeBatchIsEmpty(batch) && !BronzeExtensionExists())
 		extension_gone = true;
 }
@@ -221,8 +408,10 @@ WorkerConsume(void)
 			timeout = Min(timeout, (batch_deadline - now) / 1000 + 1);
 		}
 
+		if (consumer_abandoned)
+			return;
 		got = KafkaPoll((int) timeout, &msg);
-		if (extension_gone)
+		if (extension_gone || consumer_abandoned)
 			return;
 		if (got)
 		{
@@ -320,26 +509,25 @@ ClickstreamWorkerMain(Datum main_arg)
 
 		CHECK_FOR_INTERRUPTS();
 
-		if (ConfigReloadPending)
+		if (ConfigReloadPending || settings_reloaded)
 		{
-			char	   *now_settings;
-
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			now_settings = WorkerKafkaSettings();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			settings_reloaded = false;
 			/* the options file is read again: its contents may have changed */
-			if (KafkaIsOpen() &&
-				(strcmp(now_settings, open_settings) != 0 || KafkaOptionsFileChanged()))
+			if (KafkaIsOpen() && WorkerKafkaSettingsChanged())
 			{
 				ereport(LOG,
 						(errmsg("clickstream consumer %d: Kafka settings changed, reconnecting",
 								my_consumer)));
 				WorkerCloseConsumer();
 			}
-			pfree(now_settings);
 		}
 
-		if (extension_gone && KafkaIsOpen())
+		if ((extension_gone || consumer_abandoned) && KafkaIsOpen())
 			WorkerCloseConsumer();
 
 		/* decide what to do in this pass */

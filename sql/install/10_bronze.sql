@@ -117,13 +117,14 @@ CREATE FUNCTION clickstream.worker_partitions(
 	OUT bytes_per_sec double precision,
 	OUT last_batch_at timestamptz,
 	OUT last_error text,
-	OUT last_error_at timestamptz)
+	OUT last_error_at timestamptz,
+	OUT high_watermark_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'clickstream_worker_partitions'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION clickstream.worker_partitions() IS
-'One row per partition a consumer worker has been assigned since server start, from shared memory: position, high watermark, totals, rates over the last minute, last batch and last error.';
+'One row per partition a consumer worker has been assigned since server start, from shared memory: position, high watermark and when the broker reported it, totals, rates over the last minute, last batch and last error.';
 
 CREATE FUNCTION clickstream.worker_states(
 	OUT consumer integer,
@@ -134,25 +135,29 @@ CREATE FUNCTION clickstream.worker_states(
 	OUT last_batch_at timestamptz,
 	OUT last_error text,
 	OUT last_error_at timestamptz,
-	OUT started_at timestamptz)
+	OUT started_at timestamptz,
+	OUT waiting_for text,
+	OUT blocked_since timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'clickstream_worker_states'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION clickstream.worker_states() IS
-'One row per ingestion worker (clickstream.consumers of them), from shared memory: pid, state (starting, waiting_for_extension, disabled, connecting, consuming, broker_down, stopped), assignment size and last error.';
+'One row per ingestion worker (clickstream.consumers of them), from shared memory: pid, state (starting, waiting_for_extension, disabled, connecting, consuming, broker_down, blocked, stopped), assignment size, last error, and while blocked the lock it waits for and since when.';
 
 CREATE VIEW clickstream.workers AS
 	SELECT * FROM clickstream.worker_states();
 
 COMMENT ON VIEW clickstream.workers IS
-'Ingestion workers: one row per consumer process with its state and last error.';
+'Ingestion workers: one row per consumer process with its state and last error, and while it is blocked, what it waits for.';
 COMMENT ON COLUMN clickstream.workers.consumer IS 'Worker number, 0 .. clickstream.consumers - 1.';
 COMMENT ON COLUMN clickstream.workers.pid IS 'Process id of the worker; NULL when it is not running.';
-COMMENT ON COLUMN clickstream.workers.state IS 'starting, waiting_for_extension, disabled, connecting, consuming, broker_down or stopped.';
+COMMENT ON COLUMN clickstream.workers.state IS 'starting, waiting_for_extension, disabled, connecting, consuming, broker_down, blocked (a lock its write needs is held by another session: see waiting_for) or stopped.';
 COMMENT ON COLUMN clickstream.workers.assigned_partitions IS 'Partitions the consumer group gives this worker now.';
 COMMENT ON COLUMN clickstream.workers.batches IS 'Batches written since the worker started.';
 COMMENT ON COLUMN clickstream.workers.last_batch_at IS 'Commit time of its last batch.';
 COMMENT ON COLUMN clickstream.workers.last_error IS 'Its last error (Kafka or PostgreSQL), if any.';
 COMMENT ON COLUMN clickstream.workers.last_error_at IS 'When that error happened.';
 COMMENT ON COLUMN clickstream.workers.started_at IS 'When the worker process started.';
+COMMENT ON COLUMN clickstream.workers.waiting_for IS 'While state = blocked: the lock its write waits for and the processes holding it, e.g. ''RowShareLock on relation clickstream.ingest_positions held by pid 1234''; NULL otherwise.';
+COMMENT ON COLUMN clickstream.workers.blocked_since IS 'While state = blocked: when its write first failed to get that lock; NULL otherwise.';

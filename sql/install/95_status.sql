@@ -29,21 +29,22 @@ SELECT
 	greatest(coalesce(p.next_offset, wm.durable_offset) - wm.durable_offset, 0) AS silver_backlog,
 	(SELECT now() - max(h.finished_at) FROM clickstream.refresh_history h
 	 WHERE h.status = 'succeeded' AND h.kind = 'refresh') AS refresh_age,
-	wm.first_offset
+	wm.first_offset,
+	w.high_watermark_at
 FROM known k
 LEFT JOIN clickstream.ingest_positions p USING (topic, partition)
 LEFT JOIN clickstream.watermarks wm USING (topic, partition)
 LEFT JOIN clickstream.worker_partitions() w USING (topic, partition);
 
 COMMENT ON VIEW clickstream.status IS
-'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, the age of the last successful clickstream.refresh(), and the first offset the pipeline read (above 0: Kafka had deleted older messages before the partition was first read; the lag does not count them).';
+'Pipeline status, one row per partition: committed position (stored with the bronze rows), durable watermark (covered by silver), high watermark, lag, messages and bytes per second over the last minute, last batch time, last error, messages waiting in bronze for silver, the age of the last successful clickstream.refresh(), the first offset the pipeline read (above 0: Kafka had deleted older messages before the partition was first read; the lag does not count them), and when the broker last reported the high watermark.';
 COMMENT ON COLUMN clickstream.status.topic IS 'Kafka topic.';
 COMMENT ON COLUMN clickstream.status.partition IS 'Kafka partition.';
 COMMENT ON COLUMN clickstream.status.consumer IS 'Worker the partition is assigned to now; NULL when none is.';
 COMMENT ON COLUMN clickstream.status.committed_offset IS 'Next offset to consume, stored with the bronze rows (clickstream.ingest_positions).';
 COMMENT ON COLUMN clickstream.status.durable_offset IS 'Durable watermark: every message below it is in silver or dead_letters (clickstream.watermarks).';
-COMMENT ON COLUMN clickstream.status.high_watermark IS 'Offset after the last message of the partition, as the broker last reported it.';
-COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset.';
+COMMENT ON COLUMN clickstream.status.high_watermark IS 'Offset after the last message of the partition, as the broker last reported it (asked every 2 seconds by the worker, whether or not it writes; see high_watermark_at).';
+COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset; as old as high_watermark_at.';
 COMMENT ON COLUMN clickstream.status.messages_per_sec IS 'Messages ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.bytes_per_sec IS 'Payload bytes ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.last_batch_at IS 'Commit time of the last batch of the partition.';
@@ -52,6 +53,7 @@ COMMENT ON COLUMN clickstream.status.last_error_at IS 'When that error happened.
 COMMENT ON COLUMN clickstream.status.silver_backlog IS 'Messages waiting in bronze for the refresh: committed_offset - durable_offset.';
 COMMENT ON COLUMN clickstream.status.refresh_age IS 'Time since the last successful clickstream.refresh() finished.';
 COMMENT ON COLUMN clickstream.status.first_offset IS 'The first offset the pipeline read from the partition; above 0, Kafka had deleted the older messages (retention, compaction) before the partition was first read, and the lag does not count them.';
+COMMENT ON COLUMN clickstream.status.high_watermark_at IS 'When the broker last reported high_watermark (the worker asks every 2 seconds); older than a few seconds, the high watermark and the lag are stale (broker unreachable, worker stopped). NULL when never asked since server start.';
 
 -- What a dashboard may know of dead letters: how many, why and when; not
 -- their payloads or keys (clickstream.dead_letters is not for dashboards).
