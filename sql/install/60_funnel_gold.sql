@@ -345,7 +345,6 @@ RETURNS TABLE (kind text, day date, key text, category text, step integer, step_
 	sessions bigint, reached bigint, conversion_from_previous numeric,
 	conversion_from_first numeric, conversion_overall numeric)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH counted AS (
 		SELECT 'daily' AS kind, s.session_date AS day, '' AS key, '' AS category,
@@ -376,7 +375,6 @@ COMMENT ON FUNCTION clickstream.recompute_funnels() IS
 CREATE FUNCTION clickstream.recompute_high_interest_low_conversion()
 RETURNS SETOF clickstream.high_interest_low_conversion
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT x.day, x.product_id, x.category, x.views, x.carts, x.purchases,
 		   round(x.carts::numeric / x.views, 4), round(x.purchases::numeric / x.views, 4)

@@ -478,11 +478,18 @@ COMMENT ON FUNCTION clickstream.text_set_minus(text[], text[]) IS
 -- What each mart and set must hold, from silver (and clickstream.sessions),
 -- written once, plainly: rebuild_gold() fills the tables with them and
 -- verify_gold() compares the tables with them (80_gold.sql).
+--
+-- No SET search_path here (nor on recompute_funnels and
+-- recompute_high_interest_low_conversion): a SET clause stops the planner
+-- from inlining them into verify_gold()'s queries, which then recompute
+-- every day before filtering (verify_gold(since) took twice as long).
+-- Their callers (rebuild_marts, rebuild_funnels, verify_gold) set
+-- search_path = pg_catalog, pg_temp, and an inlined or not body is parsed
+-- under the caller's path.
 
 CREATE FUNCTION clickstream.recompute_user_days()
 RETURNS SETOF clickstream.user_days
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH e AS (
 		SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
@@ -513,7 +520,6 @@ COMMENT ON FUNCTION clickstream.recompute_user_days() IS
 CREATE FUNCTION clickstream.recompute_orders()
 RETURNS SETOF clickstream.orders
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH l AS (
 		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
@@ -543,7 +549,6 @@ COMMENT ON FUNCTION clickstream.recompute_orders() IS
 CREATE FUNCTION clickstream.recompute_users()
 RETURNS SETOF clickstream.users
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH f AS (
 		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
@@ -576,7 +581,6 @@ COMMENT ON FUNCTION clickstream.recompute_users() IS
 CREATE FUNCTION clickstream.recompute_products()
 RETURNS SETOF clickstream.products
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH a AS (
 		SELECT e.product_id, min(e.category) AS category, min(e.ts) AS first_seen,
@@ -608,7 +612,6 @@ COMMENT ON FUNCTION clickstream.recompute_products() IS
 CREATE FUNCTION clickstream.recompute_product_daily()
 RETURNS SETOF clickstream.product_daily
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT clickstream.local_day(e.ts), e.product_id, min(e.category),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
@@ -628,7 +631,6 @@ COMMENT ON FUNCTION clickstream.recompute_product_daily() IS
 CREATE FUNCTION clickstream.recompute_category_daily()
 RETURNS SETOF clickstream.category_daily
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT clickstream.local_day(e.ts), clickstream.label(e.category, '(not set)'),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
@@ -647,7 +649,6 @@ COMMENT ON FUNCTION clickstream.recompute_category_daily() IS
 CREATE FUNCTION clickstream.recompute_daily_metrics()
 RETURNS SETOF clickstream.daily_metrics
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH ev AS (
 		SELECT clickstream.local_day(e.ts) AS day, count(*) AS events,
@@ -693,7 +694,6 @@ COMMENT ON FUNCTION clickstream.recompute_daily_metrics() IS
 CREATE FUNCTION clickstream.recompute_hourly_metrics()
 RETURNS SETOF clickstream.hourly_metrics
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH ev AS (
 		SELECT clickstream.local_hour(e.ts) AS hour, count(*) AS events,
@@ -722,7 +722,6 @@ COMMENT ON FUNCTION clickstream.recompute_hourly_metrics() IS
 CREATE FUNCTION clickstream.recompute_active_users()
 RETURNS SETOF clickstream.active_users
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH ud AS (
 		SELECT e.user_id, clickstream.local_day(e.ts) AS day
@@ -744,7 +743,6 @@ COMMENT ON FUNCTION clickstream.recompute_active_users() IS
 CREATE FUNCTION clickstream.recompute_cohort_retention()
 RETURNS SETOF clickstream.cohort_retention
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH ud AS (
 		SELECT e.user_id, clickstream.local_day(e.ts) AS day
@@ -769,7 +767,6 @@ COMMENT ON FUNCTION clickstream.recompute_cohort_retention() IS
 CREATE FUNCTION clickstream.recompute_traffic_daily()
 RETURNS SETOF clickstream.traffic_daily
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT s.session_date, clickstream.label(s.utm_source, '(direct)'),
 		   clickstream.label(s.utm_medium, '(none)'), clickstream.label(s.utm_campaign, '(none)'),
@@ -784,7 +781,6 @@ COMMENT ON FUNCTION clickstream.recompute_traffic_daily() IS
 CREATE FUNCTION clickstream.recompute_audience_daily()
 RETURNS SETOF clickstream.audience_daily
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT s.session_date, clickstream.label(s.country, '(not set)'),
 		   clickstream.label(s.device, '(not set)'),
@@ -799,7 +795,6 @@ COMMENT ON FUNCTION clickstream.recompute_audience_daily() IS
 CREATE FUNCTION clickstream.recompute_pages_daily()
 RETURNS SETOF clickstream.pages_daily
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH v AS (
 		SELECT clickstream.local_day(e.ts) AS day, clickstream.label(e.page_url, '(not set)') AS page_url,
