@@ -137,7 +137,8 @@ static int	expected_cap = 0;
 #define EXPECT_NONE (-1)		/* no stored row */
 #define EXPECT_UNKNOWN (-2)		/* partition never assigned here */
 
-static SPIPlanPtr advisory_plan = NULL;
+static SPIPlanPtr reserve_plan = NULL;
+static SPIPlanPtr unreserve_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr position_plan = NULL;
 static SPIPlanPtr watermark_plan = NULL;
@@ -591,6 +592,7 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 	int32	   *parts = palloc(sizeof(int32) * batch->nparts);
 	Datum		args[2];
 	SPIPlanPtr	plan;
+	int			nstale;
 
 	for (int i = 0; i < batch->nparts; i++)
 		parts[i] = batch->parts[i].partition;
@@ -598,24 +600,38 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 	args[1] = BronzeIntArray(parts, batch->nparts, INT4OID);
 
 	/*
-	 * Serialize writers of a partition even when it has no position row yet
-	 * (first batch, or after crash recovery): a transaction-level advisory
-	 * lock per (topic, partition), taken in partition order.  The next
-	 * statement takes a new snapshot and so sees what the previous holder
-	 * committed.
+	 * Serialize the writers of a partition through its position row: row
+	 * locks need UPDATE on the table, which only the extension's owner has,
+	 * so no other role can hold them (an advisory lock, which any role can
+	 * take, would let it stop the worker).  A partition without a row yet
+	 * (first batch, or after crash recovery) first gets a placeholder,
+	 * next_offset -1 (none stored): a consumer inserting the same row waits
+	 * for this transaction and then finds it, so two consumers never both
+	 * see no row.  Both statements go in partition order.  The locking SELECT
+	 * takes a new snapshot, and FOR UPDATE returns the latest version of a
+	 * row it waited for: what the previous holder committed.  A row deleted
+	 * meanwhile (by hand) is inserted and locked again.
 	 */
-	if (SPI_execute_plan(BronzePlan(&advisory_plan,
-									"SELECT pg_advisory_xact_lock(hashtext($1), p) "
-									"FROM (SELECT DISTINCT unnest($2) AS p ORDER BY 1) s",
-									2, types),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock the batch's partitions");
-	plan = BronzePlan(&lock_plan,
-					  "SELECT partition, next_offset FROM clickstream.ingest_positions "
-					  "WHERE topic = $1 AND partition = ANY ($2) FOR UPDATE",
-					  2, types);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock clickstream.ingest_positions");
+	for (int attempt = 0;; attempt++)
+	{
+		if (SPI_execute_plan(BronzePlan(&reserve_plan,
+										"INSERT INTO clickstream.ingest_positions (topic, partition, next_offset) "
+										"SELECT $1, s.p, -1 FROM (SELECT DISTINCT pg_catalog.unnest($2) AS p) s "
+										"ORDER BY s.p ON CONFLICT (topic, partition) DO NOTHING",
+										2, types),
+							 args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not reserve the batch's rows of clickstream.ingest_positions");
+		plan = BronzePlan(&lock_plan,
+						  "SELECT partition, next_offset FROM clickstream.ingest_positions "
+						  "WHERE topic = $1 AND partition = ANY ($2) ORDER BY partition FOR UPDATE",
+						  2, types);
+		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock clickstream.ingest_positions");
+		if (SPI_processed >= (uint64) batch->nparts)
+			break;
+		if (attempt >= 10)
+			elog(ERROR, "the rows of clickstream.ingest_positions keep disappearing");
+	}
 
 	for (int i = 0; i < batch->nparts; i++)
 	{
@@ -691,6 +707,25 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 										part->first_offset - stored));
 			MemoryContextSwitchTo(old);
 		}
+	}
+
+	/*
+	 * A placeholder of a partition this batch does not write goes again
+	 * (rows are locked, so it is this transaction's own): it never commits.
+	 */
+	nstale = 0;
+	for (int i = 0; i < batch->nparts; i++)
+		if (batch->parts[i].stale && batch->parts[i].stored < 0)
+			parts[nstale++] = batch->parts[i].partition;
+	if (nstale > 0)
+	{
+		args[1] = BronzeIntArray(parts, nstale, INT4OID);
+		if (SPI_execute_plan(BronzePlan(&unreserve_plan,
+										"DELETE FROM clickstream.ingest_positions "
+										"WHERE topic = $1 AND partition = ANY ($2) AND next_offset < 0",
+										2, types),
+							 args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not remove placeholders from clickstream.ingest_positions");
 	}
 	pfree(parts);
 }

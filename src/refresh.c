@@ -23,9 +23,9 @@
  *	     day and user), and the rejected rows to dead_letters with one INSERT ... SELECT
  *	     FROM unnest() per chunk.  No per-row SPI.
  *
- * No other writer of event_ids runs meanwhile (refresh and
- * replay_dead_letters hold the same advisory lock); its unique index stays
- * the safety net.
+ * No other writer of event_ids runs meanwhile (refresh steps and
+ * replay_dead_letters lock clickstream.refresh_history IN EXCLUSIVE MODE
+ * first); its unique index stays the safety net.
  *
  * A row-level error while writing (a data or constraint error, RAISE in a
  * trigger, a value an index cannot hold) aborts the call; the caller then

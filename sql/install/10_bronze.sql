@@ -42,10 +42,10 @@ CREATE UNLOGGED TABLE clickstream.ingest_positions (
 );
 
 COMMENT ON TABLE clickstream.ingest_positions IS
-'Per partition, the next Kafka offset to consume: written in the same transaction as the bronze rows it covers, and UNLOGGED like bronze so that a crash forgets both together.';
+'Per partition, the next Kafka offset to consume: written in the same transaction as the bronze rows it covers, and UNLOGGED like bronze so that a crash forgets both together. The worker locks a batch''s rows (FOR UPDATE) to serialize the writers of a partition; only the owner can, row locks needing UPDATE.';
 COMMENT ON COLUMN clickstream.ingest_positions.topic IS 'Kafka topic.';
 COMMENT ON COLUMN clickstream.ingest_positions.partition IS 'Kafka partition.';
-COMMENT ON COLUMN clickstream.ingest_positions.next_offset IS 'Offset of the next message to consume; every offset below it is in bronze, in dead_letters, or below the watermark.';
+COMMENT ON COLUMN clickstream.ingest_positions.next_offset IS 'Offset of the next message to consume; every offset below it is in bronze, in dead_letters, or below the watermark. -1 (none stored) only inside a worker''s transaction, as the placeholder it locks before a partition''s first batch; never committed.';
 COMMENT ON COLUMN clickstream.ingest_positions.updated_at IS 'Commit time of the batch that last moved this position.';
 
 CREATE TABLE clickstream.watermarks (

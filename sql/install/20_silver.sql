@@ -297,6 +297,7 @@ COMMENT ON COLUMN clickstream.touched.events IS 'How many new events.';
 CREATE FUNCTION clickstream.touched_days(since_run bigint DEFAULT 0)
 RETURNS TABLE (event_date date, users bigint, events bigint)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT t.event_date, count(DISTINCT t.user_id), sum(t.events)
 	FROM clickstream.touched t
@@ -362,6 +363,7 @@ COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
 CREATE FUNCTION clickstream.refresh_scratch()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF to_regclass('pg_temp.clickstream_limits') IS NULL THEN
@@ -459,6 +461,7 @@ CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint, max_bytes 
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer, OUT more boolean)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	backlog numeric;

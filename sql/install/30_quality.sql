@@ -15,12 +15,17 @@ CREATE TABLE clickstream.quality_checks (
 );
 
 COMMENT ON TABLE clickstream.quality_checks IS
-'Declared data-quality checks run by clickstream.check_quality(). query returns one number, the count of failing rows; $1 is the since date passed to check_quality (NULL: all days), for checks that can be restricted by event_date. Add your own rows.';
+'Declared data-quality checks run by clickstream.check_quality(). query returns one number, the count of failing rows; $1 is the since date passed to check_quality (NULL: all days), for checks that can be restricted by event_date. Add your own rows (as the table''s owner). The queries run as whoever calls check_quality (a superuser''s pg_cron job, say), with search_path pg_catalog, pg_temp (name every table by schema): only the owner may write this table, and check_quality refuses to run while a role that does not already have the caller''s rights can.';
 COMMENT ON COLUMN clickstream.quality_checks.name IS 'Check name.';
 COMMENT ON COLUMN clickstream.quality_checks.layer IS 'Layer checked: bronze, silver, gold or pipeline (offsets and bookkeeping).';
 COMMENT ON COLUMN clickstream.quality_checks.severity IS 'error or warning; both are recorded, check_quality() raises a WARNING for failed error checks.';
 COMMENT ON COLUMN clickstream.quality_checks.description IS 'What a failure means.';
-COMMENT ON COLUMN clickstream.quality_checks.query IS 'SQL returning the number of failing rows (0 = pass); $1 is the since date (may be NULL).';
+COMMENT ON COLUMN clickstream.quality_checks.query IS 'SQL returning the number of failing rows (0 = pass); $1 is the since date (may be NULL). Runs as the caller of check_quality with search_path pg_catalog, pg_temp.';
+
+-- The queries run as whoever calls check_quality(): writing one is running
+-- SQL as that role.  Only the owner writes this table (no grant; the reader
+-- role does not even read it), and check_quality() checks that it stays so.
+REVOKE ALL ON TABLE clickstream.quality_checks FROM PUBLIC;
 COMMENT ON COLUMN clickstream.quality_checks.enabled IS 'false skips the check.';
 COMMENT ON COLUMN clickstream.quality_checks.builtin IS 'True for the checks the extension ships (they cannot be deleted: set enabled = false); pg_dump saves them only when modified, the restore''s CREATE EXTENSION makes the others.';
 COMMENT ON COLUMN clickstream.quality_checks.modified IS 'True for a shipped check that was edited (enabled = false, say) or replaced by an INSERT of the same name: pg_dump saves it.';
@@ -136,6 +141,7 @@ COMMENT ON COLUMN clickstream.quality_results.error IS 'Error raised by the chec
 CREATE FUNCTION clickstream.check_quality(since date DEFAULT NULL)
 RETURNS SETOF clickstream.quality_results
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	c record;
@@ -143,7 +149,21 @@ DECLARE
 	err text;
 	started timestamptz;
 	res clickstream.quality_results;
+	writer name;
 BEGIN
+	-- whoever can write a check runs SQL as this caller: only roles that
+	-- have the caller's rights already may (superusers, the caller and the
+	-- roles that are members of it; predefined roles count by their members)
+	SELECT r.rolname INTO writer FROM pg_roles r
+	WHERE NOT r.rolsuper AND r.rolname !~ '^pg_'
+		AND NOT pg_has_role(r.oid, current_user, 'USAGE')
+		AND has_table_privilege(r.oid, 'clickstream.quality_checks', 'INSERT, UPDATE')
+	ORDER BY r.rolname LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'clickstream.check_quality(): role % can write clickstream.quality_checks, whose queries this would run as %',
+			writer, current_user
+			USING HINT = 'REVOKE INSERT, UPDATE ON clickstream.quality_checks FROM ' || quote_ident(writer) || ', or run check_quality() as a role it is a member of.';
+	END IF;
 	FOR c IN SELECT * FROM clickstream.quality_checks WHERE enabled ORDER BY layer, name LOOP
 		started := clock_timestamp();
 		n := NULL;
@@ -169,4 +189,4 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.check_quality(date) IS
-'Run every enabled check of clickstream.quality_checks (restricted to event_date >= since where the check allows it), record each result in clickstream.quality_results and return them; a failed error-severity check also raises a WARNING.';
+'Run every enabled check of clickstream.quality_checks (restricted to event_date >= since where the check allows it), record each result in clickstream.quality_results and return them; a failed error-severity check also raises a WARNING. The check queries run as the caller, with search_path pg_catalog, pg_temp; it refuses to run while a role without the caller''s rights can write quality_checks.';

@@ -302,6 +302,7 @@ COMMENT ON COLUMN clickstream.funnel_definition.builtin IS 'True while the funne
 CREATE FUNCTION clickstream.funnel_event_types()
 RETURNS text[]
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	types text[];
@@ -345,6 +346,7 @@ COMMENT ON FUNCTION clickstream.funnel_event_types() IS
 CREATE FUNCTION clickstream.funnel_definition_check()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM clickstream.funnel_event_types();
@@ -369,6 +371,7 @@ COMMENT ON TRIGGER funnel_definition_steps ON clickstream.funnel_definition IS
 CREATE FUNCTION clickstream.funnel_definition_shipped()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF TG_LEVEL = 'ROW' THEN

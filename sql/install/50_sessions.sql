@@ -128,6 +128,7 @@ COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last broug
 CREATE FUNCTION clickstream.gold_state_replace()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	DELETE FROM clickstream.gold_state;
@@ -147,6 +148,7 @@ COMMENT ON TRIGGER gold_state_replace ON clickstream.gold_state IS
 CREATE FUNCTION clickstream.session_rules()
 RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT jsonb_build_object(
 		'timeout_s', extract(epoch FROM current_setting('clickstream.session_timeout')::interval),
@@ -173,6 +175,7 @@ RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	exit_page text, utm_source text, utm_medium text, utm_campaign text, device text,
 	country text, funnel_level integer, category_funnel jsonb, product_funnel jsonb)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	events text := format('SELECT user_id, ts, event_id, utm_source, utm_campaign FROM %s', source);
@@ -246,6 +249,7 @@ COMMENT ON COLUMN clickstream.event_sessions.session_start IS 'Start of that ses
 CREATE FUNCTION clickstream.gold_rules()
 RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT clickstream.session_rules() || jsonb_build_object('funnel',
 		(SELECT jsonb_agg(jsonb_build_array(f.step, f.name, f.event_type) ORDER BY f.step)

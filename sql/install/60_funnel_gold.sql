@@ -126,6 +126,7 @@ COMMENT ON COLUMN clickstream.high_interest_low_conversion.conversion IS 'purcha
 CREATE FUNCTION clickstream.funnel_scratch()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	-- the sessions a step removed (sign -1) and wrote (+1), whole: the
@@ -156,6 +157,7 @@ COMMENT ON FUNCTION clickstream.funnel_scratch() IS
 CREATE FUNCTION clickstream.interest_rules()
 RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT jsonb_build_object(
 		'min_views', current_setting('clickstream.interest_min_views')::bigint,
@@ -172,6 +174,7 @@ COMMENT ON FUNCTION clickstream.interest_rules() IS
 CREATE FUNCTION clickstream.funnel_add(target regclass, keys text[], deltas text)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cols text := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k);
@@ -226,6 +229,7 @@ COMMENT ON FUNCTION clickstream.funnel_add(regclass, text[], text) IS
 CREATE FUNCTION clickstream.interest_update(keys text)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_step integer := (SELECT max(step) FROM clickstream.funnel_definition);
@@ -272,6 +276,7 @@ COMMENT ON FUNCTION clickstream.interest_update(text) IS
 CREATE FUNCTION clickstream.apply_funnel_delta()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	DELETE FROM pg_temp.clickstream_funnel_delta;
@@ -314,6 +319,7 @@ COMMENT ON FUNCTION clickstream.apply_funnel_delta() IS
 CREATE FUNCTION clickstream.rebuild_funnels()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM clickstream.funnel_scratch();

@@ -31,11 +31,17 @@
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
 -- Conventions ------------------------------------------------------------------
+--
+-- These small helpers are inlined into the queries that call them (views,
+-- panels), which a SET clause would prevent: their bodies name functions
+-- and operators by schema instead (or give exact argument types, for which
+-- pg_catalog, searched first, wins), so that a user's objects earlier in
+-- the search_path cannot take their place.
 
 CREATE FUNCTION clickstream.local_day(ts timestamptz)
 RETURNS date
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT (ts AT TIME ZONE current_setting('clickstream.timezone'))::date $$;
+AS $$ SELECT (ts AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))::date $$;
 
 COMMENT ON FUNCTION clickstream.local_day(timestamptz) IS
 'The day of a time in clickstream.timezone: the day of every daily mart.';
@@ -44,8 +50,8 @@ CREATE FUNCTION clickstream.local_hour(ts timestamptz)
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-	SELECT date_trunc('hour', ts AT TIME ZONE current_setting('clickstream.timezone'))
-		   AT TIME ZONE current_setting('clickstream.timezone')
+	SELECT pg_catalog.date_trunc('hour', ts AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))
+		   AT TIME ZONE pg_catalog.current_setting('clickstream.timezone')
 $$;
 
 COMMENT ON FUNCTION clickstream.local_hour(timestamptz) IS
@@ -54,7 +60,7 @@ COMMENT ON FUNCTION clickstream.local_hour(timestamptz) IS
 CREATE FUNCTION clickstream.hour_of_day(ts timestamptz)
 RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT extract(hour FROM ts AT TIME ZONE current_setting('clickstream.timezone'))::integer $$;
+AS $$ SELECT extract(hour FROM ts AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))::integer $$;
 
 COMMENT ON FUNCTION clickstream.hour_of_day(timestamptz) IS
 'The hour of the day (0-23) of a time in clickstream.timezone.';
@@ -62,7 +68,7 @@ COMMENT ON FUNCTION clickstream.hour_of_day(timestamptz) IS
 CREATE FUNCTION clickstream.week_of(day date)
 RETURNS date
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT day - (extract(isodow FROM day)::integer - 1) $$;
+AS $$ SELECT day OPERATOR(pg_catalog.-) (extract(isodow FROM day)::integer OPERATOR(pg_catalog.-) 1) $$;
 
 COMMENT ON FUNCTION clickstream.week_of(date) IS
 'The Monday of the ISO week of a day: the cohort_week of clickstream.cohort_retention.';
@@ -70,7 +76,7 @@ COMMENT ON FUNCTION clickstream.week_of(date) IS
 CREATE FUNCTION clickstream.label(value text, missing text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT coalesce(nullif(value, ''), missing) $$;
+AS $$ SELECT coalesce(nullif(value, ''::text), missing) $$;
 
 COMMENT ON FUNCTION clickstream.label(text, text) IS
 'A dimension value for the marts: the value, or the given label when it is NULL or empty ((direct), (none), (not set)).';
@@ -78,7 +84,7 @@ COMMENT ON FUNCTION clickstream.label(text, text) IS
 CREATE FUNCTION clickstream.order_key(order_id text, event_id text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT coalesce(nullif(order_id, ''), 'event:' || event_id) $$;
+AS $$ SELECT coalesce(nullif(order_id, ''::text), 'event:'::text OPERATOR(pg_catalog.||) event_id) $$;
 
 COMMENT ON FUNCTION clickstream.order_key(text, text) IS
 'The order a purchase event is a line of: its order_id; a purchase without one (accepted when clickstream.require_order_id is off) is an order of its own, event:<event_id>.';
@@ -86,7 +92,7 @@ COMMENT ON FUNCTION clickstream.order_key(text, text) IS
 CREATE FUNCTION clickstream.rate(part numeric, whole numeric)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT round(part / nullif(whole, 0), 4) $$;
+AS $$ SELECT pg_catalog.round(part OPERATOR(pg_catalog./) nullif(whole, 0::numeric), 4) $$;
 
 COMMENT ON FUNCTION clickstream.rate(numeric, numeric) IS
 'part / whole rounded to 4 decimals, NULL when whole is 0 or NULL: every rate of the marts.';
@@ -95,7 +101,7 @@ CREATE FUNCTION clickstream.traffic_key(utm_source text, utm_medium text, utm_ca
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-	SELECT jsonb_build_array(clickstream.label(utm_source, '(direct)'), clickstream.label(utm_medium, '(none)'),
+	SELECT pg_catalog.jsonb_build_array(clickstream.label(utm_source, '(direct)'), clickstream.label(utm_medium, '(none)'),
 							 clickstream.label(utm_campaign, '(none)'))::text
 $$;
 
@@ -106,7 +112,7 @@ CREATE FUNCTION clickstream.audience_key(country text, device text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-	SELECT jsonb_build_array(clickstream.label(country, '(not set)'), clickstream.label(device, '(not set)'))::text
+	SELECT pg_catalog.jsonb_build_array(clickstream.label(country, '(not set)'), clickstream.label(device, '(not set)'))::text
 $$;
 
 COMMENT ON FUNCTION clickstream.audience_key(text, text) IS
@@ -472,6 +478,14 @@ COMMENT ON FUNCTION clickstream.text_set_minus(text[], text[]) IS
 -- What each mart and set must hold, from silver (and clickstream.sessions),
 -- written once, plainly: rebuild_gold() fills the tables with them and
 -- verify_gold() compares the tables with them (80_gold.sql).
+--
+-- No SET search_path here (nor on recompute_funnels and
+-- recompute_high_interest_low_conversion): a SET clause stops the planner
+-- from inlining them into verify_gold()'s queries, which then recompute
+-- every day before filtering (verify_gold(since) took twice as long).
+-- Their callers (rebuild_marts, rebuild_funnels, verify_gold) set
+-- search_path = pg_catalog, pg_temp, and an inlined or not body is parsed
+-- under the caller's path.
 
 CREATE FUNCTION clickstream.recompute_user_days()
 RETURNS SETOF clickstream.user_days
@@ -814,6 +828,7 @@ COMMENT ON FUNCTION clickstream.recompute_pages_daily() IS
 CREATE FUNCTION clickstream.marts_scratch()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF to_regclass('pg_temp.clickstream_session_keys') IS NOT NULL THEN
@@ -932,6 +947,7 @@ COMMENT ON FUNCTION clickstream.marts_scratch() IS
 CREATE FUNCTION clickstream.marts_apply(dirty text)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	tz text := current_setting('clickstream.timezone');
@@ -1512,6 +1528,7 @@ COMMENT ON FUNCTION clickstream.marts_apply(text) IS
 CREATE FUNCTION clickstream.marts_apply_deltas()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	WITH d AS (
@@ -1606,12 +1623,35 @@ COMMENT ON FUNCTION clickstream.marts_apply_deltas() IS
 CREATE FUNCTION clickstream.rebuild_marts()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	mart regclass;
 BEGIN
-	TRUNCATE clickstream.daily_metrics, clickstream.hourly_metrics, clickstream.category_daily,
-		clickstream.product_daily, clickstream.products, clickstream.orders, clickstream.users,
-		clickstream.active_users, clickstream.cohort_retention, clickstream.traffic_daily,
-		clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days;
+	-- TRUNCATE wants ACCESS EXCLUSIVE, which waits for every reader (and
+	-- makes every later one wait): a dashboard's open transaction would
+	-- hold the rebuild, and the refresh behind it.  When a reader is there,
+	-- DELETE instead, which readers do not block.
+	BEGIN
+		LOCK TABLE clickstream.daily_metrics, clickstream.hourly_metrics, clickstream.category_daily,
+			clickstream.product_daily, clickstream.products, clickstream.orders, clickstream.users,
+			clickstream.active_users, clickstream.cohort_retention, clickstream.traffic_daily,
+			clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days
+			IN ACCESS EXCLUSIVE MODE NOWAIT;
+		TRUNCATE clickstream.daily_metrics, clickstream.hourly_metrics, clickstream.category_daily,
+			clickstream.product_daily, clickstream.products, clickstream.orders, clickstream.users,
+			clickstream.active_users, clickstream.cohort_retention, clickstream.traffic_daily,
+			clickstream.audience_daily, clickstream.pages_daily, clickstream.user_days;
+	EXCEPTION WHEN lock_not_available THEN
+		FOREACH mart IN ARRAY ARRAY['clickstream.daily_metrics', 'clickstream.hourly_metrics',
+				'clickstream.category_daily', 'clickstream.product_daily', 'clickstream.products',
+				'clickstream.orders', 'clickstream.users', 'clickstream.active_users',
+				'clickstream.cohort_retention', 'clickstream.traffic_daily',
+				'clickstream.audience_daily', 'clickstream.pages_daily',
+				'clickstream.user_days']::regclass[] LOOP
+			EXECUTE format('DELETE FROM %s', mart);
+		END LOOP;
+	END;
 	INSERT INTO clickstream.user_days SELECT * FROM clickstream.recompute_user_days();
 	INSERT INTO clickstream.orders SELECT * FROM clickstream.recompute_orders();
 	INSERT INTO clickstream.users SELECT * FROM clickstream.recompute_users();

@@ -18,6 +18,7 @@
 CREATE FUNCTION clickstream.silver_partitions()
 RETURNS text[]
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}')
 	FROM pg_catalog.pg_inherits i
@@ -33,11 +34,13 @@ COMMENT ON FUNCTION clickstream.silver_partitions() IS
 CREATE FUNCTION clickstream.rebuild_gold()
 RETURNS bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	written bigint;
 BEGIN
-	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	-- one writer of gold at a time (clickstream.refresh() explains the lock)
+	LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
 	PERFORM 1 FROM clickstream.gold_state FOR UPDATE;
 	DELETE FROM clickstream.sessions;
@@ -67,6 +70,7 @@ COMMENT ON FUNCTION clickstream.rebuild_gold() IS
 CREATE FUNCTION clickstream.rebuild_sessions()
 RETURNS bigint
 LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT clickstream.rebuild_gold() $$;
 
 COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
@@ -76,6 +80,7 @@ COMMENT ON FUNCTION clickstream.rebuild_sessions() IS
 CREATE FUNCTION clickstream.gold_scratch()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF to_regclass('pg_temp.clickstream_dirty') IS NULL THEN
@@ -111,6 +116,7 @@ COMMENT ON FUNCTION clickstream.gold_scratch() IS
 CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	gold record;
@@ -129,9 +135,10 @@ BEGIN
 	sessions_written := 0;
 	rebuilt := false;
 	marts_time := '0';
-	-- one writer of gold at a time (refresh holds this lock already); the
-	-- funnel stays as read until the step commits
-	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	-- one writer of gold at a time (a refresh step holds this lock already;
+	-- clickstream.refresh() explains it); the funnel stays as read until the
+	-- step commits
+	LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
 	rules := clickstream.gold_rules();
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
@@ -317,6 +324,7 @@ CREATE FUNCTION clickstream.verify_gold(since date DEFAULT NULL)
 RETURNS TABLE (mart text, gold_rows bigint, recomputed_rows bigint, missing bigint,
 	unexpected bigint, ok boolean)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	c record;

@@ -6,6 +6,31 @@
 
 -- The refresh ---------------------------------------------------------------
 
+-- Only one refresh runs at a time, and nothing else writes silver or gold
+-- meanwhile, with locks no other role can take (an advisory lock, which any
+-- role that can connect may hold, would let it stop the pipeline):
+--
+--  * every transaction that writes silver or gold (a refresh's claim, each of
+--    its steps, its end; rebuild_gold, replay_dead_letters, refresh_gold)
+--    first takes LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE.
+--    Modes above ACCESS SHARE need UPDATE, DELETE or TRUNCATE on the table,
+--    which only its owner has; EXCLUSIVE does not conflict with the ACCESS
+--    SHARE of readers (dashboards, pg_dump).
+--  * the refresh commits per step, so its claim spans its transactions as a
+--    row: its refresh_history row with status running and its pid.  The
+--    claim is alive while that backend is still running the statement that
+--    made it (pg_stat_activity: the pid, state active, a query_start not
+--    after the row's started_at); otherwise (the backend died, or went idle
+--    after a cancel) the run is marked interrupted and a new one takes over.
+--
+-- Every exit records: a failure or cancel in a step, in gold or at the end
+-- marks the run failed with the error; in the claim itself it rolls back
+-- the claim.  A transaction lock goes with its transaction.
+--
+-- search_path: a procedure that commits cannot have a SET clause, so each
+-- of its transactions sets pg_catalog, pg_temp locally first (and every
+-- reference is qualified besides).
+
 CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -20,86 +45,120 @@ DECLARE
 	ctx text;
 	code text;
 	holder integer;
-	batch bigint := current_setting('clickstream.refresh_batch_size')::bigint;
-	batch_bytes bigint := pg_size_bytes(current_setting('clickstream.refresh_batch_bytes'));
+	batch bigint;
+	batch_bytes bigint;
 	today date;
 	gold record;
 	gold_started timestamptz;
+	i integer;
 BEGIN
-	IF max_steps IS NOT NULL AND max_steps < 1 THEN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	IF max_steps IS NOT NULL AND max_steps OPERATOR(pg_catalog.<) 1 THEN
 		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
 	END IF;
 	-- Fails at once inside a transaction block, before anything is locked.
 	COMMIT;
-	IF NOT pg_try_advisory_lock(hashtext('clickstream.refresh'), 0) THEN
-		SELECT l.pid INTO holder FROM pg_locks l
-		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
-				SELECT oid FROM pg_database WHERE datname = current_database())
-			AND l.classid::bigint = (hashtext('clickstream.refresh')::bigint & 4294967295)
-			AND l.objid = 0 AND l.objsubid = 2
-		LIMIT 1;
-		RAISE NOTICE 'clickstream.refresh() is already running (pid %), skipping this call', holder;
-		RETURN;
-	END IF;
 
+	-- The claim: one transaction.  A cancel here rolls it back whole.  A
+	-- live claim is looked for first without the lock, which a running
+	-- step holds (so that a second call returns at once), then under it.
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	batch := pg_catalog.current_setting('clickstream.refresh_batch_size')::bigint;
+	batch_bytes := pg_catalog.pg_size_bytes(pg_catalog.current_setting('clickstream.refresh_batch_bytes'));
+	FOR i IN 1 .. 2 LOOP
+		IF i = 2 THEN
+			LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
+			PERFORM pg_catalog.pg_stat_clear_snapshot();	-- activity as of now
+		END IF;
+		SELECT h.pid INTO holder FROM clickstream.refresh_history h
+		WHERE h.status = 'running' AND h.kind = 'refresh'
+			AND EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+						WHERE a.pid = h.pid AND a.pid <> pg_catalog.pg_backend_pid()
+							AND (a.state IS NULL OR a.state = 'disabled'
+								 OR (a.state = 'active' AND a.query_start <= h.started_at)))
+		ORDER BY h.run_id DESC
+		LIMIT 1;
+		IF FOUND THEN
+			RAISE NOTICE 'clickstream.refresh() is already running (pid %), skipping this call', holder;
+			RETURN;
+		END IF;
+	END LOOP;
+	-- a claim whose backend is gone or no longer running it is stale
+	UPDATE clickstream.refresh_history
+	SET status = 'interrupted', finished_at = pg_catalog.clock_timestamp()
+	WHERE status = 'running';
+	INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+	COMMIT;
+
+	-- From here on, every way out records the run.
 	BEGIN
-		-- Holding the lock, no other run can be in progress.
-		UPDATE clickstream.refresh_history
-		SET status = 'interrupted', finished_at = clock_timestamp()
-		WHERE status = 'running';
-		INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
+		PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+		LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 		-- today's and tomorrow's partitions exist before their events arrive
-		today := (now() AT TIME ZONE current_setting('clickstream.timezone'))::date;
-		PERFORM clickstream.create_partitions(ARRAY[today, today + 1]);
-	EXCEPTION WHEN OTHERS THEN
-		PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
-		RAISE;
+		today := (pg_catalog.now() AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))::date;
+		PERFORM clickstream.create_partitions(ARRAY[today, today OPERATOR(pg_catalog.+) 1]);
+	EXCEPTION WHEN OTHERS OR query_canceled THEN
+		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+			ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+		failed := true;
 	END;
+	IF failed THEN
+		PERFORM clickstream.refresh_failed(run, msg, det, ctx);
+	END IF;
 	COMMIT;
 
 	WHILE more AND NOT failed LOOP
 		-- a silver step and gold brought up to date with it: one transaction
 		BEGIN
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 			step := clickstream.refresh_step(run, batch, batch_bytes);
-			gold_started := clock_timestamp();
+			gold_started := pg_catalog.clock_timestamp();
 			gold := clickstream.refresh_gold();
-			steps := steps + 1;
-			more := step.more AND steps < coalesce(max_steps, steps + 1);
+			steps := steps OPERATOR(pg_catalog.+) 1;
+			more := step.more AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps);
 			UPDATE clickstream.refresh_history h
-			SET steps = h.steps + 1,
-				rows_read = h.rows_read + step.rows_read,
-				rows_promoted = h.rows_promoted + step.rows_promoted,
-				rows_duplicate = h.rows_duplicate + step.rows_duplicate,
-				rows_rejected = h.rows_rejected + step.rows_rejected,
-				partitions_created = h.partitions_created + step.partitions_created,
-				sessions_written = h.sessions_written + gold.sessions_written,
-				gold_time = h.gold_time + (clock_timestamp() - gold_started),
-				marts_time = h.marts_time + gold.marts_time
+			SET steps = h.steps OPERATOR(pg_catalog.+) 1,
+				rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
+				rows_promoted = h.rows_promoted OPERATOR(pg_catalog.+) step.rows_promoted,
+				rows_duplicate = h.rows_duplicate OPERATOR(pg_catalog.+) step.rows_duplicate,
+				rows_rejected = h.rows_rejected OPERATOR(pg_catalog.+) step.rows_rejected,
+				partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
+				sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
+				gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
+				marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time
 			WHERE h.run_id = run;
 		EXCEPTION WHEN OTHERS OR query_canceled THEN
-			-- a cancel or statement_timeout too: record it and let go of the
-			-- lock before re-raising
+			-- a cancel or statement_timeout too: recorded, then re-raised
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
 				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
 			failed := true;
-			UPDATE clickstream.refresh_history
-			SET status = 'failed', finished_at = clock_timestamp(),
-				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
-					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
-			WHERE run_id = run;
 		END;
+		IF failed THEN
+			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
+		END IF;
 		COMMIT;
 	END LOOP;
 	PERFORM clickstream.refresh_map_drop();	-- the catch-up map of refresh_step
 
 	IF NOT failed THEN
-		UPDATE clickstream.refresh_history
-		SET status = 'succeeded', finished_at = clock_timestamp()
-		WHERE run_id = run;
-		PERFORM clickstream.prune_history();
+		BEGIN
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
+			UPDATE clickstream.refresh_history
+			SET status = 'succeeded', finished_at = pg_catalog.clock_timestamp()
+			WHERE run_id = run;
+			PERFORM clickstream.prune_history();
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+			failed := true;
+		END;
+		IF failed THEN
+			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
+		END IF;
 		COMMIT;
 	END IF;
-	PERFORM pg_advisory_unlock(hashtext('clickstream.refresh'), 0);
 	IF failed THEN
 		RAISE EXCEPTION 'clickstream.refresh() run % failed: %', run, msg
 			USING ERRCODE = code,
@@ -109,11 +168,31 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE). A failing step is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE; a run whose backend died or stopped running it is marked interrupted and taken over). A failing or cancelled step (or start, or end) is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+
+CREATE FUNCTION clickstream.refresh_failed(run bigint, msg text, det text, ctx text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE clickstream.refresh_history
+	SET status = 'failed', finished_at = clock_timestamp(),
+		error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+			coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+	WHERE run_id = run;
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) IS
+'Internal: record a run of clickstream.refresh() as failed with its error (message, detail, context).';
+
+REVOKE ALL ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION clickstream.prune_history()
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	horizon timestamptz := now() - current_setting('clickstream.history_retention')::interval;
@@ -140,12 +219,14 @@ CREATE FUNCTION clickstream.replay_dead_letters(only_reason text DEFAULT NULL,
 	OUT run_id bigint, OUT replayed bigint, OUT promoted bigint,
 	OUT duplicates bigint, OUT still_rejected bigint)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r record;
 BEGIN
-	-- never alongside a refresh: wait for it
-	PERFORM pg_advisory_xact_lock(hashtext('clickstream.refresh'), 0);
+	-- never alongside a refresh step, gold or another replay: wait for it
+	-- (see clickstream.refresh())
+	LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 	INSERT INTO clickstream.refresh_history (kind) VALUES ('replay')
 	RETURNING refresh_history.run_id INTO run_id;
 	PERFORM clickstream.refresh_scratch();
@@ -184,6 +265,7 @@ COMMENT ON FUNCTION clickstream.replay_dead_letters(text, timestamptz, bigint[])
 CREATE FUNCTION clickstream.schedule(every interval DEFAULT '1 minute')
 RETURNS bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	exact numeric := extract(epoch FROM every) / 60;
@@ -225,6 +307,7 @@ COMMENT ON FUNCTION clickstream.schedule(interval) IS
 CREATE FUNCTION clickstream.unschedule()
 RETURNS boolean
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	found_job boolean;

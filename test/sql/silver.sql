@@ -216,11 +216,12 @@ ALTER TABLE clickstream.events DROP CONSTRAINT no_forbidden;
 DROP INDEX clickstream.events_page_url;
 
 -- a trigger on one partition only: its day's rows go through COPY (and fire
--- it), the other days' rows are written directly
+-- it), the other days' rows are written directly.  The refresh runs with
+-- search_path pg_catalog, pg_temp: a trigger names its tables by schema.
 CREATE TABLE fired (event_id text);
 CREATE FUNCTION log_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	INSERT INTO fired VALUES (NEW.event_id);
+	INSERT INTO public.fired VALUES (NEW.event_id);
 	RETURN NEW;
 END $$;
 CREATE TRIGGER log_event AFTER INSERT ON clickstream.events_20260116
