@@ -48,7 +48,7 @@ wait_for($node, qq{
 	'while the worker cannot write, the lag counts the new messages (high watermark asked again)');
 wait_for($node, q{SELECT state FROM clickstream.workers}, 'blocked', 'the worker is blocked');
 like($node->safe_psql('postgres', 'SELECT waiting_for FROM clickstream.workers'),
-	qr/^RowShareLock on relation clickstream\.ingest_positions held by pid $holder_pid$/,
+	qr/^(?:RowShare|RowExclusive)Lock on relation clickstream\.ingest_positions held by pid $holder_pid$/,
 	'waiting_for names the lock and its holder');
 is($node->safe_psql('postgres', q{
 		SELECT blocked_since <= now() FROM clickstream.workers}),
