@@ -457,6 +457,24 @@ $$;
 COMMENT ON FUNCTION clickstream.refresh_map_drop() IS
 'Internal: drop the session''s catch-up map of clickstream.refresh_step (temporary tables clickstream_map, clickstream_map_parts, clickstream_map_state), if any; refresh() calls it at the end of a run.';
 
+-- Whether the rows that came while a step ran make another step worth it:
+-- at least a tenth of a step (offsets between the watermarks and the stored
+-- positions; gaps make it an upper bound).  Fewer wait for the next run, so
+-- that a light stream does not keep a refresh taking tiny steps.
+CREATE FUNCTION clickstream.refresh_more(max_rows bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(sum(p.next_offset - coalesce(w.durable_offset, 0)), 0) >= greatest(max_rows / 10, 1)
+	FROM clickstream.ingest_positions p
+	LEFT JOIN clickstream.watermarks w USING (topic, partition)
+	WHERE p.next_offset > coalesce(w.durable_offset, 0)
+$$;
+
+COMMENT ON FUNCTION clickstream.refresh_more(bigint) IS
+'Internal (clickstream.refresh_step): whether at least a tenth of max_rows (and at least one) bronze rows are waiting below the stored positions, so that the run takes another step for the rows that came while the last one ran.';
+
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint, max_bytes bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
 	OUT rows_rejected bigint, OUT partitions_created integer, OUT more boolean)
@@ -589,12 +607,12 @@ BEGIN
 
 	-- Last, so that the row locks are held only for the commit.
 	IF NOT use_map THEN
-		more := false;
 		INSERT INTO clickstream.watermarks AS w (topic, partition, durable_offset)
 		SELECT l.topic, l.partition, l.hi FROM pg_temp.clickstream_limits l
 		ON CONFLICT (topic, partition) DO UPDATE
 		SET durable_offset = EXCLUDED.durable_offset, updated_at = now()
 		WHERE w.durable_offset < EXCLUDED.durable_offset;
+		more := clickstream.refresh_more(max_rows);
 		RETURN;
 	END IF;
 
@@ -622,11 +640,9 @@ BEGIN
 		UPDATE pg_temp.clickstream_map_state SET next_seq = take_to + 1;
 		more := true;
 	ELSE
-		-- used up: the next step reads bronze again if more rows came
+		-- used up: the next step reads bronze again if enough rows came
 		PERFORM clickstream.refresh_map_drop();
-		more := EXISTS (SELECT 1 FROM clickstream.ingest_positions p
-						LEFT JOIN clickstream.watermarks w USING (topic, partition)
-						WHERE p.next_offset > coalesce(w.durable_offset, 0));
+		more := clickstream.refresh_more(max_rows);
 	END IF;
 END
 $$;
@@ -638,4 +654,5 @@ COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) IS
 REVOKE ALL ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_map_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.refresh_more(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;

@@ -980,17 +980,25 @@ BEGIN
 	-- key that gained sessions is in the day's set now; one that lost some
 	-- may have left it: those few pairs are recounted from their sessions
 	-- (an index range scan), the others merge what they gained.
+	-- (grouped by the raw columns first: most sessions were rewritten with
+	-- the same values, and their -1 and +1 cancel before a key is built)
 	INSERT INTO pg_temp.clickstream_session_keys
-	SELECT d.user_id, d.session_date, 't', clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign),
-		   sum(d.sign)
-	FROM pg_temp.clickstream_session_delta d
+	SELECT r.user_id, r.session_date, 't', clickstream.traffic_key(r.utm_source, r.utm_medium, r.utm_campaign),
+		   sum(r.sessions)
+	FROM (SELECT d.user_id, d.session_date, d.utm_source, d.utm_medium, d.utm_campaign, sum(d.sign) AS sessions
+		  FROM pg_temp.clickstream_session_delta d
+		  GROUP BY 1, 2, 3, 4, 5
+		  HAVING sum(d.sign) <> 0) r
 	GROUP BY 1, 2, 4
-	HAVING sum(d.sign) <> 0
+	HAVING sum(r.sessions) <> 0
 	UNION ALL
-	SELECT d.user_id, d.session_date, 'a', clickstream.audience_key(d.country, d.device), sum(d.sign)
-	FROM pg_temp.clickstream_session_delta d
+	SELECT r.user_id, r.session_date, 'a', clickstream.audience_key(r.country, r.device), sum(r.sessions)
+	FROM (SELECT d.user_id, d.session_date, d.country, d.device, sum(d.sign) AS sessions
+		  FROM pg_temp.clickstream_session_delta d
+		  GROUP BY 1, 2, 3, 4
+		  HAVING sum(d.sign) <> 0) r
 	GROUP BY 1, 2, 4
-	HAVING sum(d.sign) <> 0;
+	HAVING sum(r.sessions) <> 0;
 	ANALYZE pg_temp.clickstream_session_keys;
 	INSERT INTO pg_temp.clickstream_user_day_delta
 	SELECT k.user_id, k.day, 0, 0, '{}', '{}', NULL, NULL, false, o.hours, o.pages, o.categories,
@@ -1462,9 +1470,12 @@ BEGIN
 	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, x.key ->> 3, sum(x.sessions), sum(x.users),
 		   sum(x.converted), sum(x.revenue)
 	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)::jsonb AS key,
-				 d.sign AS sessions, 0 AS users, CASE WHEN d.converted THEN d.sign ELSE 0 END AS converted,
-				 d.sign * d.revenue AS revenue
-		  FROM pg_temp.clickstream_session_delta d
+				 d.sessions, 0 AS users, d.converted, d.revenue
+		  FROM (SELECT d.session_date, d.utm_source, d.utm_medium, d.utm_campaign, sum(d.sign) AS sessions,
+					   sum(CASE WHEN d.converted THEN d.sign ELSE 0 END) AS converted,
+					   sum(d.sign * d.revenue) AS revenue
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY 1, 2, 3, 4) d
 		  UNION ALL
 		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, 1, 0, 0
 		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.traffic, d.old_traffic)) a(key)
@@ -1491,9 +1502,12 @@ BEGIN
 	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, sum(x.sessions), sum(x.users),
 		   sum(x.converted), sum(x.revenue)
 	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.audience_key(d.country, d.device)::jsonb AS key,
-				 d.sign AS sessions, 0 AS users, CASE WHEN d.converted THEN d.sign ELSE 0 END AS converted,
-				 d.sign * d.revenue AS revenue
-		  FROM pg_temp.clickstream_session_delta d
+				 d.sessions, 0 AS users, d.converted, d.revenue
+		  FROM (SELECT d.session_date, d.country, d.device, sum(d.sign) AS sessions,
+					   sum(CASE WHEN d.converted THEN d.sign ELSE 0 END) AS converted,
+					   sum(d.sign * d.revenue) AS revenue
+				FROM pg_temp.clickstream_session_delta d
+				GROUP BY 1, 2, 3) d
 		  UNION ALL
 		  SELECT jsonb_build_array(d.day) || a.key::jsonb, 0, 1, 0, 0
 		  FROM pg_temp.clickstream_user_day_delta d, unnest(clickstream.text_set_minus(d.audience, d.old_audience)) a(key)

@@ -51,6 +51,7 @@ DECLARE
 	gold record;
 	gold_started timestamptz;
 	i integer;
+	started timestamptz := pg_catalog.clock_timestamp();
 BEGIN
 	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 	IF max_steps IS NOT NULL AND max_steps OPERATOR(pg_catalog.<) 1 THEN
@@ -116,7 +117,14 @@ BEGIN
 			gold_started := pg_catalog.clock_timestamp();
 			gold := clickstream.refresh_gold();
 			steps := steps OPERATOR(pg_catalog.+) 1;
-			more := step.more AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps);
+			-- rows that came while the run went on are taken for about a
+			-- minute (a scheduled run that goes past its next start time
+			-- is followed at once by that one); the rest of a catch-up map
+			-- always
+			more := step.more AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
+				AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
+					 OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started
+						OPERATOR(pg_catalog.<) '1 minute'::interval);
 			UPDATE clickstream.refresh_history h
 			SET steps = h.steps OPERATOR(pg_catalog.+) 1,
 				rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
@@ -168,7 +176,7 @@ END
 $$;
 
 COMMENT ON PROCEDURE clickstream.refresh(integer) IS
-'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings clickstream.sessions up to date, until bronze is drained or max_steps is reached. Only one runs at a time (the second returns at once with a NOTICE; a run whose backend died or stopped running it is marked interrupted and taken over). A failing or cancelled step (or start, or end) is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
+'Build silver from bronze and gold from silver: repeat steps of at most clickstream.refresh_batch_size rows and clickstream.refresh_batch_bytes payload bytes (a backlog larger than one step is read from bronze once, into a map of the session that the steps take their rows from), each one transaction that also brings gold up to date, until what bronze held at the start is drained or max_steps is reached; then, for about a minute from its start, further steps for the rows that came meanwhile while at least a tenth of refresh_batch_size of them wait (so a busy pipeline is not idle until the next scheduled run). Only one runs at a time (the second returns at once with a NOTICE; a run whose backend died or stopped running it is marked interrupted and taken over). A failing or cancelled step (or start, or end) is rolled back, recorded in refresh_history and re-raised; its rows are retried by the next run. Must be called outside a transaction block (it commits).';
 
 CREATE FUNCTION clickstream.refresh_failed(run bigint, msg text, det text, ctx text)
 RETURNS void

@@ -9,11 +9,14 @@
 # A rate is sustained when freshness stays <= 90 s and bronze does not grow
 # (the last refreshes start with no more than the first ones, +25 %).
 #
-# Traffic is realistic for the rate: sessions of ~8 events about 30 s apart
-# (--concurrency = 30 x rate), and as many users as sessions (--users = 40 x
-# rate), so a user's session spans a few refreshes and users are not
-# active in every step (the demo's 50 000 users at 40 000 events/s would make
-# every user one endless session).
+# Traffic is realistic for the rate: sessions of ~5.5 events about 30 s
+# apart (--concurrency = 30 x rate), so a session spans a few refreshes, and
+# enough users that none is needed twice within the run (the generator's
+# users come back 35 minutes to 2 days after a session): --users = (40 +
+# SECONDS / 4) x rate.  With fewer (40 x rate before), the generator runs
+# out of users, stretches sessions instead ("sessions stretched" in its log)
+# and every active user's session grows for the whole run, so that each
+# refresh recomputes longer and longer sessions: not what a shop sees.
 # Usage: test/bench/e2e.sh [SECONDS] RATE...   (default: 300 5000 10000 20000 40000)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,7 +44,7 @@ clickstream.max_message_bytes = '64kB'"
 	q "CREATE EXTENSION pg_cron"
 	q "SELECT clickstream.schedule()" >/dev/null
 	"$root/tools/eventgen" --brokers "$brokers" --topic clickstream --rate "$rate" --duration "$seconds" \
-		--users $((rate * 40)) --concurrency $((rate * 30)) --products 2000 --seed 11 \
+		--users $((rate * (40 + seconds / 4))) --concurrency $((rate * 30)) --products 2000 --seed 11 \
 		--manifest "$work/manifest" 2> "$work/eventgen.log" &
 	gen=$!
 	t0=$(date +%s)
@@ -56,7 +59,7 @@ clickstream.max_message_bytes = '64kB'"
 		if [ "$t" -gt 120 ] && [ "$f" != - ] && [ "$f" -gt "$worst" ]; then worst=$f; fi
 	done
 	produced=$(grep '^messages=' "$work/manifest" | cut -d= -f2)
-	echo "-- $rate events/s for ${seconds}s: $produced produced"
+	echo "-- $rate events/s for ${seconds}s: $produced produced$(grep -o '[0-9]* sessions stretched' "$work/eventgen.log" | sed 's/^/ (generator: /; s/$/)/')"
 	echo "   samples (s since start: freshness / bronze rows): $samples"
 	runs=$(q "SELECT string_agg(format('%s%s', round(extract(epoch FROM duration)), CASE WHEN status <> 'succeeded' THEN '(' || status || ')' ELSE '' END), ' ' ORDER BY run_id)
 			  FROM clickstream.refresh_history WHERE kind = 'refresh' AND rows_read > 0")
