@@ -287,12 +287,20 @@ BEGIN
 			   d.funnel_level AS level, d.sign
 		FROM pg_temp.clickstream_session_delta d
 		UNION ALL
+		-- (a session rewritten with the same funnels cancels before its
+		-- funnels are taken apart)
 		SELECT 'category', d.session_date, c.key, c.key, c.value::integer, d.sign
-		FROM pg_temp.clickstream_session_delta d, jsonb_each_text(d.category_funnel) c
+		FROM (SELECT d.session_date, d.category_funnel, sum(d.sign) AS sign
+			  FROM pg_temp.clickstream_session_delta d
+			  GROUP BY 1, 2 HAVING sum(d.sign) <> 0) d,
+			 jsonb_each_text(d.category_funnel) c
 		UNION ALL
 		SELECT 'product', d.session_date, p.key, coalesce(p.value ->> 1, ''),
 			   (p.value ->> 0)::integer, d.sign
-		FROM pg_temp.clickstream_session_delta d, jsonb_each(d.product_funnel) p
+		FROM (SELECT d.session_date, d.product_funnel, sum(d.sign) AS sign
+			  FROM pg_temp.clickstream_session_delta d
+			  GROUP BY 1, 2 HAVING sum(d.sign) <> 0) d,
+			 jsonb_each(d.product_funnel) p
 	) x
 	GROUP BY x.kind, x.day, x.key, x.category, x.level
 	HAVING sum(x.sign) <> 0;
