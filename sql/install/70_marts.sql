@@ -272,6 +272,9 @@ COMMENT ON COLUMN clickstream.products.last_price IS 'price of its latest event 
 COMMENT ON COLUMN clickstream.products.last_price_at IS 'ts of that event.';
 COMMENT ON COLUMN clickstream.products.last_price_event_id IS 'event_id of that event.';
 
+-- "top products by revenue" reads 20 entries, whatever the number of products
+CREATE INDEX products_revenue ON clickstream.products (revenue DESC, product_id);
+
 CREATE TABLE clickstream.orders (
 	order_id text PRIMARY KEY,
 	user_id text COLLATE "C" NOT NULL,
@@ -336,6 +339,9 @@ COMMENT ON COLUMN clickstream.users.orders IS 'Orders of the user (clickstream.o
 COMMENT ON COLUMN clickstream.users.revenue IS 'Lifetime value: the revenue of those orders.';
 COMMENT ON COLUMN clickstream.users.first_order_at IS 'ordered_at of the first of those orders; NULL when none.';
 COMMENT ON COLUMN clickstream.users.days_active IS 'Days (clickstream.timezone) with at least one event of the user.';
+
+-- "top customers by lifetime value" reads 20 entries, whatever the number of users
+CREATE INDEX users_revenue ON clickstream.users (revenue DESC, user_id);
 
 CREATE TABLE clickstream.active_users (
 	day date PRIMARY KEY,
