@@ -323,6 +323,11 @@ SELECT (SELECT count(*) FROM clickstream.products WHERE product_id NOT IN ('7', 
 	   (SELECT count(*) FROM (SELECT (ts AT TIME ZONE 'UTC')::date, product_id, min(category) FROM truth
 							  WHERE product_id IS NOT NULL GROUP BY 1, 2
 							  EXCEPT SELECT day, product_id, category FROM clickstream.product_daily) d) AS product_days_with_other_category;
+-- the funnels agree: an empty category or product is none there too
+SELECT (SELECT count(*) FROM clickstream.sessions WHERE category_funnel ? '' OR product_funnel ? '') AS sessions_with_empty_keys,
+	   (SELECT count(*) FROM clickstream.funnel_by_category WHERE category = '') AS empty_category_funnels,
+	   (SELECT count(*) FROM clickstream.product_funnel WHERE product_id = '') AS empty_product_funnels,
+	   (SELECT string_agg(DISTINCT category, ',') FROM clickstream.product_funnel WHERE product_id = '7') AS product_7_funnel_category;
 SELECT * FROM clickstream.verify_gold() WHERE NOT ok;
 SELECT check_name, failures FROM clickstream.check_quality() WHERE NOT passed AND severity = 'error';
 
