@@ -211,10 +211,13 @@ BEGIN
 			   clickstream.funnel_agg(e.ts, %3$L::interval, %4$s),
 			   -- per category and per product: an event of it makes step 1
 			   -- of its funnel, later steps take its events or those without
-			   -- one (a checkout carries no product)
-			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval, e.category, %4$s), '{}'),
-			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval, e.product_id,
-													 e.category, %4$s), '{}')
+			   -- one (a checkout carries no product); an empty string is none,
+			   -- as in the marts
+			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval,
+													 NULLIF(e.category, ''), %4$s), '{}'),
+			   coalesce(clickstream.funnel_breakdown(e.ts, %3$L::interval,
+													 NULLIF(e.product_id, ''),
+													 NULLIF(e.category, ''), %4$s), '{}')
 		FROM clickstream.sessionize(%1$L) z
 		JOIN %2$s e ON e.event_id = z.event_id COLLATE "C"
 		GROUP BY z.session_id

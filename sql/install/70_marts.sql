@@ -228,7 +228,7 @@ COMMENT ON TABLE clickstream.product_daily IS
 'Gold: events and revenue per product and day (events with a product_id). Maintained by every refresh, equal to a full recomputation from silver.';
 COMMENT ON COLUMN clickstream.product_daily.day IS 'Day of the events.';
 COMMENT ON COLUMN clickstream.product_daily.product_id IS 'Product.';
-COMMENT ON COLUMN clickstream.product_daily.category IS 'The category its events carried that day (the smallest in byte order if they disagree); NULL when none did.';
+COMMENT ON COLUMN clickstream.product_daily.category IS 'The category its events carried that day (the smallest in byte order if they disagree; an empty string is none); NULL when none did.';
 COMMENT ON COLUMN clickstream.product_daily.page_views IS 'page_view events of the product.';
 COMMENT ON COLUMN clickstream.product_daily.add_to_carts IS 'add_to_cart events.';
 COMMENT ON COLUMN clickstream.product_daily.removes IS 'remove_from_cart events.';
@@ -257,7 +257,7 @@ CREATE TABLE clickstream.products (
 COMMENT ON TABLE clickstream.products IS
 'Gold: one row per product over all of silver (the SKU 360): when it was first and last seen, what happened to it, its rates and its last price. Maintained by every refresh, equal to a full recomputation from silver.';
 COMMENT ON COLUMN clickstream.products.product_id IS 'Product.';
-COMMENT ON COLUMN clickstream.products.category IS 'The category its events carry (the smallest in byte order if they disagree); NULL when none does.';
+COMMENT ON COLUMN clickstream.products.category IS 'The category its events carry (the smallest in byte order if they disagree; an empty string is none); NULL when none does.';
 COMMENT ON COLUMN clickstream.products.first_seen IS 'Time of its first event.';
 COMMENT ON COLUMN clickstream.products.last_seen IS 'Time of its last event.';
 COMMENT ON COLUMN clickstream.products.page_views IS 'page_view events of the product.';
@@ -589,7 +589,7 @@ RETURNS SETOF clickstream.products
 LANGUAGE sql STABLE
 AS $$
 	WITH a AS (
-		SELECT e.product_id, min(e.category) AS category, min(e.ts) AS first_seen,
+		SELECT e.product_id, min(nullif(e.category, '')) AS category, min(e.ts) AS first_seen,
 			   max(e.ts) AS last_seen,
 			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
 			   count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
@@ -619,7 +619,7 @@ CREATE FUNCTION clickstream.recompute_product_daily()
 RETURNS SETOF clickstream.product_daily
 LANGUAGE sql STABLE
 AS $$
-	SELECT clickstream.local_day(e.ts), e.product_id, min(e.category),
+	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '')),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
 		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
 		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
@@ -1406,7 +1406,7 @@ BEGIN
 
 	-- products, per day and over all time
 	INSERT INTO clickstream.product_daily AS t
-	SELECT clickstream.local_day(e.ts), e.product_id, min(e.category),
+	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '')),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
 		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
 		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
@@ -1430,7 +1430,7 @@ BEGIN
 		   a.removes, a.purchases, a.units, a.revenue,
 		   clickstream.rate(a.add_to_carts, a.page_views), clickstream.rate(a.purchases, a.add_to_carts),
 		   p.price, p.ts, p.event_id
-	FROM (SELECT e.product_id, min(e.category) AS category, min(e.ts) AS first_seen,
+	FROM (SELECT e.product_id, min(nullif(e.category, '')) AS category, min(e.ts) AS first_seen,
 				 max(e.ts) AS last_seen,
 				 count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
 				 count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
