@@ -589,7 +589,7 @@ RETURNS SETOF clickstream.products
 LANGUAGE sql STABLE
 AS $$
 	WITH a AS (
-		SELECT e.product_id, min(nullif(e.category, '')) AS category, min(e.ts) AS first_seen,
+		SELECT e.product_id, min(nullif(e.category, '') COLLATE "C") AS category, min(e.ts) AS first_seen,
 			   max(e.ts) AS last_seen,
 			   count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
 			   count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
@@ -619,7 +619,7 @@ CREATE FUNCTION clickstream.recompute_product_daily()
 RETURNS SETOF clickstream.product_daily
 LANGUAGE sql STABLE
 AS $$
-	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '')),
+	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '') COLLATE "C"),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
 		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
 		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
@@ -1406,7 +1406,7 @@ BEGIN
 
 	-- products, per day and over all time
 	INSERT INTO clickstream.product_daily AS t
-	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '')),
+	SELECT clickstream.local_day(e.ts), e.product_id, min(nullif(e.category, '') COLLATE "C"),
 		   count(*) FILTER (WHERE e.event_type = 'page_view'),
 		   count(*) FILTER (WHERE e.event_type = 'add_to_cart'),
 		   count(*) FILTER (WHERE e.event_type = 'remove_from_cart'),
@@ -1417,7 +1417,7 @@ BEGIN
 	WHERE e.product_id <> ''
 	GROUP BY 1, 2
 	ON CONFLICT (day, product_id) DO UPDATE
-	SET category = least(t.category, excluded.category),
+	SET category = least(t.category COLLATE "C", excluded.category),
 		page_views = t.page_views + excluded.page_views,
 		add_to_carts = t.add_to_carts + excluded.add_to_carts,
 		removes = t.removes + excluded.removes,
@@ -1430,7 +1430,7 @@ BEGIN
 		   a.removes, a.purchases, a.units, a.revenue,
 		   clickstream.rate(a.add_to_carts, a.page_views), clickstream.rate(a.purchases, a.add_to_carts),
 		   p.price, p.ts, p.event_id
-	FROM (SELECT e.product_id, min(nullif(e.category, '')) AS category, min(e.ts) AS first_seen,
+	FROM (SELECT e.product_id, min(nullif(e.category, '') COLLATE "C") AS category, min(e.ts) AS first_seen,
 				 max(e.ts) AS last_seen,
 				 count(*) FILTER (WHERE e.event_type = 'page_view') AS page_views,
 				 count(*) FILTER (WHERE e.event_type = 'add_to_cart') AS add_to_carts,
@@ -1446,7 +1446,7 @@ BEGIN
 			   WHERE e.product_id <> '' AND e.price IS NOT NULL
 			   ORDER BY e.product_id, e.ts DESC, e.event_id DESC) p USING (product_id)
 	ON CONFLICT (product_id) DO UPDATE
-	SET category = least(t.category, excluded.category),
+	SET category = least(t.category COLLATE "C", excluded.category),
 		first_seen = least(t.first_seen, excluded.first_seen),
 		last_seen = greatest(t.last_seen, excluded.last_seen),
 		page_views = t.page_views + excluded.page_views,
