@@ -12,22 +12,9 @@ SET search_path = mt, public;
 SET clickstream.refresh_batch_size = 1000;
 SET timezone = 'UTC';
 
-CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-	first bigint;
-BEGIN
-	SELECT coalesce(max(next_offset), 0) INTO first FROM clickstream.ingest_positions
-	WHERE topic = 'mt' AND partition = part;
-	INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, payload)
-	SELECT 'mt', part, first + o - 1, convert_to(p, 'UTF8')
-	FROM unnest(evs) WITH ORDINALITY AS u(p, o);
-	INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
-	VALUES ('mt', part, first) ON CONFLICT DO NOTHING;
-	INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
-	VALUES ('mt', part, first + cardinality(evs))
-	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
-END $$;
+SET regress.topic = 'mt';
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/feed_events.sql
 -- one event: id, user, time, type, then optional key=value pairs
 CREATE FUNCTION ev(id text, usr text, ts text, typ text DEFAULT 'page_view', VARIADIC kv text[] DEFAULT '{}')
 RETURNS text LANGUAGE sql AS $$

@@ -23,22 +23,9 @@ SELECT name, setting FROM pg_settings WHERE name IN ('clickstream.field_aliases'
 	'clickstream.event_type_aliases', 'clickstream.event_id_fields', 'clickstream.require_order_id')
 ORDER BY name;
 
-CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-	first bigint;
-BEGIN
-	SELECT coalesce(max(next_offset), 0) INTO first FROM clickstream.ingest_positions
-	WHERE topic = 'mp' AND partition = part;
-	INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, payload)
-	SELECT 'mp', part, first + o - 1, convert_to(p, 'UTF8')
-	FROM unnest(evs) WITH ORDINALITY AS u(p, o);
-	INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
-	VALUES ('mp', part, first) ON CONFLICT DO NOTHING;
-	INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
-	VALUES ('mp', part, first + cardinality(evs))
-	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
-END $$;
+SET regress.topic = 'mp';
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/feed_events.sql
 CREATE FUNCTION gold_bad() RETURNS text LANGUAGE sql AS $$
 	SELECT coalesce(string_agg(format('%s(-%s,+%s)', mart, missing, unexpected), ' '), 'ok')
 	FROM clickstream.verify_gold() WHERE NOT ok $$;

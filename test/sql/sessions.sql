@@ -192,22 +192,9 @@ ALTER SYSTEM SET clickstream.interest_max_conversion = 0.25;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 
-CREATE FUNCTION feed_events(part int, evs text[]) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-	first bigint;
-BEGIN
-	SELECT coalesce(max(next_offset), 0) INTO first FROM clickstream.ingest_positions
-	WHERE topic = 'sess' AND partition = part;
-	INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, payload)
-	SELECT 'sess', part, first + o - 1, convert_to(p, 'UTF8')
-	FROM unnest(evs) WITH ORDINALITY AS u(p, o);
-	INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
-	VALUES ('sess', part, first) ON CONFLICT DO NOTHING;
-	INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
-	VALUES ('sess', part, first + cardinality(evs))
-	ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
-END $$;
+SET regress.topic = 'sess';
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/feed_events.sql
 CREATE FUNCTION sev(id text, usr text, ts text, typ text DEFAULT 'page_view', utm text DEFAULT NULL,
 	prod text DEFAULT NULL, cat text DEFAULT NULL) RETURNS text
 LANGUAGE sql AS $$
