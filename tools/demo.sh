@@ -181,9 +181,9 @@ FROM clickstream.events GROUP BY 1 ORDER BY 1;
 SELECT * FROM clickstream.touched_days((SELECT max(run_id) - 3 FROM clickstream.refresh_history));
 
 \echo '-- a few silver events'
-SELECT event_type, user_id, to_char(ts, 'HH24:MI:SS.MS') AS ts, product_id, category, price, quantity,
-       revenue, device, country, utm_campaign
-FROM clickstream.events ORDER BY ts DESC LIMIT 5;
+SELECT e.event_type, e.user_id, to_char(e.ts, 'HH24:MI:SS.MS') AS ts, e.product_id, e.category, e.price,
+       e.quantity, e.revenue, e.device, e.country, e.utm_campaign
+FROM clickstream.events e ORDER BY e.ts DESC LIMIT 5;	-- the latest (not the text ts)
 
 \echo '-- data quality'
 SELECT check_name, layer, severity, failures, passed FROM clickstream.check_quality();
