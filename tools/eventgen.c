@@ -11,14 +11,14 @@
  *		  (--brokers ADDR [--topic NAME] [--header KEY=VALUE]... [--producer-option KEY=VALUE]...
  *		   | --output FILE|- [--format jsonl|copy] [--topic NAME]
  *			 [--partitions N])
- *		  [--dup-share F] [--bad-share F] [--late-share F]
+ *		  [--dup-share F] [--bad-share F] [--late-share F] [--return-share F]
  *		  [--bad-kinds k1,k2,...] [--oversize-bytes N] [--manifest FILE]
  *
  *	  Defaults: seed 42, count 1000, rate 1000/s, start now, 10000 users,
  *	  500 products, concurrency min(users/10, 2000), topic clickstream,
  *	  8 partitions (COPY rows: partition = crc32(key) % N, like librdkafka's
  *	  consistent partitioner), format jsonl, oversize 100000 bytes, all
- *	  shares 0.  --start is ISO-8601 with a zone (2026-11-01T00:00:00Z) or
+ *	  shares 0 but --return-share 1.  --start is ISO-8601 with a zone (2026-11-01T00:00:00Z) or
  *	  epoch ms.  Message i gets the simulated time start + i/rate; it is the
  *	  Kafka message timestamp and the COPY kafka_timestamp.  Without --fast,
  *	  messages are also paced at --rate in wall-clock time and --duration
@@ -42,7 +42,8 @@
  * event per cart line sharing an order_id (o00000042-5e1f0a: a counter and
  * a tag of the seed), then a confirmation page view.
  * A finished session is replaced by one of the idle user whose return time
- * (last event + log-uniform 35 minutes to 2 days) comes first and has
+ * (last event + log-uniform 35 minutes to 2 days; with --return-share F, a
+ * user comes back after a session with probability F, else never) comes first and has
  * passed, else of a never seen user, else of that first idle user if away
  * for 35 minutes; failing all, the session goes on with more page views
  * (too few users for the rate: "sessions_stretched").  A user is never in
@@ -251,6 +252,7 @@ static int64_t opt_oversize = 100000;
 static double opt_duration = -1;
 static double opt_rate = 1000;
 static double opt_dup, opt_bad, opt_late;
+static double opt_return = 1;	/* share of sessions after which the user comes back */
 static int64_t opt_start;
 static bool opt_fast, opt_copy;
 static const char *opt_brokers, *opt_output, *opt_manifest;
@@ -935,13 +937,19 @@ start_session(Session *s, int32_t user)
 	plan_session(s, false);
 }
 
-/* End the session in slot s: its user idles until a drawn return time. */
+/*
+ * End the session in slot s: its user idles until a drawn return time, or,
+ * with --return-share below 1, may never come back.
+ */
 static void
 end_session(Session *s)
 {
 	double		lo = log((double) MIN_RETURN);
 	double		hi = log((double) MAX_RETURN);
 
+	/* a user who does not come back is never eligible again */
+	if (opt_return < 1 && rng_unit() >= opt_return)
+		return;
 	users[s->user].return_at = s->last_ts + (int64_t) exp(lo + rng_unit() * (hi - lo));
 	heap_push(s->user);
 }
@@ -1350,7 +1358,7 @@ static const char usage[] =
 "         [--start ISO8601|EPOCH_MS] [--users N] [--products N] [--concurrency K]\n"
 "         (--brokers ADDR [--topic NAME] [--header KEY=VALUE]... [--producer-option KEY=VALUE]...\n"
 "          | --output FILE|- [--format jsonl|copy] [--topic NAME] [--partitions N])\n"
-"         [--dup-share F] [--bad-share F] [--late-share F] [--bad-kinds K,...]\n"
+"         [--dup-share F] [--bad-share F] [--late-share F] [--return-share F] [--bad-kinds K,...]\n"
 "         [--oversize-bytes N] [--manifest FILE]\n";
 
 /* Parse the command line into the opt_ variables. */
@@ -1360,7 +1368,7 @@ parse_options(int argc, char **argv)
 	enum
 	{
 		O_COUNT, O_USERS, O_PRODUCTS, O_CONC, O_PARTITIONS, O_OVERSIZE,
-		O_DURATION, O_RATE, O_DUP, O_BAD, O_LATE, O_SEED, O_FAST, O_START,
+		O_DURATION, O_RATE, O_DUP, O_BAD, O_LATE, O_RETURN, O_SEED, O_FAST, O_START,
 		O_BROKERS, O_TOPIC, O_HEADER, O_PRODUCER_OPTION, O_OUTPUT, O_FORMAT, O_KINDS, O_MANIFEST,
 		O_HELP
 	};
@@ -1370,7 +1378,8 @@ parse_options(int argc, char **argv)
 		{"partitions", 1, NULL, O_PARTITIONS}, {"oversize-bytes", 1, NULL, O_OVERSIZE},
 		{"duration", 1, NULL, O_DURATION}, {"rate", 1, NULL, O_RATE},
 		{"dup-share", 1, NULL, O_DUP}, {"bad-share", 1, NULL, O_BAD},
-		{"late-share", 1, NULL, O_LATE}, {"seed", 1, NULL, O_SEED},
+		{"late-share", 1, NULL, O_LATE}, {"return-share", 1, NULL, O_RETURN},
+		{"seed", 1, NULL, O_SEED},
 		{"fast", 0, NULL, O_FAST}, {"start", 1, NULL, O_START},
 		{"brokers", 1, NULL, O_BROKERS}, {"topic", 1, NULL, O_TOPIC},
 		{"header", 1, NULL, O_HEADER}, {"producer-option", 1, NULL, O_PRODUCER_OPTION}, {"output", 1, NULL, O_OUTPUT},
@@ -1381,10 +1390,10 @@ parse_options(int argc, char **argv)
 	/* numeric options, in enum order: where they go and their bounds */
 	int64_t    *const ints[] = {&opt_count, &opt_users, &opt_products, &opt_concurrency,
 	&opt_partitions, &opt_oversize};
-	double	   *const reals[] = {&opt_duration, &opt_rate, &opt_dup, &opt_bad, &opt_late};
+	double	   *const reals[] = {&opt_duration, &opt_rate, &opt_dup, &opt_bad, &opt_late, &opt_return};
 	static const double bounds[][2] = {
 		{0, 1e15}, {1, 1e8}, {1, 1e7}, {1, 1e8}, {1, 1e6}, {0, 1e9},
-		{0, 1e9}, {0.001, 1e9}, {0, 1}, {0, 1}, {0, 1}
+		{0, 1e9}, {0.001, 1e9}, {0, 1}, {0, 1}, {0, 1}, {0, 1}
 	};
 	bool		have_start = false;
 	char	   *end;
@@ -1394,7 +1403,7 @@ parse_options(int argc, char **argv)
 		bad_kinds[nbad_kinds++] = k;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
-		if (c >= O_COUNT && c <= O_LATE)
+		if (c >= O_COUNT && c <= O_RETURN)
 		{
 			double		v = parse_num(longopts[c].name, optarg, bounds[c][0], bounds[c][1]);
 
