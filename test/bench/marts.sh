@@ -88,19 +88,30 @@ echo "== histories"
 history bench_h "$n" "$days" "$hist_users"
 history bench_10xh $((n * 10)) $((days * 10)) $((hist_users * 10))
 
-# one minute of traffic after the histories' end, the same for both
+# one minute of traffic after the histories' end.  By default the same for
+# both: users drawn from 300 000 ids, of which about 20 % have events in H
+# and 60 % in 10xH (a longer history has seen more of today's users).  With
+# CS_MINUTE_USERS=history each history gets a minute of the same shape whose
+# users come from its own ids, so that about 60 % of them have events before
+# in both: only the length of the history differs.
 rounds=5
-echo "== incremental refresh: 1 minute of new events (1000/s), H vs 10xH, $rounds minutes each, alternating"
+echo "== incremental refresh: 1 minute of new events (1000/s), H vs 10xH, $rounds minutes each, alternating${CS_MINUTE_USERS:+ (minute users: $CS_MINUTE_USERS)}"
 for m in $(seq 0 $((rounds - 1))); do
-	"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
-		--start $((end_ms + m * 60000)) --users "$((users * 10))" --concurrency 30000 --products 2000 \
-		--output "$work/minute$m.copy" --format copy --partitions 16 2>/dev/null
-	chmod 644 "$work/minute$m.copy"
+	for db in bench_h bench_10xh; do
+		minute_users=$((users * 10))
+		if [ "${CS_MINUTE_USERS:-}" = history ]; then
+			minute_users=$hist_users; [ $db = bench_10xh ] && minute_users=$((hist_users * 10))
+		fi
+		"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
+			--start $((end_ms + m * 60000)) --users "$minute_users" --concurrency 30000 --products 2000 \
+			--output "$work/minute$m-$db.copy" --format copy --partitions 16 2>/dev/null
+		chmod 644 "$work/minute$m-$db.copy"
+	done
 done
 declare -A times	# times[PART/DB]: the seconds of each minute
 step() {	# step DB M: feed minute M to DB and refresh
 	local db=$1 r
-	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/minute$2.copy'"
+	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/minute$2-$1.copy'"
 	q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
 	   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2
 	   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
