@@ -96,22 +96,26 @@ history bench_10xh $((n * 10)) $((days * 10)) $((hist_users * 10))
 # in both: only the length of the history differs.
 rounds=5
 echo "== incremental refresh: 1 minute of new events (1000/s), H vs 10xH, $rounds minutes each, alternating${CS_MINUTE_USERS:+ (minute users: $CS_MINUTE_USERS)}"
+minute_users() {	# minute_users DB: the ids the minutes of DB draw users from
+	if [ "${CS_MINUTE_USERS:-}" != history ]; then echo $((users * 10))
+	elif [ "$1" = bench_10xh ]; then echo $((hist_users * 10))
+	else echo "$hist_users"; fi
+}
+minute_file() { echo "$work/minute$2-u$(minute_users "$1").copy"; }	# minute_file DB M
 for m in $(seq 0 $((rounds - 1))); do
 	for db in bench_h bench_10xh; do
-		minute_users=$((users * 10))
-		if [ "${CS_MINUTE_USERS:-}" = history ]; then
-			minute_users=$hist_users; [ $db = bench_10xh ] && minute_users=$((hist_users * 10))
-		fi
+		f=$(minute_file $db $m)
+		[ -e "$f" ] && continue	# the same minute for both
 		"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
-			--start $((end_ms + m * 60000)) --users "$minute_users" --concurrency 30000 --products 2000 \
-			--output "$work/minute$m-$db.copy" --format copy --partitions 16 2>/dev/null
-		chmod 644 "$work/minute$m-$db.copy"
+			--start $((end_ms + m * 60000)) --users "$(minute_users $db)" --concurrency 30000 --products 2000 \
+			--output "$f" --format copy --partitions 16 2>/dev/null
+		chmod 644 "$f"
 	done
 done
 declare -A times	# times[PART/DB]: the seconds of each minute
 step() {	# step DB M: feed minute M to DB and refresh
 	local db=$1 r
-	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$work/minute$2-$1.copy'"
+	q "COPY clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, payload) FROM '$(minute_file "$1" "$2")'"
 	q "INSERT INTO clickstream.ingest_positions (topic, partition, next_offset)
 	   SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 FROM clickstream.bronze GROUP BY 1, 2
 	   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
