@@ -959,8 +959,13 @@ DECLARE
 	tz text := current_setting('clickstream.timezone');
 BEGIN
 	PERFORM clickstream.marts_scratch();
-	ANALYZE pg_temp.clickstream_step_events;
-	ANALYZE pg_temp.clickstream_session_delta;
+	-- statistics of the columns the plans join, group and filter on only:
+	-- the arrays, jsonb and other columns made ANALYZE cost more than the
+	-- statements it informs (0.8 s of a 60 000-event step; 0.2 s now)
+	ANALYZE pg_temp.clickstream_step_events (event_id, event_type, user_id, ts, product_id,
+		category, page_url, order_id);
+	ANALYZE pg_temp.clickstream_session_delta (sign, user_id, session_date, session_start,
+		utm_source, utm_medium, utm_campaign, country, device);
 
 	-- 1. Read: the step per (user, day) and per user, with the rows it
 	-- changes, each found by its key.
@@ -1042,7 +1047,7 @@ BEGIN
 			AND s.session_start < (k.day + 1)::timestamp AT TIME ZONE tz
 			AND s.session_date = k.day) s
 	WHERE d.user_id = k.user_id AND d.day = k.day;
-	ANALYZE pg_temp.clickstream_user_day_delta;
+	ANALYZE pg_temp.clickstream_user_day_delta (user_id, day, fresh);
 
 	INSERT INTO pg_temp.clickstream_user_delta
 	SELECT f.user_id, c.events, f.ts, f.event_id, f.utm_source, f.utm_medium, f.utm_campaign,
@@ -1057,7 +1062,7 @@ BEGIN
 		  FROM pg_temp.clickstream_step_events e GROUP BY e.user_id) c USING (user_id)
 	LEFT JOIN LATERAL (
 		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id) o ON true;
-	ANALYZE pg_temp.clickstream_user_delta;
+	ANALYZE pg_temp.clickstream_user_delta (user_id, known);
 
 	-- new (user, day) pairs and the user's nearest other active days: from
 	-- users' first and last days, or (a day between them: a late event)

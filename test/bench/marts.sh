@@ -5,7 +5,7 @@
 #      built by rebuild_gold() (its time is reported);
 #   2. the refresh of one minute of new events (60 000, 1000/s), gold marts
 #      included, on H and on 10xH in turn, minute after minute (alternating
-#      which goes first), 5 minutes: medians of the whole refresh and of its
+#      which goes first), 5 consecutive minutes of one stream: medians of the whole refresh and of its
 #      parts (silver, sessions and funnels, marts), and their ratio;
 #   3. the dashboard questions asked of the marts (median of 21 runs each,
 #      timed inside the server) on H and 10xH, and the same questions asked
@@ -17,7 +17,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-1000000}
 days=30
-users=$((n * 3 / 100))	# the minutes' users: users x 10
 # the histories' users: 60 % of sessions are followed by another of their
 # user (--return-share 0.6), so about 60 000 users have events in H and
 # 600 000 in 10xH, most of them once or twice, as in a shop
@@ -88,29 +87,35 @@ echo "== histories"
 history bench_h "$n" "$days" "$hist_users"
 history bench_10xh $((n * 10)) $((days * 10)) $((hist_users * 10))
 
-# one minute of traffic after the histories' end.  By default the same for
-# both: users drawn from 300 000 ids, of which about 20 % have events in H
-# and 60 % in 10xH (a longer history has seen more of today's users).  With
-# CS_MINUTE_USERS=history each history gets a minute of the same shape whose
-# users come from its own ids, so that about 60 % of them have events before
-# in both: only the length of the history differs.
+# Five minutes of traffic after the histories' end, made by one generator
+# run (sessions go on from one minute to the next, as they do live) and cut
+# into one file per minute.  By default the same files for both: users
+# drawn from H's ids, of which about 60 % have events in H and, ids being
+# given out alike, in 10xH too; so only the length of the history differs.
+# CS_MINUTE_USERS=N draws them from N ids instead (beyond H's ids, more of
+# the minutes' users are known to 10xH than to H); CS_MINUTE_USERS=history
+# gives each history minutes from its own ids (10xH's are ten times as
+# many: fewer of the minutes' users come back within the five minutes).
 rounds=5
-echo "== incremental refresh: 1 minute of new events (1000/s), H vs 10xH, $rounds minutes each, alternating${CS_MINUTE_USERS:+ (minute users: $CS_MINUTE_USERS)}"
+echo "== incremental refresh: 1 minute of new events (1000/s), H vs 10xH, $rounds minutes each, alternating (minute users: ${CS_MINUTE_USERS:-$hist_users})"
 minute_users() {	# minute_users DB: the ids the minutes of DB draw users from
-	if [ "${CS_MINUTE_USERS:-}" != history ]; then echo $((users * 10))
-	elif [ "$1" = bench_10xh ]; then echo $((hist_users * 10))
-	else echo "$hist_users"; fi
+	case "${CS_MINUTE_USERS:-}" in
+	'') echo "$hist_users" ;;
+	history) if [ "$1" = bench_10xh ]; then echo $((hist_users * 10)); else echo "$hist_users"; fi ;;
+	*) echo "$CS_MINUTE_USERS" ;;
+	esac
 }
-minute_file() { echo "$work/minute$2-u$(minute_users "$1").copy"; }	# minute_file DB M
-for m in $(seq 0 $((rounds - 1))); do
-	for db in bench_h bench_10xh; do
-		f=$(minute_file $db $m)
-		[ -e "$f" ] && continue	# the same minute for both
-		"$root/tools/eventgen" --count 60000 --fast --seed $((10 + m)) --rate 1000 --topic "minute$m" \
-			--start $((end_ms + m * 60000)) --users "$(minute_users $db)" --concurrency 30000 --products 2000 \
-			--output "$f" --format copy --partitions 16 2>/dev/null
-		chmod 644 "$f"
-	done
+minute_file() { echo "$work/minutes-u$(minute_users "$1").$2"; }	# minute_file DB M
+for db in bench_h bench_10xh; do
+	f=$(minute_file $db 0)
+	[ -e "$f" ] && continue	# the same minutes for both
+	"$root/tools/eventgen" --count $((rounds * 60000)) --fast --seed 10 --rate 1000 --topic minutes \
+		--start "$end_ms" --users "$(minute_users $db)" --concurrency 30000 --products 2000 \
+		--output "$work/minutes.copy" --format copy --partitions 16 2>/dev/null
+	# the generator writes in time order: 60 000 lines are one minute
+	split -l 60000 -a 1 -d "$work/minutes.copy" "${f%.0}."
+	rm -f "$work/minutes.copy"
+	chmod 644 "${f%.0}".*
 done
 declare -A times	# times[PART/DB]: the seconds of each minute
 step() {	# step DB M: feed minute M to DB and refresh
