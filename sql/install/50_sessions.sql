@@ -226,7 +226,7 @@ END
 $$ SET jit = off SET enable_mergejoin = off;
 
 COMMENT ON FUNCTION clickstream.session_rows(regclass) IS
-'Sessions (rows of clickstream.sessions) of all events of a table or view with the columns of clickstream.events (unique event_id), by the clickstream.session_* rules and the funnel of clickstream.funnel_definition. session_rows(''clickstream.events'') is the full recomputation clickstream.sessions always equals.';
+'Sessions (rows of clickstream.sessions) of all events of a table or view with columns of clickstream.events (unique event_id; it reads event_id, event_type, user_id, ts, product_id, category, page_url, utm_source, utm_medium, utm_campaign, device, country and revenue), by the clickstream.session_* rules and the funnel of clickstream.funnel_definition. session_rows(''clickstream.events'') is the full recomputation clickstream.sessions always equals.';
 
 CREATE VIEW clickstream.event_sessions AS
 SELECT e.event_id, e.user_id, e.ts, s.session_id, s.session_start

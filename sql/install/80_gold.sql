@@ -94,17 +94,31 @@ BEGIN
 			hi_date date NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
-	-- a copy of silver's columns: made again if they changed since (a column
-	-- added to clickstream.events while this session lives)
-	IF (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
-		WHERE attrelid = to_regclass('pg_temp.clickstream_affected') AND attnum > 0 AND NOT attisdropped)
-	   IS DISTINCT FROM
-	   (SELECT array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
-		WHERE attrelid = 'clickstream.events'::regclass AND attnum > 0 AND NOT attisdropped) THEN
-		IF to_regclass('pg_temp.clickstream_affected') IS NOT NULL THEN
-			DROP TABLE pg_temp.clickstream_affected;
-		END IF;
-		CREATE TEMP TABLE clickstream_affected (LIKE clickstream.events) ON COMMIT DELETE ROWS;
+	-- the events of the sessions a step recomputes: the columns of silver
+	-- that clickstream.session_rows() reads, and no other (a step re-reads
+	-- several times as many events as it brings); one of an older layout
+	-- (a copy of all of silver's columns, before 0.2.0) is made again
+	IF (SELECT count(*) FROM pg_attribute
+		WHERE attrelid = to_regclass('pg_temp.clickstream_affected') AND attnum > 0
+			AND NOT attisdropped) NOT IN (0, 13) THEN
+		DROP TABLE pg_temp.clickstream_affected;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_affected') IS NULL THEN
+		CREATE TEMP TABLE clickstream_affected (
+			event_id text COLLATE "C" NOT NULL,
+			event_type text NOT NULL,
+			user_id text COLLATE "C" NOT NULL,
+			ts timestamptz NOT NULL,
+			product_id text,
+			category text,
+			page_url text,
+			utm_source text,
+			utm_medium text,
+			utm_campaign text,
+			device text,
+			country text,
+			revenue numeric
+		) ON COMMIT DELETE ROWS;
 	END IF;
 	PERFORM clickstream.funnel_scratch();
 END
@@ -247,7 +261,9 @@ BEGIN
 		SELECT e.*
 		FROM pg_temp.clickstream_dirty d
 		CROSS JOIN LATERAL (
-			SELECT e.*
+			SELECT e.event_id, e.event_type, e.user_id, e.ts, e.product_id, e.category,
+				   e.page_url, e.utm_source, e.utm_medium, e.utm_campaign, e.device,
+				   e.country, e.revenue
 			FROM clickstream.events e
 			WHERE e.event_date = one_day
 				AND e.user_id = d.user_id
