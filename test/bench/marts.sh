@@ -5,8 +5,9 @@
 #      built by rebuild_gold() (its time is reported);
 #   2. the refresh of one minute of new events (60 000, 1000/s), gold marts
 #      included, on H and on 10xH in turn, minute after minute (alternating
-#      which goes first), 5 consecutive minutes of one stream: medians of the whole refresh and of its
-#      parts (silver, sessions and funnels, marts), and their ratio;
+#      which goes first), 5 consecutive minutes of one stream: medians of
+#      the whole refresh and of its parts (silver, sessions and funnels,
+#      marts), and their ratio;
 #   3. the dashboard questions asked of the marts (median of 21 runs each,
 #      timed inside the server) on H and 10xH, and the same questions asked
 #      of silver in plain SQL (median of 3), with the ratios.
