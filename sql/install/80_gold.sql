@@ -195,7 +195,10 @@ BEGIN
 	-- over the timeout, or a midnight with that option: the new events start
 	-- a session of their own whatever came before), in which case from that
 	-- event; up to the first later session that starts after a gap (or a
-	-- midnight) that the new events cannot close, or to the end.
+	-- midnight) that the new events cannot close, or to the end.  Most users'
+	-- new events come after their last session has started: that session (l)
+	-- is then the one before them and none comes later, so one index probe
+	-- per user finds all; the other two probes run only for the others.
 	INSERT INTO pg_temp.clickstream_dirty
 	SELECT t.user_id, f.from_ts, f.from_id,
 		   coalesce(n.session_start, 'infinity'), coalesce(n.first_event_id, ''),
@@ -206,14 +209,32 @@ BEGIN
 		FROM clickstream.touched x
 		WHERE x.touch_id > gold.touch_id AND x.touch_id <= hi
 		GROUP BY x.user_id
+		-- (in key order, as every later probe per user: neighbouring index
+		-- and heap pages instead of random ones)
+		ORDER BY x.user_id
 	) t
 	LEFT JOIN LATERAL (
 		SELECT s.session_start, s.session_end, s.first_event_id
 		FROM clickstream.sessions s
-		WHERE s.user_id = t.user_id AND s.session_start < t.first_ts
+		WHERE s.user_id = t.user_id
 		ORDER BY s.session_start DESC, s.first_event_id DESC
 		LIMIT 1
-	) p ON true
+	) l ON true
+	CROSS JOIN LATERAL (
+		SELECT l.session_start IS NOT NULL AND l.session_start >= t.first_ts AS inside
+	) i
+	LEFT JOIN LATERAL (
+		SELECT s.session_start, s.session_end, s.first_event_id
+		FROM clickstream.sessions s
+		WHERE i.inside AND s.user_id = t.user_id AND s.session_start < t.first_ts
+		ORDER BY s.session_start DESC, s.first_event_id DESC
+		LIMIT 1
+	) q ON true
+	CROSS JOIN LATERAL (
+		SELECT CASE WHEN i.inside THEN q.session_start ELSE l.session_start END AS session_start,
+			   CASE WHEN i.inside THEN q.session_end ELSE l.session_end END AS session_end,
+			   CASE WHEN i.inside THEN q.first_event_id ELSE l.first_event_id END AS first_event_id
+	) p
 	CROSS JOIN LATERAL (
 		SELECT p.session_start IS NULL
 			   OR t.first_ts - p.session_end > timeout
@@ -230,7 +251,8 @@ BEGIN
 			SELECT s.session_start, s.first_event_id,
 				   greatest(lag(s.session_end) OVER w, t.last_ts) AS before_start
 			FROM clickstream.sessions s
-			WHERE s.user_id = t.user_id AND s.session_start >= f.from_ts
+			WHERE l.session_start > t.last_ts
+				AND s.user_id = t.user_id AND s.session_start >= f.from_ts
 			WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
 		) x
 		WHERE x.session_start > t.last_ts
@@ -239,14 +261,7 @@ BEGIN
 									<> (x.before_start AT TIME ZONE tz)::date))
 		ORDER BY x.session_start, x.first_event_id
 		LIMIT 1
-	) n ON true
-	LEFT JOIN LATERAL (
-		SELECT s.session_end
-		FROM clickstream.sessions s
-		WHERE s.user_id = t.user_id
-		ORDER BY s.session_start DESC, s.first_event_id DESC
-		LIMIT 1
-	) l ON true;
+	) n ON true;
 	GET DIAGNOSTICS users = ROW_COUNT;
 	ANALYZE pg_temp.clickstream_dirty;
 
