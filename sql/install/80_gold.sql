@@ -96,11 +96,12 @@ BEGIN
 	END IF;
 	-- the events of the sessions a step recomputes: the columns of silver
 	-- that clickstream.session_rows() reads, and no other (a step re-reads
-	-- several times as many events as it brings); one of an older layout
-	-- (a copy of all of silver's columns, before 0.2.0) is made again
-	IF (SELECT count(*) FROM pg_attribute
-		WHERE attrelid = to_regclass('pg_temp.clickstream_affected') AND attnum > 0
-			AND NOT attisdropped) NOT IN (0, 13) THEN
+	-- several times as many events as it brings); one of the older layout
+	-- (a copy of all of silver's columns, before 0.2.0: it has event_date)
+	-- is made again
+	IF EXISTS (SELECT 1 FROM pg_attribute
+			   WHERE attrelid = to_regclass('pg_temp.clickstream_affected')
+				   AND attname = 'event_date' AND NOT attisdropped) THEN
 		DROP TABLE pg_temp.clickstream_affected;
 	END IF;
 	IF to_regclass('pg_temp.clickstream_affected') IS NULL THEN
