@@ -7,13 +7,16 @@
 #      included, on H and on 10xH in turn, minute after minute (alternating
 #      which goes first), 5 consecutive minutes of one stream: medians of
 #      the whole refresh and of its parts (silver, sessions and funnels,
-#      marts), and their ratio;
+#      marts), and their ratio; each minute's full-page images and WAL
+#      (pg_stat_wal: what a larger history costs in writes);
 #   3. the dashboard questions asked of the marts (median of 21 runs each,
 #      timed inside the server) on H and 10xH, and the same questions asked
 #      of silver in plain SQL (median of 3), with the ratios.
 # Targets (issue 15): refresh 10xH <= 1.2x H; each mart query median <= 20 ms
 # at 10xH and <= 1.2x from H to 10xH; silver / marts >= 100x at 10xH.
 # Usage: test/bench/marts.sh [events-of-H]   (default 1000000)
+# Environment: CS_SHARED_BUFFERS (default 2GB), CS_MINUTE_USERS (below),
+# CS_EXTRA_CONF (more postgresql.conf lines), CS_KEEP=1 (keep the cluster).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-1000000}
@@ -34,6 +37,7 @@ trap 'cs_stop; [ -n "${CS_KEEP:-}" ] || rm -rf "$work"' EXIT
 brokers=127.0.0.1:9
 cs_start_cluster "$port" "clickstream.enabled = off
 max_wal_size = '16GB'
+${CS_EXTRA_CONF:-}
 shared_buffers = '${CS_SHARED_BUFFERS:-2GB}'
 maintenance_work_mem = '1GB'
 work_mem = '64MB'"
@@ -131,7 +135,10 @@ step() {	# step DB M: feed minute M to DB and refresh
 	q "INSERT INTO clickstream.watermarks (topic, partition, durable_offset)
 	   SELECT kafka_topic, kafka_partition, min(kafka_offset) FROM clickstream.bronze GROUP BY 1, 2
 	   ON CONFLICT (topic, partition) DO NOTHING"
+	w0=$(q "SELECT wal_fpi || ' ' || wal_bytes FROM pg_stat_wal")
 	q "CALL clickstream.refresh()"
+	w1=$(q "SELECT wal_fpi || ' ' || wal_bytes FROM pg_stat_wal")
+	echo "    wal: fpi $(( ${w1% *} - ${w0% *} )) MB $(( (${w1#* } - ${w0#* }) / 1048576 ))"
 	r=$(q "SELECT round(extract(epoch FROM duration)::numeric, 3) || ' ' ||
 			  round(extract(epoch FROM duration - gold_time)::numeric, 3) || ' ' ||
 			  round(extract(epoch FROM gold_time - marts_time)::numeric, 3) || ' ' ||
