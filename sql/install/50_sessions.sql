@@ -107,6 +107,7 @@ CREATE TABLE clickstream.gold_state (
 	timezone_changed boolean NOT NULL DEFAULT false,
 	interest_rules jsonb,
 	silver_partitions text[],
+	silver_partition_ids regclass[],
 	newest_event_at timestamptz,
 	updated_at timestamptz
 );
@@ -119,7 +120,8 @@ COMMENT ON COLUMN clickstream.gold_state.touch_id IS 'Gold watermark: touched ro
 COMMENT ON COLUMN clickstream.gold_state.session_rules IS 'clickstream.gold_rules() (session rules, time zone, funnel steps) when sessions was last brought up to date; a change makes the next refresh rebuild sessions and the funnel tables.';
 COMMENT ON COLUMN clickstream.gold_state.timezone_changed IS 'clickstream.timezone changed at some point: silver then holds event_date values derived in different zones, and gold looks for a user''s events two days around their times instead of on the exact days.';
 COMMENT ON COLUMN clickstream.gold_state.interest_rules IS 'clickstream.interest_rules() when clickstream.high_interest_low_conversion was last built; a change makes the next refresh rebuild it.';
-COMMENT ON COLUMN clickstream.gold_state.silver_partitions IS 'The day partitions of clickstream.events when gold was last brought up to date: one that has gone since (dropped or detached) makes the next refresh rebuild gold from the days that are left.';
+COMMENT ON COLUMN clickstream.gold_state.silver_partitions IS 'The names of the day partitions of clickstream.events when gold was last brought up to date: one that has gone since (dropped or detached) makes the next refresh rebuild gold from the days that are left.';
+COMMENT ON COLUMN clickstream.gold_state.silver_partition_ids IS 'The same partitions as tables (regclass: pg_dump saves them by name, a restore finds the restored tables): a day dropped and then created again under its name (by a late event) is another table, which makes the next refresh rebuild gold as well.';
 COMMENT ON COLUMN clickstream.gold_state.newest_event_at IS 'ts of the newest event gold reflects: now() - newest_event_at is how fresh the marts are (event time to gold).';
 COMMENT ON COLUMN clickstream.gold_state.updated_at IS 'When gold was last brought up to date.';
 

@@ -426,9 +426,13 @@ CREATE TABLE clickstream.pages_daily (
 	page_views bigint NOT NULL,
 	entrances bigint NOT NULL,
 	exits bigint NOT NULL,
-	users bigint NOT NULL,
-	PRIMARY KEY (day, page_url)
+	users bigint NOT NULL
 );
+
+-- The key is (day, page_url), indexed through md5(page_url): a URL has no
+-- length limit (tracking parameters, encoded state) and a B-tree entry does
+-- (about 2.7 kB); two URLs of one day with the same md5 are not expected.
+CREATE UNIQUE INDEX pages_daily_key ON clickstream.pages_daily (day, md5(page_url));
 
 COMMENT ON TABLE clickstream.pages_daily IS
 'Gold: pages per day: views, and how often sessions started (landing page) or ended (exit page) on them ((not set) for a session whose first or last event has no page_url). Maintained by every refresh, equal to a full recomputation from silver and clickstream.sessions.';
@@ -1401,17 +1405,17 @@ BEGIN
 		  FROM pg_temp.clickstream_session_delta d) x
 	GROUP BY 1, 2
 	HAVING sum(x.page_views) <> 0 OR sum(x.entrances) <> 0 OR sum(x.exits) <> 0 OR sum(x.users) <> 0
-	ON CONFLICT (day, page_url) DO UPDATE
+	ON CONFLICT (day, md5(page_url)) DO UPDATE
 	SET page_views = t.page_views + excluded.page_views,
 		entrances = t.entrances + excluded.entrances,
 		exits = t.exits + excluded.exits,
 		users = t.users + excluded.users;
 	DELETE FROM clickstream.pages_daily t
-	WHERE (t.day, t.page_url) IN (
-		SELECT DISTINCT d.session_date, clickstream.label(d.landing_page, '(not set)')
+	WHERE (t.day, md5(t.page_url)) IN (
+		SELECT d.session_date, md5(clickstream.label(d.landing_page, '(not set)'))
 		FROM pg_temp.clickstream_session_delta d
 		UNION
-		SELECT d.session_date, clickstream.label(d.exit_page, '(not set)')
+		SELECT d.session_date, md5(clickstream.label(d.exit_page, '(not set)'))
 		FROM pg_temp.clickstream_session_delta d)
 		AND t.page_views = 0 AND t.entrances = 0 AND t.exits = 0;
 

@@ -27,7 +27,23 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partitions() IS
-'The names of the day partitions of clickstream.events, sorted: gold notices a day that was dropped or detached by comparing them with clickstream.gold_state.silver_partitions.';
+'The names of the day partitions of clickstream.events, sorted: what clickstream.gold_state.silver_partitions names.';
+
+-- The same partitions as tables (in the same order): a day dropped and
+-- created again has the same name and is another table.
+CREATE FUNCTION clickstream.silver_partition_ids()
+RETURNS regclass[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(array_agg(c.oid::regclass ORDER BY c.relname), '{}')
+	FROM pg_catalog.pg_inherits i
+	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+	WHERE i.inhparent = 'clickstream.events'::regclass
+$$;
+
+COMMENT ON FUNCTION clickstream.silver_partition_ids() IS
+'The day partitions of clickstream.events as tables, in the order of clickstream.silver_partitions(): gold notices a day that was dropped or detached, even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
 
 -- Rebuild all of gold from silver (the rules changed, a day was dropped, or
 -- on demand).
@@ -58,6 +74,7 @@ BEGIN
 			<> current_setting('clickstream.timezone'), false),
 		session_rules = clickstream.gold_rules(),
 		silver_partitions = clickstream.silver_partitions(),
+		silver_partition_ids = clickstream.silver_partition_ids(),
 		newest_event_at = (SELECT max(e.ts) FROM clickstream.events e),
 		updated_at = now();
 	RETURN written;
@@ -143,6 +160,7 @@ DECLARE
 	margin integer;
 	one_day date;
 	parts text[];
+	part_ids regclass[];
 	marts_started timestamptz;
 BEGIN
 	users := 0;
@@ -158,23 +176,35 @@ BEGIN
 	rules := clickstream.gold_rules();
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
 	parts := clickstream.silver_partitions();
+	part_ids := clickstream.silver_partition_ids();
+	-- (compared as oids: a day dropped and created again is another table)
 	IF gold.session_rules IS DISTINCT FROM rules
-	   OR NOT coalesce(gold.silver_partitions <@ parts, true) THEN
+	   OR NOT coalesce(gold.silver_partitions <@ parts, true)
+	   OR NOT coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true) THEN
 		IF gold.session_rules IS DISTINCT FROM rules AND gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding gold'
 				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
 		ELSIF gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: a day partition of clickstream.events is gone, rebuilding gold from the days that are left'
-				USING DETAIL = format('gone: %s', (SELECT string_agg(p, ', ') FROM unnest(gold.silver_partitions) p
-												 WHERE p <> ALL (parts)));
+				USING DETAIL = format('gone: %s', (
+					SELECT string_agg(x.p, ', ' ORDER BY x.p)
+					FROM (SELECT p FROM unnest(gold.silver_partitions) p
+						  WHERE p <> ALL (parts)
+						  UNION ALL
+						  SELECT c.relname || ' (dropped, then created again)'
+						  FROM pg_catalog.pg_class c
+						  WHERE c.oid = ANY (part_ids::oid[])
+							AND c.relname = ANY (gold.silver_partitions)
+							AND c.oid <> ALL (gold.silver_partition_ids::oid[])) x));
 		END IF;
 		SELECT count(*) INTO sessions_removed FROM clickstream.sessions;
 		sessions_written := clickstream.rebuild_gold();
 		rebuilt := true;
 		RETURN;
 	END IF;
-	IF gold.silver_partitions IS DISTINCT FROM parts THEN
-		UPDATE clickstream.gold_state SET silver_partitions = parts;
+	IF gold.silver_partitions IS DISTINCT FROM parts
+	   OR gold.silver_partition_ids::oid[] IS DISTINCT FROM part_ids::oid[] THEN
+		UPDATE clickstream.gold_state SET silver_partitions = parts, silver_partition_ids = part_ids;
 	END IF;
 	IF gold.interest_rules IS DISTINCT FROM clickstream.interest_rules() THEN
 		PERFORM clickstream.interest_update(NULL);
