@@ -1412,11 +1412,13 @@ BEGIN
 		users = t.users + excluded.users;
 	DELETE FROM clickstream.pages_daily t
 	WHERE (t.day, md5(t.page_url)) IN (
-		SELECT d.session_date, md5(clickstream.label(d.landing_page, '(not set)'))
-		FROM pg_temp.clickstream_session_delta d
-		UNION
-		SELECT d.session_date, md5(clickstream.label(d.exit_page, '(not set)'))
-		FROM pg_temp.clickstream_session_delta d)
+		-- (the md5 of each distinct page, not of every session's)
+		SELECT x.day, md5(x.page_url)
+		FROM (SELECT d.session_date AS day, clickstream.label(d.landing_page, '(not set)') AS page_url
+			  FROM pg_temp.clickstream_session_delta d
+			  UNION
+			  SELECT d.session_date, clickstream.label(d.exit_page, '(not set)')
+			  FROM pg_temp.clickstream_session_delta d) x)
 		AND t.page_views = 0 AND t.entrances = 0 AND t.exits = 0;
 
 	-- products, per day and over all time
