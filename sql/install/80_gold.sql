@@ -14,23 +14,8 @@
 
 \echo Use "CREATE EXTENSION clickstream" to load this file. \quit
 
--- The day partitions of silver, by name.
-CREATE FUNCTION clickstream.silver_partitions()
-RETURNS text[]
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}')
-	FROM pg_catalog.pg_inherits i
-	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-	WHERE i.inhparent = 'clickstream.events'::regclass
-$$;
-
-COMMENT ON FUNCTION clickstream.silver_partitions() IS
-'The names of the day partitions of clickstream.events, sorted: what clickstream.gold_state.silver_partitions names.';
-
--- The same partitions as tables (in the same order): a day dropped and
--- created again has the same name and is another table.
+-- The day partitions of silver as tables, in the order of their names: a
+-- day dropped and created again has the same name and is another table.
 CREATE FUNCTION clickstream.silver_partition_ids()
 RETURNS regclass[]
 LANGUAGE sql STABLE
@@ -43,7 +28,21 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partition_ids() IS
-'The day partitions of clickstream.events as tables, in the order of clickstream.silver_partitions(): gold notices a day that was dropped or detached, even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
+'The day partitions of clickstream.events as tables, sorted by name: gold notices a day that was dropped or detached, even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
+
+-- The same partitions by name.
+CREATE FUNCTION clickstream.silver_partitions()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}')
+	FROM pg_catalog.pg_class c
+	WHERE c.oid = ANY (clickstream.silver_partition_ids()::oid[])
+$$;
+
+COMMENT ON FUNCTION clickstream.silver_partitions() IS
+'The names of the day partitions of clickstream.events, sorted (those of clickstream.silver_partition_ids()): what clickstream.gold_state.silver_partitions holds, for messages.';
 
 -- Rebuild all of gold from silver (the rules changed, a day was dropped, or
 -- on demand).
