@@ -71,7 +71,14 @@ for _ in $(seq 60); do
 	[ "$done_rows" -ge "$produced" ] && break
 	sleep 1
 done
-psql_demo -qc "CALL clickstream.refresh()"
+# a scheduled run may be at work (this call then returns at once with a
+# NOTICE): call again until no run is left and bronze is empty
+for _ in $(seq 120); do
+	psql_demo -qc "CALL clickstream.refresh()" 2>/dev/null || true
+	[ "$(psql_demo -Atc "SELECT (SELECT count(*) FROM clickstream.bronze)
+		+ (SELECT count(*) FROM clickstream.refresh_history WHERE status = 'running')")" = 0 ] && break
+	sleep 1
+done
 
 echo
 echo "== summary"
