@@ -184,6 +184,24 @@ refresh_until_promoted()
 }
 check "a refresh promotes them to silver" refresh_until_promoted
 
+# --- the README's example queries run as written ------------------------------
+# The SQL blocks of "Quick start" (as the owner) and of "Gold marts" (as a
+# dashboard login in clickstream_reader, as the README sets one up).
+for section in "Quick start" "Gold marts"; do
+	awk -v want="## $section" '
+		$0 == want { in_section = 1; next }
+		/^## / { in_section = 0 }
+		in_section && /^```sql/ { in_block = 1; next }
+		in_section && in_block && /^```/ { in_block = 0; next }
+		in_section && in_block { print }
+	' "$root/README.md" >"$work/examples-${section// /_}.sql"
+done
+q "CREATE ROLE readme_dashboard LOGIN IN ROLE clickstream_reader" >/dev/null
+check "the Quick start's queries run ($(grep -c ';' "$work/examples-Quick_start.sql") statements)" \
+	as_pg "psql -X -q -v ON_ERROR_STOP=1 -d analytics -f '$work/examples-Quick_start.sql' >'$work/examples-Quick_start.log' 2>&1"
+check "the Gold marts' example queries run as a clickstream_reader login ($(grep -c ';' "$work/examples-Gold_marts.sql") statements)" \
+	as_pg "psql -X -q -v ON_ERROR_STOP=1 -U readme_dashboard -d analytics -f '$work/examples-Gold_marts.sql' >'$work/examples-Gold_marts.log' 2>&1"
+
 kill "$broker_pid" 2>/dev/null
 wait "$broker_pid" 2>/dev/null
 as_pg "'$bindir/pg_ctl' -D '$work/data' -m fast -w stop >>'$work/pg_ctl.log' 2>&1"
@@ -191,7 +209,7 @@ if [ "$failed" -eq 0 ]; then
 	rm -rf "$work"
 else
 	echo "# kept $work"
-	for l in block1.sh.log block3.sh.log block4.log server.log; do
+	for l in block1.sh.log block3.sh.log block4.log examples-Quick_start.log examples-Gold_marts.log server.log; do
 		[ -s "$work/$l" ] && tail -n 20 "$work/$l" | sed "s/^/# $l: /"
 	done
 fi
