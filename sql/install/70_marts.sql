@@ -225,7 +225,7 @@ CREATE TABLE clickstream.product_daily (
 CREATE INDEX product_daily_product ON clickstream.product_daily (product_id, day);
 
 COMMENT ON TABLE clickstream.product_daily IS
-'Gold: events and revenue per product and day (events with a product_id). Maintained by every refresh, equal to a full recomputation from silver.';
+'Gold: events and revenue per product and day (events with a non-empty product_id). Maintained by every refresh, equal to a full recomputation from silver.';
 COMMENT ON COLUMN clickstream.product_daily.day IS 'Day of the events.';
 COMMENT ON COLUMN clickstream.product_daily.product_id IS 'Product.';
 COMMENT ON COLUMN clickstream.product_daily.category IS 'The category its events carried that day (the smallest in byte order if they disagree; an empty string is none); NULL when none did.';

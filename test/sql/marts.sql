@@ -224,6 +224,17 @@ SELECT (SELECT count(*) FROM clickstream.orders WHERE lines > 1) > 10 AS multi_l
 	   (SELECT count(*) FROM clickstream.refresh_history WHERE rows_duplicate > 0) > 5 AS redeliveries,
 	   (SELECT max(events) FROM clickstream.sessions) > 5 AS long_sessions;
 SELECT * FROM clickstream.verify_gold() WHERE NOT ok;
+
+-- An empty product_id is none (docs/marts.md): no row in products or
+-- product_daily, while "0" is a product
+SELECT feed_events(0, ARRAY[
+	ev('z1', 'zoe', '2025-01-02T10:00:00Z', 'add_to_cart', 'product_id=', 'category=x'),
+	ev('z2', 'zoe', '2025-01-02T10:01:00Z', 'page_view', 'product_id=0')]);
+CALL clickstream.refresh();
+SELECT product_id, category, page_views, add_to_carts FROM clickstream.products
+WHERE first_seen >= '2025-01-02' AND first_seen < '2025-01-03';
+SELECT day, product_id, page_views, add_to_carts FROM clickstream.product_daily WHERE day = '2025-01-02';
+SELECT gold_bad();
 SET client_min_messages = warning;
 DROP SCHEMA mt CASCADE;
 DROP EXTENSION clickstream;
