@@ -318,7 +318,11 @@ CREATE TABLE clickstream.users (
 	orders bigint NOT NULL,
 	revenue numeric NOT NULL,
 	first_order_at timestamptz,
-	days_active integer NOT NULL
+	days_active integer NOT NULL,
+	country_seen_at timestamptz,
+	country_event_id text COLLATE "C",
+	device_seen_at timestamptz,
+	device_event_id text COLLATE "C"
 ) WITH (fillfactor = 85);
 
 COMMENT ON TABLE clickstream.users IS
@@ -331,14 +335,18 @@ COMMENT ON COLUMN clickstream.users.last_event_id IS 'event_id of the last event
 COMMENT ON COLUMN clickstream.users.utm_source IS 'First touch: utm_source of the first event (NULL: direct).';
 COMMENT ON COLUMN clickstream.users.utm_medium IS 'First touch: utm_medium of the first event.';
 COMMENT ON COLUMN clickstream.users.utm_campaign IS 'First touch: utm_campaign of the first event.';
-COMMENT ON COLUMN clickstream.users.country IS 'country of the last event.';
-COMMENT ON COLUMN clickstream.users.device IS 'device of the last event.';
+COMMENT ON COLUMN clickstream.users.country IS 'Last known country: that of the latest event (in (ts, event_id) order) that carries a non-empty one; NULL when none does.';
+COMMENT ON COLUMN clickstream.users.device IS 'Last known device: that of the latest event that carries a non-empty one; NULL when none does.';
 COMMENT ON COLUMN clickstream.users.events IS 'Silver events of the user.';
 COMMENT ON COLUMN clickstream.users.sessions IS 'Sessions of the user (clickstream.sessions).';
 COMMENT ON COLUMN clickstream.users.orders IS 'Orders of the user (clickstream.orders.user_id).';
 COMMENT ON COLUMN clickstream.users.revenue IS 'Lifetime value: the revenue of those orders.';
 COMMENT ON COLUMN clickstream.users.first_order_at IS 'ordered_at of the first of those orders; NULL when none.';
 COMMENT ON COLUMN clickstream.users.days_active IS 'Days (clickstream.timezone) with at least one event of the user.';
+COMMENT ON COLUMN clickstream.users.country_seen_at IS 'Time of the event that gave country (what a late event is compared with).';
+COMMENT ON COLUMN clickstream.users.country_event_id IS 'event_id of the event that gave country.';
+COMMENT ON COLUMN clickstream.users.device_seen_at IS 'Time of the event that gave device.';
+COMMENT ON COLUMN clickstream.users.device_event_id IS 'event_id of the event that gave device.';
 
 -- "top customers by lifetime value" reads 20 entries, whatever the number of users
 CREATE INDEX users_revenue ON clickstream.users (revenue DESC, user_id);
@@ -565,8 +573,16 @@ AS $$
 			   e.utm_campaign
 		FROM clickstream.events e ORDER BY e.user_id, e.ts, e.event_id),
 	l AS (
-		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country, e.device
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id
 		FROM clickstream.events e ORDER BY e.user_id, e.ts DESC, e.event_id DESC),
+	c AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country
+		FROM clickstream.events e WHERE e.country <> ''
+		ORDER BY e.user_id, e.ts DESC, e.event_id DESC),
+	d AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.device
+		FROM clickstream.events e WHERE e.device <> ''
+		ORDER BY e.user_id, e.ts DESC, e.event_id DESC),
 	n AS (
 		SELECT e.user_id, count(*) AS events, count(DISTINCT clickstream.local_day(e.ts)) AS days
 		FROM clickstream.events e GROUP BY e.user_id),
@@ -576,11 +592,14 @@ AS $$
 		SELECT o.user_id, count(*) AS orders, sum(o.revenue) AS revenue, min(o.ordered_at) AS first_order_at
 		FROM clickstream.recompute_orders() o GROUP BY o.user_id)
 	SELECT f.user_id, f.ts, l.ts, f.event_id, l.event_id, f.utm_source, f.utm_medium,
-		   f.utm_campaign, l.country, l.device, n.events, coalesce(s.sessions, 0),
-		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, n.days::integer
+		   f.utm_campaign, c.country, d.device, n.events, coalesce(s.sessions, 0),
+		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, n.days::integer,
+		   c.ts, c.event_id, d.ts, d.event_id
 	FROM f
 	JOIN l USING (user_id)
 	JOIN n USING (user_id)
+	LEFT JOIN c USING (user_id)
+	LEFT JOIN d USING (user_id)
 	LEFT JOIN s USING (user_id)
 	LEFT JOIN o USING (user_id)
 $$;
@@ -908,6 +927,10 @@ BEGIN
 		last_id text COLLATE "C" NOT NULL,
 		country text,
 		device text,
+		country_ts timestamptz,
+		country_id text COLLATE "C",
+		device_ts timestamptz,
+		device_id text COLLATE "C",
 		known boolean NOT NULL,
 		old_first_ts timestamptz,
 		old_last_ts timestamptz
@@ -1057,16 +1080,22 @@ BEGIN
 	-- from the window over all of the user's events)
 	INSERT INTO pg_temp.clickstream_user_delta
 	SELECT f.user_id, f.events, f.ts, f.event_id, f.utm_source, f.utm_medium, f.utm_campaign,
-		   f.last_ts, f.last_id, f.last_country, f.last_device, o.first_seen IS NOT NULL,
-		   o.first_seen, o.last_seen
+		   f.last_ts, f.last_id, c.country, d.device, c.ts, c.event_id, d.ts, d.event_id,
+		   o.first_seen IS NOT NULL, o.first_seen, o.last_seen
 	FROM (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
 				 e.utm_campaign, count(*) OVER w AS events, last_value(e.ts) OVER w AS last_ts,
-				 last_value(e.event_id) OVER w AS last_id, last_value(e.country) OVER w AS last_country,
-				 last_value(e.device) OVER w AS last_device
+				 last_value(e.event_id) OVER w AS last_id
 		  FROM pg_temp.clickstream_step_events e
 		  WINDOW w AS (PARTITION BY e.user_id ORDER BY e.ts, e.event_id
 					   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 		  ORDER BY e.user_id, e.ts, e.event_id) f
+	-- the last known country and device: of the latest event that has one
+	LEFT JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country
+			   FROM pg_temp.clickstream_step_events e WHERE e.country <> ''
+			   ORDER BY e.user_id, e.ts DESC, e.event_id DESC) c USING (user_id)
+	LEFT JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.device
+			   FROM pg_temp.clickstream_step_events e WHERE e.device <> ''
+			   ORDER BY e.user_id, e.ts DESC, e.event_id DESC) d USING (user_id)
 	LEFT JOIN LATERAL (
 		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id) o ON true;
 	ANALYZE pg_temp.clickstream_user_delta (user_id, known);
@@ -1306,10 +1335,12 @@ BEGIN
 	-- first line) is recomputed from its orders below
 	INSERT INTO clickstream.users AS u (user_id, first_seen, last_seen, first_event_id,
 		last_event_id, utm_source, utm_medium, utm_campaign, country, device, events,
-		sessions, orders, revenue, first_order_at, days_active)
+		sessions, orders, revenue, first_order_at, days_active, country_seen_at,
+		country_event_id, device_seen_at, device_event_id)
 	SELECT d.user_id, d.first_ts, d.last_ts, d.first_id, d.last_id, d.utm_source, d.utm_medium,
 		   d.utm_campaign, d.country, d.device, d.events, coalesce(s.sessions, 0),
-		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, coalesce(f.fresh, 0)
+		   coalesce(o.orders, 0), coalesce(o.revenue, 0), o.first_order_at, coalesce(f.fresh, 0),
+		   d.country_ts, d.country_id, d.device_ts, d.device_id
 	FROM pg_temp.clickstream_user_delta d
 	LEFT JOIN pg_temp.clickstream_user_firsts f USING (user_id)
 	LEFT JOIN (SELECT x.user_id, sum(x.sign) AS sessions
@@ -1339,10 +1370,23 @@ BEGIN
 		last_seen = greatest(u.last_seen, excluded.last_seen),
 		last_event_id = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
 							 THEN excluded.last_event_id ELSE u.last_event_id END,
-		country = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
-					   THEN excluded.country ELSE u.country END,
-		device = CASE WHEN (excluded.last_seen, excluded.last_event_id) > (u.last_seen, u.last_event_id)
-					  THEN excluded.device ELSE u.device END;
+		-- (a step without a country keeps the known one: NULL < anything)
+		country = CASE WHEN (excluded.country_seen_at, excluded.country_event_id)
+							> (u.country_seen_at, u.country_event_id) OR u.country_seen_at IS NULL
+					   THEN coalesce(excluded.country, u.country) ELSE u.country END,
+		country_event_id = CASE WHEN (excluded.country_seen_at, excluded.country_event_id)
+									 > (u.country_seen_at, u.country_event_id) OR u.country_seen_at IS NULL
+								THEN coalesce(excluded.country_event_id, u.country_event_id)
+								ELSE u.country_event_id END,
+		country_seen_at = greatest(u.country_seen_at, excluded.country_seen_at),
+		device = CASE WHEN (excluded.device_seen_at, excluded.device_event_id)
+						   > (u.device_seen_at, u.device_event_id) OR u.device_seen_at IS NULL
+					  THEN coalesce(excluded.device, u.device) ELSE u.device END,
+		device_event_id = CASE WHEN (excluded.device_seen_at, excluded.device_event_id)
+									> (u.device_seen_at, u.device_event_id) OR u.device_seen_at IS NULL
+							   THEN coalesce(excluded.device_event_id, u.device_event_id)
+							   ELSE u.device_event_id END,
+		device_seen_at = greatest(u.device_seen_at, excluded.device_seen_at);
 	-- users without events in the step whose sessions or orders changed
 	-- (none in practice: both come from the step's events), and owners
 	-- that lost an order: recomputed from their sessions and orders

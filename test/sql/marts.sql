@@ -235,6 +235,25 @@ SELECT product_id, category, page_views, add_to_carts FROM clickstream.products
 WHERE first_seen >= '2025-01-02' AND first_seen < '2025-01-03';
 SELECT day, product_id, page_views, add_to_carts FROM clickstream.product_daily WHERE day = '2025-01-02';
 SELECT gold_bad();
+
+-- users' country and device are the last known ones: a purchase sent
+-- without them (a server-side event) or with an empty one keeps what came
+-- before; a late event older than the known one does not replace it; a
+-- newer one does
+SELECT feed_events(0, ARRAY[
+	ev('kc1', 'kim', '2025-01-03T10:00:00Z', 'page_view', 'country=FR', 'device=mobile'),
+	ev('kc2', 'kim', '2025-01-03T10:05:00Z', 'purchase', 'order_id=ko1', 'price=3')]);
+CALL clickstream.refresh();
+SELECT user_id, country, device, country_seen_at, device_event_id FROM clickstream.users WHERE user_id = 'kim';
+SELECT feed_events(1, ARRAY[
+	ev('kc0', 'kim', '2025-01-03T09:00:00Z', 'page_view', 'country=DE', 'device=desktop'),
+	ev('kc3', 'kim', '2025-01-03T11:00:00Z', 'page_view', 'country=', 'device=tablet')]);
+CALL clickstream.refresh();
+SELECT user_id, country, device, country_seen_at, device_event_id FROM clickstream.users WHERE user_id = 'kim';
+SELECT feed_events(2, ARRAY[ev('kc4', 'kim', '2025-01-03T12:00:00Z', 'page_view', 'country=US')]);
+CALL clickstream.refresh();
+SELECT user_id, country, device, country_seen_at, device_event_id FROM clickstream.users WHERE user_id = 'kim';
+SELECT gold_bad();
 SET client_min_messages = warning;
 DROP SCHEMA mt CASCADE;
 DROP EXTENSION clickstream;
