@@ -1079,23 +1079,41 @@ BEGIN
 	-- (one sort: each user's first event, with the last one and the count
 	-- from the window over all of the user's events)
 	INSERT INTO pg_temp.clickstream_user_delta
+	WITH f AS MATERIALIZED (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
+			   e.utm_campaign, count(*) OVER w AS events, last_value(e.ts) OVER w AS last_ts,
+			   last_value(e.event_id) OVER w AS last_id, last_value(e.country) OVER w AS last_country,
+			   last_value(e.device) OVER w AS last_device
+		FROM pg_temp.clickstream_step_events e
+		WINDOW w AS (PARTITION BY e.user_id ORDER BY e.ts, e.event_id
+					 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+		ORDER BY e.user_id, e.ts, e.event_id),
+	-- the last known country and device: the last event's, or, for the few
+	-- users whose last event has none, of the latest event that has one
+	c AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country
+		FROM pg_temp.clickstream_step_events e
+		WHERE e.country <> ''
+			AND e.user_id IN (SELECT f.user_id FROM f WHERE NOT coalesce(f.last_country <> '', false))
+		ORDER BY e.user_id, e.ts DESC, e.event_id DESC),
+	d AS (
+		SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.device
+		FROM pg_temp.clickstream_step_events e
+		WHERE e.device <> ''
+			AND e.user_id IN (SELECT f.user_id FROM f WHERE NOT coalesce(f.last_device <> '', false))
+		ORDER BY e.user_id, e.ts DESC, e.event_id DESC)
 	SELECT f.user_id, f.events, f.ts, f.event_id, f.utm_source, f.utm_medium, f.utm_campaign,
-		   f.last_ts, f.last_id, c.country, d.device, c.ts, c.event_id, d.ts, d.event_id,
+		   f.last_ts, f.last_id,
+		   CASE WHEN f.last_country <> '' THEN f.last_country ELSE c.country END,
+		   CASE WHEN f.last_device <> '' THEN f.last_device ELSE d.device END,
+		   CASE WHEN f.last_country <> '' THEN f.last_ts ELSE c.ts END,
+		   CASE WHEN f.last_country <> '' THEN f.last_id ELSE c.event_id END,
+		   CASE WHEN f.last_device <> '' THEN f.last_ts ELSE d.ts END,
+		   CASE WHEN f.last_device <> '' THEN f.last_id ELSE d.event_id END,
 		   o.first_seen IS NOT NULL, o.first_seen, o.last_seen
-	FROM (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.utm_source, e.utm_medium,
-				 e.utm_campaign, count(*) OVER w AS events, last_value(e.ts) OVER w AS last_ts,
-				 last_value(e.event_id) OVER w AS last_id
-		  FROM pg_temp.clickstream_step_events e
-		  WINDOW w AS (PARTITION BY e.user_id ORDER BY e.ts, e.event_id
-					   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-		  ORDER BY e.user_id, e.ts, e.event_id) f
-	-- the last known country and device: of the latest event that has one
-	LEFT JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.country
-			   FROM pg_temp.clickstream_step_events e WHERE e.country <> ''
-			   ORDER BY e.user_id, e.ts DESC, e.event_id DESC) c USING (user_id)
-	LEFT JOIN (SELECT DISTINCT ON (e.user_id) e.user_id, e.ts, e.event_id, e.device
-			   FROM pg_temp.clickstream_step_events e WHERE e.device <> ''
-			   ORDER BY e.user_id, e.ts DESC, e.event_id DESC) d USING (user_id)
+	FROM f
+	LEFT JOIN c USING (user_id)
+	LEFT JOIN d USING (user_id)
 	LEFT JOIN LATERAL (
 		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id) o ON true;
 	ANALYZE pg_temp.clickstream_user_delta (user_id, known);
