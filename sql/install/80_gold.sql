@@ -16,6 +16,9 @@
 
 -- The day partitions of silver as tables, in the order of their names: a
 -- day dropped and created again has the same name and is another table.
+-- A partition that DETACH PARTITION ... CONCURRENTLY is detaching (or left
+-- pending when it was cancelled) is gone already: queries on
+-- clickstream.events no longer read it.
 CREATE FUNCTION clickstream.silver_partition_ids()
 RETURNS regclass[]
 LANGUAGE sql STABLE
@@ -24,11 +27,11 @@ AS $$
 	SELECT coalesce(array_agg(c.oid::regclass ORDER BY c.relname), '{}')
 	FROM pg_catalog.pg_inherits i
 	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-	WHERE i.inhparent = 'clickstream.events'::regclass
+	WHERE i.inhparent = 'clickstream.events'::regclass AND NOT i.inhdetachpending
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partition_ids() IS
-'The day partitions of clickstream.events as tables, sorted by name: gold notices a day that was dropped or detached, even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
+'The day partitions of clickstream.events as tables, sorted by name: gold notices a day that was dropped or detached (or is being detached CONCURRENTLY: queries no longer read it), even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
 
 -- The same partitions by name.
 CREATE FUNCTION clickstream.silver_partitions()
@@ -56,7 +59,7 @@ AS $$
 	FROM pg_catalog.pg_inherits i
 	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 	CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound) b
-	WHERE i.inhparent = 'clickstream.events'::regclass
+	WHERE i.inhparent = 'clickstream.events'::regclass AND NOT i.inhdetachpending
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partition_ranges() IS
