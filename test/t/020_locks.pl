@@ -226,6 +226,33 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM clickstream.verify_gold() 
 	'0', 'gold equals its recomputation after all the cancels');
 $gate->quit;
 
+# --- verify_gold() while a refresh step commits ------------------------------
+# verify_gold() compares clickstream.sessions with session_rows() of silver
+# in one statement; a refresh step that commits between the two reads must
+# not show as differences.  The gate: verify_gold() reads sessions, then
+# waits to read silver (a day partition locked here) while a refresh runs.
+$node->safe_psql('postgres', q{SELECT clickstream.create_partitions(ARRAY['2020-01-01'::date])});
+$node->safe_psql('postgres', 'CALL clickstream.refresh()');
+$gate = $node->background_psql('postgres');
+$gate->query_safe('BEGIN; LOCK TABLE clickstream.events_20200101 IN ACCESS EXCLUSIVE MODE');
+my $verifier = $node->background_psql('postgres');
+$verifier->query_until(qr/started/, "\\echo started\nSELECT 'differences: ' || coalesce(string_agg(mart, ', '), 'none') FROM clickstream.verify_gold() WHERE NOT ok;\n");
+$node->poll_query_until('postgres', q{
+	SELECT count(*) FROM pg_locks
+	WHERE relation = 'clickstream.events_20200101'::regclass AND NOT granted}, '1')
+  or die 'verify_gold() did not reach the gate';
+generate(70, 300);
+($ret, $out, $err) = $node->psql('postgres', 'CALL clickstream.refresh()');
+is($ret, 0, 'a refresh runs while verify_gold() waits to read silver');
+ok($node->safe_psql('postgres', q{
+	SELECT rows_promoted FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1}) > 0,
+	'and commits new events');
+$gate->query_safe('COMMIT');
+$gate->quit;
+like($verifier->query_safe(''), qr/differences: none/,
+	'verify_gold() compared gold and silver as of one moment: no differences');
+$verifier->quit;
+
 # --- a day detached CONCURRENTLY while a dashboard reads ---------------------
 # DETACH PARTITION ... CONCURRENTLY marks the partition pending, then waits
 # for the transactions that may read it; cancelled there (a dashboard's long
