@@ -101,11 +101,12 @@ static const struct config_enum_entry epoch_unit_options[] = {
 };
 
 /*
- * Zone names of tzdata that are also time zone abbreviations of PostgreSQL's
- * sets (Default, Australia) with another meaning at some time: SQL's AT TIME
- * ZONE looks a name up as an abbreviation first, a fixed offset (CET is +1
- * all year, EST is +10 under the Australia set), while silver derives
- * event_date through the zone (CET has summer time).
+ * Zone names of tzdata that are also time zone abbreviations in a file of
+ * PostgreSQL's share/timezonesets with another meaning at some time (the
+ * others, GMT, UCT, UTC and Zulu, are +0 in both): SQL's AT TIME ZONE looks
+ * a name up as an abbreviation first, a fixed offset (CET is +1 all year,
+ * EST is +10 under timezone_abbreviations = 'Australia'), while silver
+ * derives event_date through the zone (CET has summer time).
  */
 static const char *const guc_abbreviation_zones[] = {
 	"CET", "EET", "MET", "WET", "EST", "MST", "HST"
