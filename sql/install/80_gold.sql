@@ -182,6 +182,10 @@ DECLARE
 	days date[];
 	parts text[];
 	part_ids regclass[];
+	first_run bigint;
+	new_part regclass;
+	uncounted boolean;
+	attached text[] := '{}';
 	marts_started timestamptz;
 BEGIN
 	users := 0;
@@ -198,13 +202,37 @@ BEGIN
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
 	parts := clickstream.silver_partitions();
 	part_ids := clickstream.silver_partition_ids();
+	-- A partition new since gold's last step holds only events of the runs
+	-- gold has not applied yet (created by this step, or empty); one with
+	-- older events was attached by hand (a day detached and attached again,
+	-- or restored from an archive), and gold never counted them.  (Read
+	-- once, when the partition is new: a scan that stops at the first
+	-- such event.)
+	IF gold.silver_partition_ids IS NOT NULL THEN
+		SELECT min(t.run_id) INTO first_run FROM clickstream.touched t
+		WHERE t.touch_id > gold.touch_id;
+		FOR new_part IN
+			SELECT p FROM unnest(part_ids) p WHERE p::oid <> ALL (gold.silver_partition_ids::oid[])
+		LOOP
+			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s e WHERE $1 IS NULL OR e.run_id < $1)', new_part)
+			INTO uncounted USING first_run;
+			IF uncounted THEN
+				attached := attached || (SELECT c.relname::text FROM pg_class c WHERE c.oid = new_part);
+			END IF;
+		END LOOP;
+	END IF;
 	-- (compared as oids: a day dropped and created again is another table)
 	IF gold.session_rules IS DISTINCT FROM rules
 	   OR NOT coalesce(gold.silver_partitions <@ parts, true)
-	   OR NOT coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true) THEN
+	   OR NOT coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true)
+	   OR cardinality(attached) > 0 THEN
 		IF gold.session_rules IS DISTINCT FROM rules AND gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding gold'
 				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
+		ELSIF cardinality(attached) > 0 AND coalesce(gold.silver_partitions <@ parts, true)
+			  AND coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true) THEN
+			RAISE NOTICE 'clickstream: a day partition of clickstream.events was attached with events gold has not counted, rebuilding gold'
+				USING DETAIL = format('attached: %s', array_to_string(attached, ', '));
 		ELSIF gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: a day partition of clickstream.events is gone, rebuilding gold from the days that are left'
 				USING DETAIL = format('gone: %s', (
@@ -412,7 +440,7 @@ END
 $$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.refresh_gold() IS
-'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed or a day partition of silver is gone, and high_interest_low_conversion when its thresholds changed.';
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed, a day partition of silver is gone, or one was attached holding events of runs gold has applied (a day detached and attached again, or restored from an archive), and high_interest_low_conversion when its thresholds changed.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
