@@ -100,7 +100,22 @@ static const struct config_enum_entry epoch_unit_options[] = {
 	{NULL, 0, false}
 };
 
-/* Accept only time zone names that PostgreSQL knows. */
+/*
+ * Zone names of tzdata that are also time zone abbreviations in a file of
+ * PostgreSQL's share/timezonesets with another meaning at some time (the
+ * others, GMT, UCT, UTC and Zulu, are +0 in both): SQL's AT TIME ZONE looks
+ * a name up as an abbreviation first, a fixed offset (CET is +1 all year,
+ * EST is +10 under timezone_abbreviations = 'Australia'), while silver
+ * derives event_date through the zone (CET has summer time).
+ */
+static const char *const guc_abbreviation_zones[] = {
+	"CET", "EET", "MET", "WET", "EST", "MST", "HST"
+};
+
+/*
+ * Accept only time zone names that PostgreSQL knows and that SQL's AT TIME
+ * ZONE reads as the same zone.
+ */
 static bool
 GucCheckTimezone(char **newval, void **extra, GucSource source)
 {
@@ -109,6 +124,16 @@ GucCheckTimezone(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("\"%s\" is not a known time zone name.", *newval ? *newval : "");
 		GUC_check_errhint("Use a name from pg_timezone_names, such as UTC or Europe/Paris.");
 		return false;
+	}
+	for (int i = 0; i < lengthof(guc_abbreviation_zones); i++)
+	{
+		if (pg_strcasecmp(*newval, guc_abbreviation_zones[i]) == 0)
+		{
+			GUC_check_errdetail("\"%s\" is also a time zone abbreviation, which SQL reads as a fixed offset (AT TIME ZONE): the days of gold would not be those of silver.",
+								*newval);
+			GUC_check_errhint("Use a region name, such as Europe/Paris (with summer time), or Etc/GMT-1 for a fixed offset of +1.");
+			return false;
+		}
 	}
 	return true;
 }

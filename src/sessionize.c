@@ -1429,6 +1429,13 @@ SessRun(FunctionCallInfo fcinfo, bool per_session)
 	recv.state = st;
 	memset(&options, 0, sizeof(options));
 	options.dest = (DestReceiver *) &recv;
+	/*
+	 * Read with the caller's snapshot, not a new one: the sessions of a query
+	 * must be those of the data the calling statement sees (verify_gold()
+	 * compares clickstream.sessions with the sessions of silver in one
+	 * statement, while refresh steps commit).
+	 */
+	options.read_only = true;
 	ret = SPI_execute_plan_extended(plan, &options);
 	if (ret < 0)
 		elog(ERROR, "events query failed: %s", SPI_result_code_string(ret));

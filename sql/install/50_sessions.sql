@@ -168,7 +168,11 @@ COMMENT ON FUNCTION clickstream.session_rules() IS
 -- JIT is off: sessionize()'s row estimate makes the plan look costly, and
 -- compiling it took seconds for a few thousand events.  Merge joins are off:
 -- the join on event_id is always best hashed (two sorts of every event by
--- event_id made it 1.6x slower on 250 000 events).
+-- event_id made it 1.6x slower on 250 000 events).  STABLE, and sessionize()
+-- reads with the caller's snapshot: verify_gold() compares
+-- clickstream.sessions with session_rows('clickstream.events') in one
+-- statement, and a refresh step that committed in between (a volatile
+-- function takes a new snapshot per statement) showed as differences.
 CREATE FUNCTION clickstream.session_rows(source regclass)
 RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	session_end timestamptz, session_date date, first_event_id text, last_event_id text,
@@ -176,7 +180,7 @@ RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	purchases integer, revenue numeric, converted boolean, landing_page text,
 	exit_page text, utm_source text, utm_medium text, utm_campaign text, device text,
 	country text, funnel_level integer, category_funnel jsonb, product_funnel jsonb)
-LANGUAGE plpgsql
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

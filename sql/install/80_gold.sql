@@ -16,6 +16,9 @@
 
 -- The day partitions of silver as tables, in the order of their names: a
 -- day dropped and created again has the same name and is another table.
+-- A partition that DETACH PARTITION ... CONCURRENTLY is detaching (or left
+-- pending when it was cancelled) is gone already: queries on
+-- clickstream.events no longer read it.
 CREATE FUNCTION clickstream.silver_partition_ids()
 RETURNS regclass[]
 LANGUAGE sql STABLE
@@ -24,11 +27,11 @@ AS $$
 	SELECT coalesce(array_agg(c.oid::regclass ORDER BY c.relname), '{}')
 	FROM pg_catalog.pg_inherits i
 	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-	WHERE i.inhparent = 'clickstream.events'::regclass
+	WHERE i.inhparent = 'clickstream.events'::regclass AND NOT i.inhdetachpending
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partition_ids() IS
-'The day partitions of clickstream.events as tables, sorted by name: gold notices a day that was dropped or detached, even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
+'The day partitions of clickstream.events as tables, sorted by name: gold notices a day that was dropped or detached (or is being detached CONCURRENTLY: queries no longer read it), even one created again since under its name (by a late event), by comparing them with clickstream.gold_state.silver_partition_ids.';
 
 -- The same partitions by name.
 CREATE FUNCTION clickstream.silver_partitions()
@@ -43,6 +46,24 @@ $$;
 
 COMMENT ON FUNCTION clickstream.silver_partitions() IS
 'The names of the day partitions of clickstream.events, sorted (those of clickstream.silver_partition_ids()): what clickstream.gold_state.silver_partitions holds, for messages.';
+
+-- The ranges of days the partitions of silver hold, [lo, hi), from their
+-- bounds (a DEFAULT partition, or MINVALUE / MAXVALUE, is unbounded there).
+CREATE FUNCTION clickstream.silver_partition_ranges()
+RETURNS TABLE (lo date, hi date)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(substring(b.bound FROM $re$FROM \('([^']*)'\)$re$)::date, '-infinity'),
+		   coalesce(substring(b.bound FROM $re$TO \('([^']*)'\)$re$)::date, 'infinity')
+	FROM pg_catalog.pg_inherits i
+	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+	CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound) b
+	WHERE i.inhparent = 'clickstream.events'::regclass AND NOT i.inhdetachpending
+$$;
+
+COMMENT ON FUNCTION clickstream.silver_partition_ranges() IS
+'Internal: the days each partition of clickstream.events can hold, as [lo, hi) (one day for those of create_partitions; -infinity / infinity for a DEFAULT partition or a MINVALUE / MAXVALUE bound): refresh_gold() reads only the days between a user''s events that have a partition (an event of year 1 for a user active today is not 740 000 empty days to probe).';
 
 -- Rebuild all of gold from silver (the rules changed, a day was dropped, or
 -- on demand).
@@ -158,8 +179,13 @@ DECLARE
 	tz text := current_setting('clickstream.timezone');
 	margin integer;
 	one_day date;
+	days date[];
 	parts text[];
 	part_ids regclass[];
+	first_run bigint;
+	new_part regclass;
+	uncounted boolean;
+	attached text[] := '{}';
 	marts_started timestamptz;
 BEGIN
 	users := 0;
@@ -176,13 +202,37 @@ BEGIN
 	SELECT * INTO gold FROM clickstream.gold_state FOR UPDATE;
 	parts := clickstream.silver_partitions();
 	part_ids := clickstream.silver_partition_ids();
+	-- A partition new since gold's last step holds only events of the runs
+	-- gold has not applied yet (created by this step, or empty); one with
+	-- older events was attached by hand (a day detached and attached again,
+	-- or restored from an archive), and gold never counted them.  (Read
+	-- once, when the partition is new: a scan that stops at the first
+	-- such event.)
+	IF gold.silver_partition_ids IS NOT NULL THEN
+		SELECT min(t.run_id) INTO first_run FROM clickstream.touched t
+		WHERE t.touch_id > gold.touch_id;
+		FOR new_part IN
+			SELECT p FROM unnest(part_ids) p WHERE p::oid <> ALL (gold.silver_partition_ids::oid[])
+		LOOP
+			EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s e WHERE $1 IS NULL OR e.run_id < $1)', new_part)
+			INTO uncounted USING first_run;
+			IF uncounted THEN
+				attached := attached || (SELECT c.relname::text FROM pg_class c WHERE c.oid = new_part);
+			END IF;
+		END LOOP;
+	END IF;
 	-- (compared as oids: a day dropped and created again is another table)
 	IF gold.session_rules IS DISTINCT FROM rules
 	   OR NOT coalesce(gold.silver_partitions <@ parts, true)
-	   OR NOT coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true) THEN
+	   OR NOT coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true)
+	   OR cardinality(attached) > 0 THEN
 		IF gold.session_rules IS DISTINCT FROM rules AND gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: the session rules or the funnel changed, rebuilding gold'
 				USING DETAIL = format('from %s to %s', gold.session_rules, rules);
+		ELSIF cardinality(attached) > 0 AND coalesce(gold.silver_partitions <@ parts, true)
+			  AND coalesce(gold.silver_partition_ids::oid[] <@ part_ids::oid[], true) THEN
+			RAISE NOTICE 'clickstream: a day partition of clickstream.events was attached with events gold has not counted, rebuilding gold'
+				USING DETAIL = format('attached: %s', array_to_string(attached, ', '));
 		ELSIF gold.session_rules IS NOT NULL THEN
 			RAISE NOTICE 'clickstream: a day partition of clickstream.events is gone, rebuilding gold from the days that are left'
 				USING DETAIL = format('gone: %s', (
@@ -296,11 +346,32 @@ BEGIN
 	ANALYZE pg_temp.clickstream_dirty;
 
 	-- Their events, one daily partition at a time, by index probes per user
-	-- (LATERAL: never a scan of a whole day for a few users).
-	FOR one_day IN
-		SELECT DISTINCT g::date
-		FROM pg_temp.clickstream_dirty d, generate_series(d.lo_date, d.hi_date, '1 day') g
-		ORDER BY 1
+	-- (LATERAL: never a scan of a whole day for a few users).  A range of
+	-- more than a month (a late event from a producer's clock at 1970 or
+	-- year 1, an unset date, for a user active today) spans decades of days
+	-- that hold nothing: then only the days that have a partition (one
+	-- statement per day took 90 s for a year-1 event over 200 partitions;
+	-- reading the partitions' bounds costs 40 ms with 1 000 of them, so not
+	-- for the short ranges of every step).
+	IF EXISTS (SELECT 1 FROM pg_temp.clickstream_dirty d WHERE d.hi_date - d.lo_date > 31) THEN
+		days := ARRAY(
+			WITH r AS (
+				SELECT DISTINCT d.lo_date, d.hi_date FROM pg_temp.clickstream_dirty d),
+			p AS MATERIALIZED (
+				SELECT p.lo, p.hi FROM clickstream.silver_partition_ranges() p)
+			SELECT DISTINCT g::date
+			FROM r
+			JOIN p ON p.lo <= r.hi_date AND p.hi > r.lo_date
+			CROSS JOIN LATERAL generate_series(greatest(r.lo_date, p.lo), least(r.hi_date, p.hi - 1),
+											   '1 day') g
+			ORDER BY 1);
+	ELSE
+		days := ARRAY(
+			SELECT DISTINCT g::date
+			FROM pg_temp.clickstream_dirty d, generate_series(d.lo_date, d.hi_date, '1 day') g
+			ORDER BY 1);
+	END IF;
+	FOREACH one_day IN ARRAY days
 	LOOP
 		INSERT INTO pg_temp.clickstream_affected
 		SELECT e.*
@@ -369,9 +440,10 @@ END
 $$ SET work_mem = '256MB' SET jit = off;
 
 COMMENT ON FUNCTION clickstream.refresh_gold() IS
-'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed or a day partition of silver is gone, and high_interest_low_conversion when its thresholds changed.';
+'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed, a day partition of silver is gone, or one was attached holding events of runs gold has applied (a day detached and attached again, or restored from an archive), and high_interest_low_conversion when its thresholds changed.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_gold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_sessions() FROM PUBLIC;

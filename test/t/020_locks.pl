@@ -226,6 +226,80 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM clickstream.verify_gold() 
 	'0', 'gold equals its recomputation after all the cancels');
 $gate->quit;
 
+# --- verify_gold() while a refresh step commits ------------------------------
+# verify_gold() compares clickstream.sessions with session_rows() of silver
+# in one statement; a refresh step that commits between the two reads must
+# not show as differences.  The gate: verify_gold() reads sessions, then
+# waits to read silver (a day partition locked here) while a refresh runs.
+$node->safe_psql('postgres', q{SELECT clickstream.create_partitions(ARRAY['2020-01-01'::date])});
+$node->safe_psql('postgres', 'CALL clickstream.refresh()');
+$gate = $node->background_psql('postgres');
+$gate->query_safe('BEGIN; LOCK TABLE clickstream.events_20200101 IN ACCESS EXCLUSIVE MODE');
+my $verifier = $node->background_psql('postgres');
+$verifier->query_until(qr/started/, "\\echo started\nSELECT 'differences: ' || coalesce(string_agg(mart, ', '), 'none') FROM clickstream.verify_gold() WHERE NOT ok;\n");
+$node->poll_query_until('postgres', q{
+	SELECT count(*) FROM pg_locks
+	WHERE relation = 'clickstream.events_20200101'::regclass AND NOT granted}, '1')
+  or die 'verify_gold() did not reach the gate';
+generate(70, 300);
+($ret, $out, $err) = $node->psql('postgres', 'CALL clickstream.refresh()');
+is($ret, 0, 'a refresh runs while verify_gold() waits to read silver');
+ok($node->safe_psql('postgres', q{
+	SELECT rows_promoted FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1}) > 0,
+	'and commits new events');
+$gate->query_safe('COMMIT');
+$gate->quit;
+like($verifier->query_safe(''), qr/differences: none/,
+	'verify_gold() compared gold and silver as of one moment: no differences');
+$verifier->quit;
+
+# --- a day detached CONCURRENTLY while a dashboard reads ---------------------
+# DETACH PARTITION ... CONCURRENTLY marks the partition pending, then waits
+# for the transactions that may read it; cancelled there (a dashboard's long
+# transaction, an operator's ^C), it stays pending: queries on
+# clickstream.events no longer read it, so gold must count it as gone (it
+# kept counting its events, and verify_gold() found differences after every
+# refresh); FINALIZE then changes nothing more.
+my ($day_out, $day_err) = ('', '');
+my $day_start = $node->safe_psql('postgres',
+	q{SELECT to_char(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '3 days', 'YYYY-MM-DD"T"12:00:00"Z"')});
+IPC::Run::run([ tool('eventgen'), '--brokers', $addr, '--seed', 60, '--count', 300, '--fast',
+		'--start', $day_start ], '>', \$day_out, '2>', \$day_err)
+  or die "eventgen failed: $day_err";
+$produced += 300;
+wait_for($node, 'SELECT sum(committed_offset) FROM clickstream.status', $produced,
+	"$produced messages ingested");
+$node->safe_psql('postgres', 'CALL clickstream.refresh()');
+my $day = $node->safe_psql('postgres',
+	q{SELECT 'events_' || to_char(now() AT TIME ZONE 'UTC' - interval '3 days', 'YYYYMMDD')});
+ok($node->safe_psql('postgres', "SELECT count(*) FROM clickstream.$day") > 0,
+	"$day holds events");
+my $dash = $node->background_psql('postgres', extra_params => [ '-U', 'dash' ]);
+$dash->query_safe('BEGIN');
+$dash->query_safe('SELECT count(*) FROM clickstream.live');
+($ret, $out, $err) = $node->psql('postgres', qq{
+	SET lock_timeout = '2s';
+	ALTER TABLE clickstream.events DETACH PARTITION clickstream.$day CONCURRENTLY;
+}, on_error_stop => 0);
+like($err, qr/canceling statement due to lock timeout/,
+	'the concurrent detach waits for the dashboard and is cancelled');
+is($node->safe_psql('postgres', qq{
+	SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'clickstream.$day'::regclass}),
+	't', 'the partition is left pending');
+$dash->query_safe('COMMIT');
+$dash->quit;
+($ret, $out, $err) = $node->psql('postgres', 'CALL clickstream.refresh()');
+like($err, qr/a day partition of clickstream.events is gone, rebuilding gold.*gone: $day/s,
+	'the next refresh counts the pending partition as gone and rebuilds gold');
+is($node->safe_psql('postgres', "SELECT string_agg(mart, ', ') FROM clickstream.verify_gold() WHERE NOT ok"),
+	'', 'gold equals its recomputation');
+$node->safe_psql('postgres',
+	"ALTER TABLE clickstream.events DETACH PARTITION clickstream.$day FINALIZE");
+($ret, $out, $err) = $node->psql('postgres', 'CALL clickstream.refresh()');
+unlike($err, qr/rebuilding gold/, 'once the detach is finalized, no second rebuild');
+is($node->safe_psql('postgres', "SELECT string_agg(mart, ', ') FROM clickstream.verify_gold() WHERE NOT ok"),
+	'', 'gold still equals its recomputation');
+
 $node->stop;
 stop_broker($addr);
 done_testing();
