@@ -158,12 +158,100 @@ BEGIN
 			revenue numeric
 		) ON COMMIT DELETE ROWS;
 	END IF;
+	-- the sessions a step extends without re-reading them, as they were
+	IF to_regclass('pg_temp.clickstream_append') IS NULL THEN
+		CREATE TEMP TABLE clickstream_append (LIKE clickstream.sessions) ON COMMIT DELETE ROWS;
+	END IF;
 	PERFORM clickstream.funnel_scratch();
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.gold_scratch() IS
-'Internal: create the session''s scratch tables of clickstream.refresh_gold() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, and those of clickstream.funnel_scratch()).';
+'Internal: create the session''s scratch tables of clickstream.refresh_gold() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, pg_temp.clickstream_append, and those of clickstream.funnel_scratch()).';
+
+-- The sessions a step extends (refresh_gold()'s append path): each row of
+-- pg_temp.clickstream_append is a user's last session as stored, which all
+-- of the user's new events (pg_temp.clickstream_step_events) come after and
+-- continue.  Counts and sums add up, the end and exit page are the last new
+-- event's.  The funnels continue from the levels reached: a session is its
+-- funnel's window, so the furthest chain is the one from its first step-1
+-- event, and rows at the old end, one per step reached (and one matching no
+-- step, for a key at level 0), put each funnel back where it stood.
+CREATE FUNCTION clickstream.session_append_rows()
+RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
+	session_end timestamptz, session_date date, first_event_id text, last_event_id text,
+	events integer, page_views integer, add_to_carts integer, checkouts integer,
+	purchases integer, revenue numeric, converted boolean, landing_page text,
+	exit_page text, utm_source text, utm_medium text, utm_campaign text, device text,
+	country text, funnel_level integer, category_funnel jsonb, product_funnel jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	win interval := current_setting('clickstream.session_max_duration')::interval;
+	steps text[] := clickstream.funnel_event_types();
+	conditions text;
+BEGIN
+	SELECT string_agg(format('e.event_type = %L', t), ', ' ORDER BY o)
+	INTO conditions
+	FROM unnest(steps) WITH ORDINALITY AS u(t, o);
+	RETURN QUERY EXECUTE format($q$
+		WITH e AS (
+			SELECT 'n' AS src, e.user_id, e.ts, e.event_type, e.revenue, e.category, e.product_id
+			FROM pg_temp.clickstream_append a
+			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id
+			UNION ALL
+			SELECT 'f', a.user_id, a.session_end, $1[k], NULL, NULL, NULL
+			FROM pg_temp.clickstream_append a, generate_series(1, a.funnel_level) k
+			UNION ALL
+			SELECT 'c', a.user_id, a.session_end, CASE WHEN k > 0 THEN $1[k] END, NULL, c.key, NULL
+			FROM pg_temp.clickstream_append a, jsonb_each(a.category_funnel) c,
+				 generate_series(0, c.value::integer) k
+			UNION ALL
+			SELECT 'p', a.user_id, a.session_end, CASE WHEN k > 0 THEN $1[k] END, NULL,
+				   p.value ->> 1, p.key
+			FROM pg_temp.clickstream_append a, jsonb_each(a.product_funnel) p,
+				 generate_series(0, (p.value -> 0)::integer) k),
+		g AS (
+			SELECT e.user_id,
+				   count(*) FILTER (WHERE e.src = 'n') AS events,
+				   count(*) FILTER (WHERE e.src = 'n' AND e.event_type = 'page_view') AS page_views,
+				   count(*) FILTER (WHERE e.src = 'n' AND e.event_type = 'add_to_cart') AS add_to_carts,
+				   count(*) FILTER (WHERE e.src = 'n' AND e.event_type = 'begin_checkout') AS checkouts,
+				   count(*) FILTER (WHERE e.src = 'n' AND e.event_type = 'purchase') AS purchases,
+				   sum(e.revenue) FILTER (WHERE e.src = 'n') AS revenue,
+				   max(e.ts) FILTER (WHERE e.src = 'n') AS last_ts,
+				   clickstream.funnel_agg(e.ts, %1$L::interval, %2$s)
+					   FILTER (WHERE e.src IN ('n', 'f')) AS funnel_level,
+				   clickstream.funnel_breakdown(e.ts, %1$L::interval, NULLIF(e.category, ''), %2$s)
+					   FILTER (WHERE e.src IN ('n', 'c')) AS category_funnel,
+				   clickstream.funnel_breakdown(e.ts, %1$L::interval, NULLIF(e.product_id, ''),
+												NULLIF(e.category, ''), %2$s)
+					   FILTER (WHERE e.src IN ('n', 'p')) AS product_funnel
+			FROM e
+			GROUP BY e.user_id),
+		l AS (
+			SELECT DISTINCT ON (e.user_id) e.user_id, e.event_id, e.page_url
+			FROM pg_temp.clickstream_append a
+			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id
+			ORDER BY e.user_id, e.ts DESC, e.event_id DESC)
+		SELECT a.session_id, a.user_id, a.session_start, g.last_ts, a.session_date,
+			   a.first_event_id, l.event_id, a.events + g.events::integer,
+			   a.page_views + g.page_views::integer, a.add_to_carts + g.add_to_carts::integer,
+			   a.checkouts + g.checkouts::integer, a.purchases + g.purchases::integer,
+			   a.revenue + coalesce(g.revenue, 0), a.converted OR g.purchases > 0,
+			   a.landing_page, l.page_url, a.utm_source, a.utm_medium, a.utm_campaign, a.device,
+			   a.country, g.funnel_level, coalesce(g.category_funnel, '{}'),
+			   coalesce(g.product_funnel, '{}')
+		FROM pg_temp.clickstream_append a
+		JOIN g ON g.user_id = a.user_id
+		JOIN l ON l.user_id = a.user_id
+	$q$, win, conditions) USING steps;
+END
+$$ SET jit = off;
+
+COMMENT ON FUNCTION clickstream.session_append_rows() IS
+'Internal (refresh_gold()''s append path): the sessions of pg_temp.clickstream_append extended by their users'' new events in pg_temp.clickstream_step_events, as clickstream.session_rows() would compute them from all their events.';
 
 CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval)
@@ -176,6 +264,8 @@ DECLARE
 	rules jsonb;
 	timeout interval := current_setting('clickstream.session_timeout')::interval;
 	midnight boolean := current_setting('clickstream.session_split_at_midnight')::boolean;
+	campaign boolean := current_setting('clickstream.session_split_on_campaign')::boolean;
+	longest interval := current_setting('clickstream.session_max_duration')::interval;
 	tz text := current_setting('clickstream.timezone');
 	margin integer;
 	one_day date;
@@ -269,6 +359,7 @@ BEGIN
 	PERFORM clickstream.gold_scratch();
 	DELETE FROM pg_temp.clickstream_dirty;
 	DELETE FROM pg_temp.clickstream_affected;
+	DELETE FROM pg_temp.clickstream_append;
 
 	-- Per user: recompute from the latest session that starts before the
 	-- first new event, unless that one ended long enough before it (a gap
@@ -345,6 +436,35 @@ BEGIN
 	GET DIAGNOSTICS users = ROW_COUNT;
 	ANALYZE pg_temp.clickstream_dirty;
 
+	-- The append path: a user whose new events all come after the end of
+	-- the user's last session and continue it (every gap within the
+	-- timeout, all within the longest session from its start; the midnight
+	-- and campaign rules off) has that session extended from its stored row
+	-- (session_append_rows()) instead of re-reading its events: a long
+	-- session that grows in every step no longer costs its length each time.
+	IF NOT midnight AND NOT campaign THEN
+		INSERT INTO pg_temp.clickstream_append
+		SELECT s.*
+		FROM (SELECT x.user_id, min(x.ts) AS first_ts, max(x.ts) AS last_ts, max(x.gap) AS max_gap
+			  FROM (SELECT e.user_id, e.ts,
+						   e.ts - lag(e.ts) OVER (PARTITION BY e.user_id ORDER BY e.ts) AS gap
+					FROM pg_temp.clickstream_step_events e) x
+			  GROUP BY x.user_id) t
+		JOIN pg_temp.clickstream_dirty d ON d.user_id = t.user_id
+		JOIN clickstream.sessions s ON s.user_id = d.user_id AND s.session_start = d.from_ts
+			AND s.first_event_id = d.from_id
+		WHERE d.to_ts = 'infinity'
+			AND t.first_ts > s.session_end
+			AND t.first_ts - s.session_end <= timeout
+			AND coalesce(t.max_gap, interval '0') <= timeout
+			AND t.last_ts - s.session_start <= longest
+			AND NOT EXISTS (
+				SELECT 1 FROM clickstream.sessions s2
+				WHERE s2.user_id = s.user_id
+					AND (s2.session_start, s2.first_event_id) > (s.session_start, s.first_event_id));
+		ANALYZE pg_temp.clickstream_append (user_id);
+	END IF;
+
 	-- Their events, one daily partition at a time, by index probes per user
 	-- (LATERAL: never a scan of a whole day for a few users).  A range of
 	-- more than a month (a late event from a producer's clock at 1970 or
@@ -387,7 +507,8 @@ BEGIN
 				AND (e.ts, e.event_id) >= (d.from_ts, d.from_id)
 				AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
 		) e
-		WHERE one_day BETWEEN d.lo_date AND d.hi_date;
+		WHERE one_day BETWEEN d.lo_date AND d.hi_date
+			AND NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_append a WHERE a.user_id = d.user_id);
 	END LOOP;
 	-- (the columns session_rows() joins on: the others, jsonb among them,
 	-- only made ANALYZE slower)
@@ -420,6 +541,8 @@ BEGIN
 		checkouts, purchases, revenue, converted, landing_page, exit_page, utm_source,
 		utm_medium, utm_campaign, device, country, funnel_level, category_funnel, product_funnel)
 	SELECT * FROM clickstream.session_rows('pg_temp.clickstream_affected')
+	UNION ALL
+	SELECT * FROM clickstream.session_append_rows()
 	RETURNING *)
 	INSERT INTO pg_temp.clickstream_session_delta
 	SELECT 1, a.* FROM added a;
@@ -443,6 +566,7 @@ COMMENT ON FUNCTION clickstream.refresh_gold() IS
 'Internal (run by clickstream.refresh() in every silver step''s transaction, and by replay_dead_letters): bring gold up to date with the step: clickstream.sessions from the touched rows above the gold watermark (recomputing only the affected sessions of the affected users), the funnel tables from the sessions replaced, and every mart from those and from the step''s new events (pg_temp.clickstream_step_events); rebuilds all of gold when the session rules or the funnel changed, a day partition of silver is gone, or one was attached holding events of runs gold has applied (a day detached and attached again, or restored from an archive), and high_interest_low_conversion when its thresholds changed.';
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.session_append_rows() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_gold() FROM PUBLIC;
