@@ -437,26 +437,27 @@ BEGIN
 	ANALYZE pg_temp.clickstream_dirty;
 
 	-- The append path: a user whose new events all come after the end of
-	-- the user's last session and continue it (every gap within the
-	-- timeout, all within the longest session from its start; the midnight
-	-- and campaign rules off) has that session extended from its stored row
-	-- (session_append_rows()) instead of re-reading its events: a long
-	-- session that grows in every step no longer costs its length each time.
+	-- the user's last session and continue it (the first within the timeout
+	-- of its end, all within one timeout of each other and within the
+	-- longest session from its start; the midnight and campaign rules off)
+	-- has that session extended from its stored row (session_append_rows())
+	-- instead of re-reading its events: a long session that grows in every
+	-- step no longer costs its length each time.
 	IF NOT midnight AND NOT campaign THEN
 		INSERT INTO pg_temp.clickstream_append
 		SELECT s.*
-		FROM (SELECT x.user_id, min(x.ts) AS first_ts, max(x.ts) AS last_ts, max(x.gap) AS max_gap
-			  FROM (SELECT e.user_id, e.ts,
-						   e.ts - lag(e.ts) OVER (PARTITION BY e.user_id ORDER BY e.ts) AS gap
-					FROM pg_temp.clickstream_step_events e) x
-			  GROUP BY x.user_id) t
+		FROM (SELECT e.user_id, min(e.ts) AS first_ts, max(e.ts) AS last_ts
+			  FROM pg_temp.clickstream_step_events e
+			  GROUP BY e.user_id) t
 		JOIN pg_temp.clickstream_dirty d ON d.user_id = t.user_id
 		JOIN clickstream.sessions s ON s.user_id = d.user_id AND s.session_start = d.from_ts
 			AND s.first_event_id = d.from_id
 		WHERE d.to_ts = 'infinity'
 			AND t.first_ts > s.session_end
 			AND t.first_ts - s.session_end <= timeout
-			AND coalesce(t.max_gap, interval '0') <= timeout
+			-- (new events within one timeout of each other have no gap
+			-- over it, and are rarely further apart in a step)
+			AND t.last_ts - t.first_ts <= timeout
 			AND t.last_ts - s.session_start <= longest
 			AND NOT EXISTS (
 				SELECT 1 FROM clickstream.sessions s2
