@@ -165,6 +165,20 @@ COMMENT ON FUNCTION clickstream.session_rules() IS
 
 -- Sessions of a set of events -------------------------------------------------
 
+-- The funnel's steps as the conditions its aggregates take, over events
+-- aliased e: step k is an event of the step's type.
+CREATE FUNCTION clickstream.funnel_step_conditions()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT string_agg(format('e.event_type = %L', t), ', ' ORDER BY o)
+	FROM unnest(clickstream.funnel_event_types()) WITH ORDINALITY AS u(t, o)
+$$;
+
+COMMENT ON FUNCTION clickstream.funnel_step_conditions() IS
+'Internal: the steps of clickstream.funnel_definition as the boolean arguments of funnel_agg() and funnel_breakdown() over events aliased e (e.event_type = ''page_view'', ...), for the SQL that session_rows() and session_append_rows() build.';
+
 -- JIT is off: sessionize()'s row estimate makes the plan look costly, and
 -- compiling it took seconds for a few thousand events.  Merge joins are off:
 -- the join on event_id is always best hashed (two sorts of every event by
@@ -188,13 +202,8 @@ DECLARE
 	-- the funnel: the session is its window (no event of a session is more
 	-- than session_max_duration after its start)
 	win interval := current_setting('clickstream.session_max_duration')::interval;
-	steps text[] := clickstream.funnel_event_types();
-	conditions text;
+	conditions text := clickstream.funnel_step_conditions();
 BEGIN
-	-- step k: an event of the step's type
-	SELECT string_agg(format('e.event_type = %L', t), ', ' ORDER BY o)
-	INTO conditions
-	FROM unnest(steps) WITH ORDINALITY AS u(t, o);
 	RETURN QUERY EXECUTE format($q$
 		SELECT z.session_id, min(z.user_id), min(z.session_start), min(z.session_end),
 			   (min(z.session_start) AT TIME ZONE current_setting('clickstream.timezone'))::date,

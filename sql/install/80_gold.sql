@@ -56,10 +56,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT coalesce(substring(b.bound FROM $re$FROM \('([^']*)'\)$re$)::date, '-infinity'),
 		   coalesce(substring(b.bound FROM $re$TO \('([^']*)'\)$re$)::date, 'infinity')
-	FROM pg_catalog.pg_inherits i
-	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+	FROM pg_catalog.pg_class c
 	CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound) b
-	WHERE i.inhparent = 'clickstream.events'::regclass AND NOT i.inhdetachpending
+	WHERE c.oid = ANY (clickstream.silver_partition_ids()::oid[])
 $$;
 
 COMMENT ON FUNCTION clickstream.silver_partition_ranges() IS
@@ -190,11 +189,8 @@ AS $$
 DECLARE
 	win interval := current_setting('clickstream.session_max_duration')::interval;
 	steps text[] := clickstream.funnel_event_types();
-	conditions text;
+	conditions text := clickstream.funnel_step_conditions();
 BEGIN
-	SELECT string_agg(format('e.event_type = %L', t), ', ' ORDER BY o)
-	INTO conditions
-	FROM unnest(steps) WITH ORDINALITY AS u(t, o);
 	RETURN QUERY EXECUTE format($q$
 		WITH e AS (
 			SELECT 'n' AS src, e.user_id, e.ts, e.event_type, e.revenue, e.category, e.product_id

@@ -15,18 +15,7 @@ SET timezone = 'UTC';
 SET regress.topic = 'mt';
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/sql/include/feed_events.sql
--- one event: id, user, time, type, then optional key=value pairs
-CREATE FUNCTION ev(id text, usr text, ts text, typ text DEFAULT 'page_view', VARIADIC kv text[] DEFAULT '{}')
-RETURNS text LANGUAGE sql AS $$
-	SELECT jsonb_build_object('event_id', id, 'user_id', usr, 'ts', ts, 'event_type', typ)
-		   || coalesce((SELECT jsonb_object_agg(split_part(x, '=', 1),
-				CASE WHEN split_part(x, '=', 2) ~ '^[0-9.]+$' THEN to_jsonb(split_part(x, '=', 2)::numeric)
-					 ELSE to_jsonb(split_part(x, '=', 2)) END)
-				FROM unnest(kv) x), '{}')
-$$;
-CREATE FUNCTION gold_bad() RETURNS text LANGUAGE sql AS $$
-	SELECT coalesce(string_agg(format('%s(-%s,+%s)', mart, missing, unexpected), ' '), 'ok')
-	FROM clickstream.verify_gold() WHERE NOT ok $$;
+\i :abs_srcdir/sql/include/marts_events.sql
 
 -- Orders: lines of one order in different refreshes; a late line that comes
 -- first makes its user and time the order's

@@ -14,17 +14,7 @@ SET timezone = 'UTC';
 SET regress.topic = 'mo';
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/sql/include/feed_events.sql
-CREATE FUNCTION ev(id text, usr text, ts text, typ text DEFAULT 'page_view', VARIADIC kv text[] DEFAULT '{}')
-RETURNS text LANGUAGE sql AS $$
-	SELECT jsonb_build_object('event_id', id, 'user_id', usr, 'ts', ts, 'event_type', typ)
-		   || coalesce((SELECT jsonb_object_agg(split_part(x, '=', 1),
-				CASE WHEN split_part(x, '=', 2) ~ '^[0-9.e]+$' THEN to_jsonb(split_part(x, '=', 2)::numeric)
-					 ELSE to_jsonb(split_part(x, '=', 2)) END)
-				FROM unnest(kv) x), '{}')
-$$;
-CREATE FUNCTION gold_bad() RETURNS text LANGUAGE sql AS $$
-	SELECT coalesce(string_agg(format('%s(-%s,+%s)', mart, missing, unexpected), ' '), 'ok')
-	FROM clickstream.verify_gold() WHERE NOT ok $$;
+\i :abs_srcdir/sql/include/marts_events.sql
 
 -- Time zone names that are also abbreviations: AT TIME ZONE 'CET' is +1
 -- all year, silver's CET has summer time; refused (silver put an event of
