@@ -245,7 +245,9 @@ CREATE TABLE clickstream.refresh_history (
 	gold_time interval NOT NULL DEFAULT '0',
 	error text,
 	pid integer NOT NULL DEFAULT pg_backend_pid(),
-	marts_time interval NOT NULL DEFAULT '0'
+	marts_time interval NOT NULL DEFAULT '0',
+	sessions_extended bigint NOT NULL DEFAULT 0,
+	events_reread bigint NOT NULL DEFAULT 0
 );
 
 CREATE INDEX refresh_history_finished ON clickstream.refresh_history (finished_at);
@@ -268,6 +270,8 @@ COMMENT ON COLUMN clickstream.refresh_history.partitions_created IS 'Daily parti
 COMMENT ON COLUMN clickstream.refresh_history.sessions_written IS 'Sessions written to clickstream.sessions (recomputed or new).';
 COMMENT ON COLUMN clickstream.refresh_history.gold_time IS 'Part of the duration spent bringing gold (clickstream.sessions) up to date, in the same transactions as the silver steps.';
 COMMENT ON COLUMN clickstream.refresh_history.marts_time IS 'Part of gold_time spent on the marts (daily_metrics, users, orders, ...).';
+COMMENT ON COLUMN clickstream.refresh_history.sessions_extended IS 'Of sessions_written, the sessions extended from their stored row by events that continue them (the append path), without reading their events again.';
+COMMENT ON COLUMN clickstream.refresh_history.events_reread IS 'Events read from clickstream.events to recompute the sessions the run replaced (the rest of sessions_written), their new events among them: the cost of late events and of sessions the append path cannot extend.';
 COMMENT ON COLUMN clickstream.refresh_history.error IS 'Error of a failed run (message, detail and context).';
 COMMENT ON COLUMN clickstream.refresh_history.pid IS 'Backend that ran it.';
 

@@ -169,9 +169,9 @@ COMMENT ON FUNCTION clickstream.gold_scratch() IS
 'Internal: create the session''s scratch tables of clickstream.refresh_gold() (pg_temp.clickstream_dirty, pg_temp.clickstream_affected, pg_temp.clickstream_append, and those of clickstream.funnel_scratch()).';
 
 -- The sessions a step extends (refresh_gold()'s append path): each row of
--- pg_temp.clickstream_append is a user's last session as stored, which all
--- of the user's new events (pg_temp.clickstream_step_events) come after and
--- continue.  Counts and sums add up, the end and exit page are the last new
+-- pg_temp.clickstream_append is a user's last session as stored, which the
+-- user's new events after its end (pg_temp.clickstream_step_events; a
+-- user's late events in a range split off before it are not its) continue.  Counts and sums add up, the end and exit page are the last new
 -- event's.  The funnels continue from the levels reached: a session is its
 -- funnel's window, so the furthest chain is the one from its first step-1
 -- event, and rows at the old end, one per step reached (and one matching no
@@ -195,7 +195,7 @@ BEGIN
 		WITH e AS (
 			SELECT 'n' AS src, e.user_id, e.ts, e.event_type, e.revenue, e.category, e.product_id
 			FROM pg_temp.clickstream_append a
-			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id
+			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id AND e.ts > a.session_end
 			UNION ALL
 			SELECT 'f', a.user_id, a.session_end, $1[k], NULL, NULL, NULL
 			FROM pg_temp.clickstream_append a, generate_series(1, a.funnel_level) k
@@ -229,7 +229,7 @@ BEGIN
 		l AS (
 			SELECT DISTINCT ON (e.user_id) e.user_id, e.event_id, e.page_url
 			FROM pg_temp.clickstream_append a
-			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id
+			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id AND e.ts > a.session_end
 			ORDER BY e.user_id, e.ts DESC, e.event_id DESC)
 		SELECT a.session_id, a.user_id, a.session_start, g.last_ts, a.session_date,
 			   a.first_event_id, l.event_id, a.events + g.events::integer,
@@ -250,7 +250,8 @@ COMMENT ON FUNCTION clickstream.session_append_rows() IS
 'Internal (refresh_gold()''s append path): the sessions of pg_temp.clickstream_append extended by their users'' new events in pg_temp.clickstream_step_events, as clickstream.session_rows() would compute them from all their events.';
 
 CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
-	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval)
+	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval,
+	OUT sessions_extended bigint, OUT events_reread bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -273,12 +274,15 @@ DECLARE
 	uncounted boolean;
 	attached text[] := '{}';
 	marts_started timestamptz;
+	added bigint;
 BEGIN
 	users := 0;
 	sessions_removed := 0;
 	sessions_written := 0;
 	rebuilt := false;
 	marts_time := '0';
+	sessions_extended := 0;
+	events_reread := 0;
 	-- one writer of gold at a time (a refresh step holds this lock already;
 	-- clickstream.refresh() explains it); the funnel stays as read until the
 	-- step commits
@@ -430,6 +434,80 @@ BEGIN
 		LIMIT 1
 	) n ON true;
 	GET DIAGNOSTICS users = ROW_COUNT;
+
+	-- A user with late events as well as events after the start of the last
+	-- session (l): when the recomputation the late ones need stops at or
+	-- before l (the first session after them that starts after a gap they
+	-- cannot close, n, is l or an earlier one), the range splits in two,
+	-- [from, n) and the one l's own new events need, [l, end): the sessions
+	-- between are left alone, and l can take the append path below instead
+	-- of being re-read for an event hours before it.  (Only users whose new
+	-- events span more than the timeout can split: found from the step's
+	-- events, one hash aggregate, before any probe.)
+	WITH w AS (
+		SELECT e.user_id FROM pg_temp.clickstream_step_events e
+		GROUP BY e.user_id
+		HAVING max(e.ts) - min(e.ts) > timeout),
+	c AS MATERIALIZED (
+		SELECT d.user_id, d.from_ts, l.session_start AS l_start, l.session_end AS l_end,
+			   l.first_event_id AS l_id
+		FROM w
+		JOIN pg_temp.clickstream_dirty d ON d.user_id = w.user_id
+		CROSS JOIN LATERAL (
+			SELECT s.session_start, s.session_end, s.first_event_id
+			FROM clickstream.sessions s
+			WHERE s.user_id = d.user_id
+			ORDER BY s.session_start DESC, s.first_event_id DESC
+			LIMIT 1) l
+		WHERE d.to_ts = 'infinity'
+			AND (l.session_start, l.first_event_id) > (d.from_ts, d.from_id)),
+	e AS (
+		SELECT c.user_id, max(e.ts) FILTER (WHERE e.ts <= c.l_start) AS early_last,
+			   min(e.ts) FILTER (WHERE e.ts > c.l_start) AS tail_first, max(e.ts) AS last_ts
+		FROM c JOIN pg_temp.clickstream_step_events e ON e.user_id = c.user_id
+		GROUP BY c.user_id),
+	n AS (
+		SELECT c.*, e.early_last, e.tail_first, e.last_ts, x.session_start AS n_start,
+			   x.first_event_id AS n_id
+		FROM c
+		JOIN e ON e.user_id = c.user_id
+		CROSS JOIN LATERAL (
+			SELECT x.session_start, x.first_event_id
+			FROM (
+				SELECT s.session_start, s.first_event_id,
+					   greatest(lag(s.session_end) OVER o, e.early_last) AS before_start
+				FROM clickstream.sessions s
+				WHERE s.user_id = c.user_id AND s.session_start >= c.from_ts
+					AND (s.session_start, s.first_event_id) <= (c.l_start, c.l_id)
+				WINDOW o AS (ORDER BY s.session_start, s.first_event_id)
+			) x
+			WHERE x.session_start > e.early_last
+				AND (x.session_start - x.before_start > timeout
+					 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
+										<> (x.before_start AT TIME ZONE tz)::date))
+			ORDER BY x.session_start, x.first_event_id
+			LIMIT 1) x
+		WHERE e.early_last IS NOT NULL AND e.tail_first IS NOT NULL),
+	split AS (
+		UPDATE pg_temp.clickstream_dirty d
+		SET to_ts = n.n_start, to_id = n.n_id,
+			hi_date = (greatest(n.n_start, n.early_last) AT TIME ZONE tz)::date + margin
+		FROM n
+		WHERE d.user_id = n.user_id
+		RETURNING n.*)
+	INSERT INTO pg_temp.clickstream_dirty
+	SELECT s.user_id, f.from_ts, f.from_id, 'infinity', '', (f.from_ts AT TIME ZONE tz)::date - margin,
+		   (greatest(s.l_end, s.last_ts) AT TIME ZONE tz)::date + margin
+	FROM split s
+	CROSS JOIN LATERAL (
+		SELECT s.tail_first - s.l_end > timeout
+			   OR (midnight AND (s.l_end AT TIME ZONE tz)::date
+								<> (s.tail_first AT TIME ZONE tz)::date) AS fresh
+	) c
+	CROSS JOIN LATERAL (
+		SELECT CASE WHEN c.fresh THEN s.tail_first ELSE s.l_start END AS from_ts,
+			   CASE WHEN c.fresh THEN '' ELSE s.l_id END AS from_id
+	) f;
 	ANALYZE pg_temp.clickstream_dirty;
 
 	-- The append path: a user whose new events all come after the end of
@@ -444,6 +522,10 @@ BEGIN
 		SELECT s.*
 		FROM (SELECT e.user_id, min(e.ts) AS first_ts, max(e.ts) AS last_ts
 			  FROM pg_temp.clickstream_step_events e
+			  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
+			  -- (the events of the user's last range: not those of a range
+			  -- split off before it)
+			  WHERE e.ts >= d.from_ts
 			  GROUP BY e.user_id) t
 		JOIN pg_temp.clickstream_dirty d ON d.user_id = t.user_id
 		JOIN clickstream.sessions s ON s.user_id = d.user_id AND s.session_start = d.from_ts
@@ -459,6 +541,7 @@ BEGIN
 				SELECT 1 FROM clickstream.sessions s2
 				WHERE s2.user_id = s.user_id
 					AND (s2.session_start, s2.first_event_id) > (s.session_start, s.first_event_id));
+		GET DIAGNOSTICS sessions_extended = ROW_COUNT;
 		ANALYZE pg_temp.clickstream_append (user_id);
 	END IF;
 
@@ -505,7 +588,11 @@ BEGIN
 				AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
 		) e
 		WHERE one_day BETWEEN d.lo_date AND d.hi_date
-			AND NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_append a WHERE a.user_id = d.user_id);
+			AND NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_append a
+							WHERE a.user_id = d.user_id AND a.session_start = d.from_ts
+								AND a.first_event_id = d.from_id);
+		GET DIAGNOSTICS added = ROW_COUNT;
+		events_reread := events_reread + added;
 	END LOOP;
 	-- (the columns session_rows() joins on: the others, jsonb among them,
 	-- only made ANALYZE slower)

@@ -134,7 +134,9 @@ BEGIN
 				partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
 				sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
 				gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
-				marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time
+				marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time,
+				sessions_extended = h.sessions_extended OPERATOR(pg_catalog.+) gold.sessions_extended,
+				events_reread = h.events_reread OPERATOR(pg_catalog.+) gold.events_reread
 			WHERE h.run_id = run;
 		EXCEPTION WHEN OTHERS OR query_canceled THEN
 			-- a cancel or statement_timeout too: recorded, then re-raised

@@ -309,6 +309,56 @@ CALL clickstream.refresh();
 SELECT * FROM user_sessions('noa');
 SELECT sessions_diff() AS diff;
 
+-- Late events and events that continue the last session in one step: the
+-- late ones' range stops at the first session they cannot reach, and the
+-- last session is extended from its row (sessions_extended) instead of
+-- read again; events_reread counts what was read to recompute the rest
+CREATE FUNCTION last_run() RETURNS TABLE (sessions_written bigint, sessions_extended bigint,
+	events_reread bigint)
+LANGUAGE sql AS $$
+	SELECT sessions_written, sessions_extended, events_reread
+	FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1
+$$;
+SELECT feed_events(0, ARRAY[sev('s1', 'sal', '2026-02-20T10:00:00Z'),
+	sev('s2', 'sal', '2026-02-20T10:10:00Z', 'page_view', NULL, 'p1', 'c1'),
+	sev('s3', 'sal', '2026-02-20T10:20:00Z', 'add_to_cart', NULL, 'p1', 'c1')]);
+CALL clickstream.refresh();
+-- hours late, and the session goes on: split, extended
+SELECT feed_events(0, ARRAY[sev('s0', 'sal', '2026-02-20T06:00:00Z'),
+	sev('s4', 'sal', '2026-02-20T10:25:00Z', 'begin_checkout'),
+	sev('s5', 'sal', '2026-02-20T10:30:00Z', 'purchase', NULL, 'p1', 'c1')]);
+CALL clickstream.refresh();
+SELECT * FROM last_run();
+SELECT * FROM user_sessions('sal');
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+-- a session in between is left alone: only the late one's session is read
+SELECT feed_events(0, ARRAY[sev('s6', 'sal', '2026-02-20T08:00:00Z')]);
+CALL clickstream.refresh();
+SELECT feed_events(0, ARRAY[sev('s7', 'sal', '2026-02-20T06:10:00Z'), sev('s8', 'sal', '2026-02-20T10:40:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM last_run();
+SELECT * FROM user_sessions('sal');
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+-- late, but within the timeout of the last session's start: it moves that
+-- start, so no split; the session is read again
+SELECT feed_events(0, ARRAY[sev('s9', 'sal', '2026-02-20T09:45:00Z'), sev('s10', 'sal', '2026-02-20T10:45:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM last_run();
+SELECT * FROM user_sessions('sal');
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+-- split, but a new event inside the last session: that one is read again
+SELECT feed_events(0, ARRAY[sev('s11', 'sal', '2026-02-20T06:20:00Z'), sev('s12', 'sal', '2026-02-20T10:05:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM last_run();
+SELECT * FROM user_sessions('sal');
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+-- split, and the new events after the last session start one of their own
+SELECT feed_events(0, ARRAY[sev('s13', 'sal', '2026-02-20T05:00:00Z'), sev('s14', 'sal', '2026-02-20T12:00:00Z')]);
+CALL clickstream.refresh();
+SELECT * FROM last_run();
+SELECT * FROM user_sessions('sal');
+SELECT sessions_diff() AS diff, funnels_diff() AS funnel_diff;
+
 -- Funnels: per session, per category and per product.  fay views p1 (c1)
 -- and p2 (c2), carts p2, checks out (no product), buys p2, then carts p1.
 SELECT feed_events(0, ARRAY[
