@@ -461,24 +461,25 @@ BEGIN
 			LIMIT 1) l
 		WHERE d.to_ts = 'infinity'
 			AND (l.session_start, l.first_event_id) > (d.from_ts, d.from_id)),
-	e AS (
-		SELECT c.user_id, max(e.ts) FILTER (WHERE e.ts <= c.l_start) AS early_last,
+	-- (c's columns carried through the grouping: joined back to c, the
+	-- one-row estimates of both made that a nested loop over all pairs)
+	e AS MATERIALIZED (
+		SELECT c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id,
+			   max(e.ts) FILTER (WHERE e.ts <= c.l_start) AS early_last,
 			   min(e.ts) FILTER (WHERE e.ts > c.l_start) AS tail_first, max(e.ts) AS last_ts
 		FROM c JOIN pg_temp.clickstream_step_events e ON e.user_id = c.user_id
-		GROUP BY c.user_id),
+		GROUP BY c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id),
 	n AS (
-		SELECT c.*, e.early_last, e.tail_first, e.last_ts, x.session_start AS n_start,
-			   x.first_event_id AS n_id
-		FROM c
-		JOIN e ON e.user_id = c.user_id
+		SELECT e.*, x.session_start AS n_start, x.first_event_id AS n_id
+		FROM e
 		CROSS JOIN LATERAL (
 			SELECT x.session_start, x.first_event_id
 			FROM (
 				SELECT s.session_start, s.first_event_id,
 					   greatest(lag(s.session_end) OVER o, e.early_last) AS before_start
 				FROM clickstream.sessions s
-				WHERE s.user_id = c.user_id AND s.session_start >= c.from_ts
-					AND (s.session_start, s.first_event_id) <= (c.l_start, c.l_id)
+				WHERE s.user_id = e.user_id AND s.session_start >= e.from_ts
+					AND (s.session_start, s.first_event_id) <= (e.l_start, e.l_id)
 				WINDOW o AS (ORDER BY s.session_start, s.first_event_id)
 			) x
 			WHERE x.session_start > e.early_last
