@@ -42,7 +42,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 DATA = $(wildcard sql/releases/$(EXTENSION)--*.sql) $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
 INSTALL_LAYERS = $(sort $(wildcard sql/install/*.sql))
 
-REGRESS = bronze backup silver catchup producers sessions funnel marts marts_producers marts_ops reader security
+REGRESS = bronze backup silver catchup producers sessions sessions_split funnel marts marts_producers marts_ops reader security
 # Regression tests live in test/sql and test/expected; results go to test/.
 REGRESS_OPTS = --inputdir=test --outputdir=test --temp-config=test/regress.conf \
 	--temp-instance=./tmp_check --encoding=UTF8 --no-locale
