@@ -249,6 +249,39 @@ $$ SET jit = off;
 COMMENT ON FUNCTION clickstream.session_append_rows() IS
 'Internal (refresh_gold()''s append path): the sessions of pg_temp.clickstream_append extended by their users'' new events in pg_temp.clickstream_step_events, as clickstream.session_rows() would compute them from all their events.';
 
+-- Where a recomputation of a user's sessions from from_ts on stops: the
+-- first session from there (up to upto_start, upto_id) that starts after a
+-- gap over the timeout, or a midnight with that rule, that events up to
+-- last_ts cannot close; nothing from it on can change.  (Inlined into
+-- refresh_gold()'s per-user LATERAL probes, which a SET clause would
+-- prevent: operators and functions with exact argument types, for which
+-- pg_catalog, searched first, wins.)
+CREATE FUNCTION clickstream.session_after_gap(uid text, from_ts timestamptz,
+	last_ts timestamptz, upto_start timestamptz, upto_id text, timeout interval,
+	midnight boolean, tz text)
+RETURNS TABLE (session_start timestamptz, first_event_id text)
+LANGUAGE sql STABLE
+AS $$
+	SELECT x.session_start, x.first_event_id
+	FROM (
+		SELECT s.session_start, s.first_event_id,
+			   greatest(pg_catalog.lag(s.session_end) OVER w, last_ts) AS before_start
+		FROM clickstream.sessions s
+		WHERE s.user_id = uid AND s.session_start >= from_ts
+			AND (s.session_start, s.first_event_id) <= (upto_start, upto_id)
+		WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
+	) x
+	WHERE x.session_start > last_ts
+		AND (x.session_start - x.before_start > timeout
+			 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
+							  <> (x.before_start AT TIME ZONE tz)::date))
+	ORDER BY x.session_start, x.first_event_id
+	LIMIT 1
+$$;
+
+COMMENT ON FUNCTION clickstream.session_after_gap(text, timestamptz, timestamptz, timestamptz, text, interval, boolean, text) IS
+'Internal (clickstream.refresh_gold()): the first of a user''s sessions from from_ts on (up to upto_start, upto_id) that starts after a gap over the timeout (or a midnight, with that rule) that events up to last_ts cannot close: where a recomputation from from_ts stops.';
+
 CREATE FUNCTION clickstream.refresh_gold(OUT users bigint, OUT sessions_removed bigint,
 	OUT sessions_written bigint, OUT rebuilt boolean, OUT marts_time interval,
 	OUT sessions_extended bigint, OUT events_reread bigint)
@@ -417,21 +450,13 @@ BEGIN
 			   CASE WHEN c.fresh THEN '' ELSE p.first_event_id END AS from_id
 	) f
 	LEFT JOIN LATERAL (
-		SELECT x.session_start, x.first_event_id
-		FROM (
-			SELECT s.session_start, s.first_event_id,
-				   greatest(lag(s.session_end) OVER w, t.last_ts) AS before_start
-			FROM clickstream.sessions s
-			WHERE l.session_start > t.last_ts
-				AND s.user_id = t.user_id AND s.session_start >= f.from_ts
-			WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
-		) x
-		WHERE x.session_start > t.last_ts
-			AND (x.session_start - x.before_start > timeout
-				 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
-									<> (x.before_start AT TIME ZONE tz)::date))
-		ORDER BY x.session_start, x.first_event_id
-		LIMIT 1
+		SELECT g.session_start, g.first_event_id
+		FROM clickstream.session_after_gap(t.user_id, f.from_ts, t.last_ts, 'infinity', '',
+										   timeout, midnight, tz) g
+		WHERE l.session_start > t.last_ts
+		-- (kept a subquery: its condition then gates the probe, which
+		-- most users skip, instead of filtering what the probe returned)
+		OFFSET 0
 	) n ON true;
 	GET DIAGNOSTICS users = ROW_COUNT;
 
@@ -472,22 +497,8 @@ BEGIN
 	n AS (
 		SELECT e.*, x.session_start AS n_start, x.first_event_id AS n_id
 		FROM e
-		CROSS JOIN LATERAL (
-			SELECT x.session_start, x.first_event_id
-			FROM (
-				SELECT s.session_start, s.first_event_id,
-					   greatest(lag(s.session_end) OVER o, e.early_last) AS before_start
-				FROM clickstream.sessions s
-				WHERE s.user_id = e.user_id AND s.session_start >= e.from_ts
-					AND (s.session_start, s.first_event_id) <= (e.l_start, e.l_id)
-				WINDOW o AS (ORDER BY s.session_start, s.first_event_id)
-			) x
-			WHERE x.session_start > e.early_last
-				AND (x.session_start - x.before_start > timeout
-					 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
-										<> (x.before_start AT TIME ZONE tz)::date))
-			ORDER BY x.session_start, x.first_event_id
-			LIMIT 1) x
+		CROSS JOIN LATERAL clickstream.session_after_gap(e.user_id, e.from_ts, e.early_last,
+														 e.l_start, e.l_id, timeout, midnight, tz) x
 		WHERE e.early_last IS NOT NULL AND e.tail_first IS NOT NULL),
 	split AS (
 		UPDATE pg_temp.clickstream_dirty d
@@ -652,6 +663,7 @@ COMMENT ON FUNCTION clickstream.refresh_gold() IS
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_append_rows() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.session_after_gap(text, timestamptz, timestamptz, timestamptz, text, interval, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.rebuild_gold() FROM PUBLIC;
