@@ -249,6 +249,22 @@ $$ SET jit = off;
 COMMENT ON FUNCTION clickstream.session_append_rows() IS
 'Internal (refresh_gold()''s append path): the sessions of pg_temp.clickstream_append extended by their users'' new events in pg_temp.clickstream_step_events, as clickstream.session_rows() would compute them from all their events.';
 
+-- Whether an event at next_ts starts a new session after activity that
+-- ended at prev_end: a gap over the timeout, or a midnight between them in
+-- tz with the midnight rule (sessionize()'s rules, in SQL, for the probes
+-- of refresh_gold(); inlined: exact argument types, no SET clause).
+CREATE FUNCTION clickstream.session_gap(prev_end timestamptz, next_ts timestamptz,
+	timeout interval, midnight boolean, tz text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT next_ts - prev_end > timeout
+		   OR (midnight AND (prev_end AT TIME ZONE tz)::date <> (next_ts AT TIME ZONE tz)::date)
+$$;
+
+COMMENT ON FUNCTION clickstream.session_gap(timestamptz, timestamptz, interval, boolean, text) IS
+'Internal (clickstream.refresh_gold()): whether an event at next_ts starts a new session after activity that ended at prev_end (a gap over the timeout, or a midnight in tz with the midnight rule).';
+
 -- Where a recomputation of a user's sessions from from_ts on stops: the
 -- first session from there (up to upto_start, upto_id) that starts after a
 -- gap over the timeout, or a midnight with that rule, that events up to
@@ -272,9 +288,7 @@ AS $$
 		WINDOW w AS (ORDER BY s.session_start, s.first_event_id)
 	) x
 	WHERE x.session_start > last_ts
-		AND (x.session_start - x.before_start > timeout
-			 OR (midnight AND (x.session_start AT TIME ZONE tz)::date
-							  <> (x.before_start AT TIME ZONE tz)::date))
+		AND clickstream.session_gap(x.before_start, x.session_start, timeout, midnight, tz)
 	ORDER BY x.session_start, x.first_event_id
 	LIMIT 1
 $$;
@@ -441,9 +455,7 @@ BEGIN
 	) p
 	CROSS JOIN LATERAL (
 		SELECT p.session_start IS NULL
-			   OR t.first_ts - p.session_end > timeout
-			   OR (midnight AND (p.session_end AT TIME ZONE tz)::date
-								<> (t.first_ts AT TIME ZONE tz)::date) AS fresh
+			   OR clickstream.session_gap(p.session_end, t.first_ts, timeout, midnight, tz) AS fresh
 	) c
 	CROSS JOIN LATERAL (
 		SELECT CASE WHEN c.fresh THEN t.first_ts ELSE p.session_start END AS from_ts,
@@ -512,9 +524,7 @@ BEGIN
 		   (greatest(s.l_end, s.last_ts) AT TIME ZONE tz)::date + margin
 	FROM split s
 	CROSS JOIN LATERAL (
-		SELECT s.tail_first - s.l_end > timeout
-			   OR (midnight AND (s.l_end AT TIME ZONE tz)::date
-								<> (s.tail_first AT TIME ZONE tz)::date) AS fresh
+		SELECT clickstream.session_gap(s.l_end, s.tail_first, timeout, midnight, tz) AS fresh
 	) c
 	CROSS JOIN LATERAL (
 		SELECT CASE WHEN c.fresh THEN s.tail_first ELSE s.l_start END AS from_ts,
@@ -663,6 +673,7 @@ COMMENT ON FUNCTION clickstream.refresh_gold() IS
 
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_append_rows() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.session_gap(timestamptz, timestamptz, interval, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_after_gap(text, timestamptz, timestamptz, timestamptz, text, interval, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
