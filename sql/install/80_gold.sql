@@ -171,7 +171,8 @@ COMMENT ON FUNCTION clickstream.gold_scratch() IS
 -- The sessions a step extends (refresh_gold()'s append path): each row of
 -- pg_temp.clickstream_append is a user's last session as stored, which the
 -- user's new events after its end (pg_temp.clickstream_step_events; a
--- user's late events in a range split off before it are not its) continue.  Counts and sums add up, the end and exit page are the last new
+-- user's late events in a range split off before it are not its)
+-- continue.  Counts and sums add up, the end and exit page are the last new
 -- event's.  The funnels continue from the levels reached: a session is its
 -- funnel's window, so the furthest chain is the one from its first step-1
 -- event, and rows at the old end, one per step reached (and one matching no
