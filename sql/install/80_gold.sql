@@ -543,18 +543,16 @@ BEGIN
 	IF NOT midnight AND NOT campaign THEN
 		INSERT INTO pg_temp.clickstream_append
 		SELECT s.*
-		FROM (SELECT e.user_id, min(e.ts) AS first_ts, max(e.ts) AS last_ts
+		FROM (SELECT d.user_id, d.from_ts, d.from_id, min(e.ts) AS first_ts, max(e.ts) AS last_ts
 			  FROM pg_temp.clickstream_step_events e
 			  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
 			  -- (the events of the user's last range: not those of a range
 			  -- split off before it)
 			  WHERE e.ts >= d.from_ts
-			  GROUP BY e.user_id) t
-		JOIN pg_temp.clickstream_dirty d ON d.user_id = t.user_id
-		JOIN clickstream.sessions s ON s.user_id = d.user_id AND s.session_start = d.from_ts
-			AND s.first_event_id = d.from_id
-		WHERE d.to_ts = 'infinity'
-			AND t.first_ts > s.session_end
+			  GROUP BY d.user_id, d.from_ts, d.from_id) t
+		JOIN clickstream.sessions s ON s.user_id = t.user_id AND s.session_start = t.from_ts
+			AND s.first_event_id = t.from_id
+		WHERE t.first_ts > s.session_end
 			AND t.first_ts - s.session_end <= timeout
 			-- (new events within one timeout of each other have no gap
 			-- over it, and are rarely further apart in a step)
