@@ -2,13 +2,18 @@
  *
  * funnel_breakdown.c
  *	  The aggregate clickstream.funnel_breakdown: funnel_agg's result for
- *	  each key (a product, a campaign, ...) of a group.
+ *	  each key (a product, a campaign, ...) of a group; and
+ *	  funnel_breakdown_continue, the same for a group that continues one
+ *	  whose result is known (a session extended by new events).
  *
  * The semantics are in docs/sessions-and-funnels.md ("Funnels").  The state
  * keeps each kept row's timestamp, mask and key number, and the distinct
  * keys (with the smallest label of each); the final function runs the
  * funnel_agg pass (funnel_agg.c) once per key over that key's rows and the
- * rows without a key (minus their step 1).
+ * rows without a key (minus their step 1).  funnel_breakdown_continue seeds
+ * the state with the earlier result: one row per step each key reached, at
+ * the earlier group's end (funnel_event_types() gives each step its own
+ * event type, so a row matching one step stands for an event of its type).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +22,7 @@
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -26,6 +32,7 @@
 #include "util.h"
 
 PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_transfn);
+PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_continue_transfn);
 PG_FUNCTION_INFO_V1(clickstream_funnel_breakdown_final);
 
 /* A key of a group: its text, the smallest label seen with it, its hash. */
@@ -188,17 +195,114 @@ BreakdownAppend(BreakdownState *state, MemoryContext cxt, int64 ts,
 }
 
 /*
- * clickstream.funnel_breakdown_transfn(state, ts, window, key, [label,]
- * steps): register the row's key (and label); keep the row if it matches a
- * step (a row without a key: a step after the first).
+ * Register a key (and its label, which may be NULL) in the state; returns
+ * its number.  The smallest label seen is kept.
  */
-Datum
-clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
+static int32
+BreakdownKeyLabel(BreakdownState *state, MemoryContext cxt, text *key, text *label)
+{
+	int32		keyno = BreakdownKeyNumber(state, cxt, key);
+	BreakdownKey *k = &state->keys[keyno];
+
+	if (state->labelled && label != NULL &&
+		(k->label == NULL || UtilTextCompare(label, k->label) < 0))
+	{
+		if (k->label)
+			pfree(k->label);
+		k->label = MemoryContextAlloc(cxt, VARSIZE_ANY(label));
+		memcpy(k->label, label, VARSIZE_ANY(label));
+	}
+	return keyno;
+}
+
+/*
+ * Seed a new state with a group's earlier result prior (funnel_breakdown's
+ * jsonb): every key of it, its label, and one row per step it reached, at
+ * prior_end, each matching that step only.
+ */
+static void
+BreakdownSeed(BreakdownState *state, MemoryContext cxt, Jsonb *prior, TimestampTz prior_end)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			nwords = state->spec->nwords;
+	uint64		maskbuf[FUNNEL_MAX_CONDITIONS / 64];
+
+	if (!JB_ROOT_IS_OBJECT(prior))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("funnel_breakdown_continue's prior must be a jsonb object")));
+	it = JsonbIteratorInit(&prior->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		text	   *key;
+		text	   *label = NULL;
+		JsonbValue	lv;
+		int64		level;
+		int32		keyno;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &v, true);
+		/* [level, label] with a label, level without */
+		if (state->labelled && tok == WJB_VALUE && v.type == jbvBinary)
+		{
+			JsonbIterator *ai = JsonbIteratorInit((JsonbContainer *) v.val.binary.data);
+			int			n = 0;
+
+			lv.type = jbvNull;
+			while ((tok = JsonbIteratorNext(&ai, &v, true)) != WJB_DONE)
+			{
+				if (tok != WJB_ELEM)
+					continue;
+				if (n == 0)
+					lv = v;
+				else if (n == 1 && v.type == jbvString)
+					label = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+				n++;
+			}
+		}
+		else
+			lv = v;
+		if (lv.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("funnel_breakdown_continue's prior has no level for key \"%s\"",
+							text_to_cstring(key)),
+					 errhint("prior must be a result of funnel_breakdown of the same form (with a label or without).")));
+		level = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(lv.val.numeric)));
+		if (level < 0 || level > state->spec->nsteps)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("funnel_breakdown_continue's prior gives key \"%s\" level %lld of a %d-step funnel",
+							text_to_cstring(key), (long long) level, state->spec->nsteps)));
+		keyno = BreakdownKeyLabel(state, cxt, key, label);
+		for (int64 k = 0; k < level; k++)
+		{
+			memset(maskbuf, 0, sizeof(uint64) * nwords);
+			maskbuf[k >> 6] = UINT64CONST(1) << (k & 63);
+			BreakdownAppend(state, cxt, prior_end, maskbuf, keyno);
+		}
+		pfree(key);
+		if (label)
+			pfree(label);
+	}
+}
+
+/*
+ * One row of either aggregate: its arguments from "first" on are ts,
+ * window, key, [label,] steps.  Registers the row's key (and label) and
+ * keeps the row if it matches a step (a row without a key: a step after the
+ * first).  A new state is seeded with prior, if not NULL.
+ */
+static BreakdownState *
+BreakdownTransition(FunctionCallInfo fcinfo, BreakdownState *state, int first,
+					bool labelled, Jsonb *prior, TimestampTz prior_end)
 {
 	MemoryContext aggcxt;
-	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
-	bool		labelled = PG_NARGS() == 6;
-	int			condarg = labelled ? 5 : 4;
+	int			condarg = first + (labelled ? 4 : 3);
 	const FunnelSpec *spec;
 	ArrayType  *conds;
 	int			nconds;
@@ -207,15 +311,15 @@ clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
 	int32		keyno = -1;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "clickstream_funnel_breakdown_transfn called in non-aggregate context");
-	if (PG_ARGISNULL(2))
+		elog(ERROR, "funnel_breakdown transition function called in non-aggregate context");
+	if (PG_ARGISNULL(first + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("funnel window must not be NULL")));
 	conds = FunnelConditions(fcinfo, condarg, &nconds);
 
 	/* the spec: cached per call site, rebuilt when the arguments change */
-	spec = FunnelSpecCached(fcinfo, PG_GETARG_INTERVAL_P(2), NULL, nconds);
+	spec = FunnelSpecCached(fcinfo, PG_GETARG_INTERVAL_P(first + 1), NULL, nconds);
 
 	if (state == NULL)
 	{
@@ -223,31 +327,20 @@ clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
 		state->spec = spec;
 		state->labelled = labelled;
 		state->last = -1;
+		if (prior != NULL)
+			BreakdownSeed(state, aggcxt, prior, prior_end);
 	}
 	else if (state->spec != spec && !FunnelSpecEqual(state->spec, spec))
 		FunnelMismatch();
 
 	/* a row without a timestamp is ignored */
-	if (PG_ARGISNULL(1))
-		PG_RETURN_POINTER(state);
+	if (PG_ARGISNULL(first))
+		return state;
 
-	if (!PG_ARGISNULL(3))
-	{
-		keyno = BreakdownKeyNumber(state, aggcxt, PG_GETARG_TEXT_PP(3));
-		if (labelled && !PG_ARGISNULL(4))
-		{
-			BreakdownKey *key = &state->keys[keyno];
-			text	   *label = PG_GETARG_TEXT_PP(4);
-
-			if (key->label == NULL || UtilTextCompare(label, key->label) < 0)
-			{
-				if (key->label)
-					pfree(key->label);
-				key->label = MemoryContextAlloc(aggcxt, VARSIZE_ANY(label));
-				memcpy(key->label, label, VARSIZE_ANY(label));
-			}
-		}
-	}
+	if (!PG_ARGISNULL(first + 2))
+		keyno = BreakdownKeyLabel(state, aggcxt, PG_GETARG_TEXT_PP(first + 2),
+								  labelled && !PG_ARGISNULL(first + 3) ?
+								  PG_GETARG_TEXT_PP(first + 3) : NULL);
 
 	any = FunnelConditionMask(conds, nconds, maskbuf, state->spec->nwords);
 	if (keyno < 0)
@@ -259,8 +352,43 @@ clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
 			any |= maskbuf[w] != 0;
 	}
 	if (any)
-		BreakdownAppend(state, aggcxt, PG_GETARG_TIMESTAMPTZ(1), maskbuf, keyno);
-	PG_RETURN_POINTER(state);
+		BreakdownAppend(state, aggcxt, PG_GETARG_TIMESTAMPTZ(first), maskbuf, keyno);
+	return state;
+}
+
+/*
+ * clickstream.funnel_breakdown_transfn(state, ts, window, key, [label,]
+ * steps): funnel_breakdown's transition.
+ */
+Datum
+clickstream_funnel_breakdown_transfn(PG_FUNCTION_ARGS)
+{
+	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
+
+	PG_RETURN_POINTER(BreakdownTransition(fcinfo, state, 1, PG_NARGS() == 6, NULL, 0));
+}
+
+/*
+ * clickstream.funnel_breakdown_continue_transfn(state, prior, prior_end, ts,
+ * window, key, [label,] steps): funnel_breakdown_continue's transition (the
+ * first row of a group seeds its state with prior).
+ */
+Datum
+clickstream_funnel_breakdown_continue_transfn(PG_FUNCTION_ARGS)
+{
+	BreakdownState *state = PG_ARGISNULL(0) ? NULL : (BreakdownState *) PG_GETARG_POINTER(0);
+	Jsonb	   *prior = NULL;
+
+	if (state == NULL && !PG_ARGISNULL(1))
+	{
+		if (PG_ARGISNULL(2))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("funnel_breakdown_continue's prior_end must not be NULL when prior is not")));
+		prior = PG_GETARG_JSONB_P(1);
+	}
+	PG_RETURN_POINTER(BreakdownTransition(fcinfo, state, 3, PG_NARGS() == 8, prior,
+										  prior ? PG_GETARG_TIMESTAMPTZ(2) : 0));
 }
 
 /*

@@ -225,6 +225,7 @@ LANGUAGE C PARALLEL SAFE;
 CREATE AGGREGATE clickstream.funnel_breakdown(ts timestamptz, "window" interval, key text, VARIADIC steps boolean[]) (
 	SFUNC = clickstream.funnel_breakdown_transfn,
 	STYPE = internal,
+	SSPACE = 1024,
 	FINALFUNC = clickstream.funnel_breakdown_final,
 	PARALLEL = SAFE
 );
@@ -232,6 +233,35 @@ CREATE AGGREGATE clickstream.funnel_breakdown(ts timestamptz, "window" interval,
 CREATE AGGREGATE clickstream.funnel_breakdown(ts timestamptz, "window" interval, key text, label text, VARIADIC steps boolean[]) (
 	SFUNC = clickstream.funnel_breakdown_transfn,
 	STYPE = internal,
+	SSPACE = 1024,
+	FINALFUNC = clickstream.funnel_breakdown_final,
+	PARALLEL = SAFE
+);
+
+-- The same, continuing a group whose result (prior) is known: what the
+-- append path of refresh_gold() extends a session's funnels with.
+CREATE FUNCTION clickstream.funnel_breakdown_continue_transfn(internal, jsonb, timestamptz, timestamptz, interval, text, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_breakdown_continue_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE FUNCTION clickstream.funnel_breakdown_continue_transfn(internal, jsonb, timestamptz, timestamptz, interval, text, text, boolean[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'clickstream_funnel_breakdown_continue_transfn'
+LANGUAGE C PARALLEL SAFE;
+
+CREATE AGGREGATE clickstream.funnel_breakdown_continue(prior jsonb, prior_end timestamptz, ts timestamptz, "window" interval, key text, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_breakdown_continue_transfn,
+	STYPE = internal,
+	SSPACE = 1024,
+	FINALFUNC = clickstream.funnel_breakdown_final,
+	PARALLEL = SAFE
+);
+
+CREATE AGGREGATE clickstream.funnel_breakdown_continue(prior jsonb, prior_end timestamptz, ts timestamptz, "window" interval, key text, label text, VARIADIC steps boolean[]) (
+	SFUNC = clickstream.funnel_breakdown_continue_transfn,
+	STYPE = internal,
+	SSPACE = 1024,
 	FINALFUNC = clickstream.funnel_breakdown_final,
 	PARALLEL = SAFE
 );
@@ -246,6 +276,15 @@ COMMENT ON AGGREGATE clickstream.funnel_breakdown(timestamptz, interval, text, b
 'The funnel per key, as jsonb {"key": level}: for each non-NULL key of the group, funnel_agg over the rows of that key and the rows with a NULL key, where a row with a NULL key never counts as step 1 (a checkout without a product moves every product''s funnel, it starts none). Keys of rows that match no step get level 0; NULL ts rows are ignored.';
 COMMENT ON AGGREGATE clickstream.funnel_breakdown(timestamptz, interval, text, text, boolean[]) IS
 'funnel_breakdown with a label per key: {"key": [level, label]}, label being the smallest (in byte order) non-NULL label on the key''s rows, or null.';
+
+COMMENT ON FUNCTION clickstream.funnel_breakdown_continue_transfn(internal, jsonb, timestamptz, timestamptz, interval, text, boolean[]) IS
+'Transition function of funnel_breakdown_continue: seeds a new state with prior, then does what funnel_breakdown_transfn does.';
+COMMENT ON FUNCTION clickstream.funnel_breakdown_continue_transfn(internal, jsonb, timestamptz, timestamptz, interval, text, text, boolean[]) IS
+'Transition function of funnel_breakdown_continue with a label: seeds a new state with prior ({"key": [level, label]}), then does what funnel_breakdown_transfn does.';
+COMMENT ON AGGREGATE clickstream.funnel_breakdown_continue(jsonb, timestamptz, timestamptz, interval, text, boolean[]) IS
+'funnel_breakdown of a group that continues an earlier one whose funnel_breakdown was prior (taken from the group''s first row; NULL: none), all of whose rows were at or before prior_end: as if the group also had, for each key of prior at level L, L rows of that key at prior_end matching steps 1 .. L, one step each. With rows after prior_end only, that is the earlier group''s rows and these together, when each step is its own event type (clickstream.funnel_event_types()). refresh_gold() extends a session''s category_funnel with it.';
+COMMENT ON AGGREGATE clickstream.funnel_breakdown_continue(jsonb, timestamptz, timestamptz, interval, text, text, boolean[]) IS
+'funnel_breakdown_continue with a label per key: prior is {"key": [level, label]}, and each key''s label is the smallest of prior''s and the rows''. refresh_gold() extends a session''s product_funnel with it.';
 
 -- Retention ---------------------------------------------------------------
 

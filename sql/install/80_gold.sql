@@ -175,8 +175,10 @@ COMMENT ON FUNCTION clickstream.gold_scratch() IS
 -- continue.  Counts and sums add up, the end and exit page are the last new
 -- event's.  The funnels continue from the levels reached: a session is its
 -- funnel's window, so the furthest chain is the one from its first step-1
--- event, and rows at the old end, one per step reached (and one matching no
--- step, for a key at level 0), put each funnel back where it stood.
+-- event, and rows at the old end, one per step reached, put each funnel
+-- back where it stood (funnel_agg's as rows here; per category and product,
+-- funnel_breakdown_continue makes them from the stored jsonb, which also
+-- keeps a key at level 0).
 CREATE FUNCTION clickstream.session_append_rows()
 RETURNS TABLE (session_id uuid, user_id text, session_start timestamptz,
 	session_end timestamptz, session_date date, first_event_id text, last_event_id text,
@@ -194,21 +196,13 @@ DECLARE
 BEGIN
 	RETURN QUERY EXECUTE format($q$
 		WITH e AS (
-			SELECT 'n' AS src, e.user_id, e.ts, e.event_type, e.revenue, e.category, e.product_id
+			SELECT 'n' AS src, e.user_id, e.ts, e.event_type, e.revenue, e.category, e.product_id,
+				   a.session_end, a.category_funnel, a.product_funnel
 			FROM pg_temp.clickstream_append a
 			JOIN pg_temp.clickstream_step_events e ON e.user_id = a.user_id AND e.ts > a.session_end
 			UNION ALL
-			SELECT 'f', a.user_id, a.session_end, $1[k], NULL, NULL, NULL
-			FROM pg_temp.clickstream_append a, generate_series(1, a.funnel_level) k
-			UNION ALL
-			SELECT 'c', a.user_id, a.session_end, CASE WHEN k > 0 THEN $1[k] END, NULL, c.key, NULL
-			FROM pg_temp.clickstream_append a, jsonb_each(a.category_funnel) c,
-				 generate_series(0, c.value::integer) k
-			UNION ALL
-			SELECT 'p', a.user_id, a.session_end, CASE WHEN k > 0 THEN $1[k] END, NULL,
-				   p.value ->> 1, p.key
-			FROM pg_temp.clickstream_append a, jsonb_each(a.product_funnel) p,
-				 generate_series(0, (p.value -> 0)::integer) k),
+			SELECT 'f', a.user_id, a.session_end, $1[k], NULL, NULL, NULL, NULL, NULL, NULL
+			FROM pg_temp.clickstream_append a, generate_series(1, a.funnel_level) k),
 		g AS (
 			SELECT e.user_id,
 				   count(*) FILTER (WHERE e.src = 'n') AS events,
@@ -218,13 +212,13 @@ BEGIN
 				   count(*) FILTER (WHERE e.src = 'n' AND e.event_type = 'purchase') AS purchases,
 				   sum(e.revenue) FILTER (WHERE e.src = 'n') AS revenue,
 				   max(e.ts) FILTER (WHERE e.src = 'n') AS last_ts,
-				   clickstream.funnel_agg(e.ts, %1$L::interval, %2$s)
-					   FILTER (WHERE e.src IN ('n', 'f')) AS funnel_level,
-				   clickstream.funnel_breakdown(e.ts, %1$L::interval, NULLIF(e.category, ''), %2$s)
-					   FILTER (WHERE e.src IN ('n', 'c')) AS category_funnel,
-				   clickstream.funnel_breakdown(e.ts, %1$L::interval, NULLIF(e.product_id, ''),
-												NULLIF(e.category, ''), %2$s)
-					   FILTER (WHERE e.src IN ('n', 'p')) AS product_funnel
+				   clickstream.funnel_agg(e.ts, %1$L::interval, %2$s) AS funnel_level,
+				   clickstream.funnel_breakdown_continue(e.category_funnel, e.session_end, e.ts,
+						%1$L::interval, NULLIF(e.category, ''), %2$s)
+					   FILTER (WHERE e.src = 'n') AS category_funnel,
+				   clickstream.funnel_breakdown_continue(e.product_funnel, e.session_end, e.ts,
+						%1$L::interval, NULLIF(e.product_id, ''), NULLIF(e.category, ''), %2$s)
+					   FILTER (WHERE e.src = 'n') AS product_funnel
 			FROM e
 			GROUP BY e.user_id),
 		l AS (
@@ -238,8 +232,7 @@ BEGIN
 			   a.checkouts + g.checkouts::integer, a.purchases + g.purchases::integer,
 			   a.revenue + coalesce(g.revenue, 0), a.converted OR g.purchases > 0,
 			   a.landing_page, l.page_url, a.utm_source, a.utm_medium, a.utm_campaign, a.device,
-			   a.country, g.funnel_level, coalesce(g.category_funnel, '{}'),
-			   coalesce(g.product_funnel, '{}')
+			   a.country, g.funnel_level, g.category_funnel, g.product_funnel
 		FROM pg_temp.clickstream_append a
 		JOIN g ON g.user_id = a.user_id
 		JOIN l ON l.user_id = a.user_id

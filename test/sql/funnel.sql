@@ -406,4 +406,41 @@ SELECT count(*) AS groups,
        sum((SELECT count(*) FROM jsonb_each(b) WHERE (value ->> 0)::int = 3)) AS keys_at_step_3
 FROM brcmp;
 SELECT * FROM brcmp WHERE b <> ref LIMIT 3;
+-- funnel_breakdown_continue: a group's later rows, continuing from the result
+-- of its earlier ones, give the result of all of them (each step its own
+-- condition, a window over the whole group, as a session's).  The session
+-- above cut after its cart: books 2, lamps 1 so far; then checkout and buy.
+SELECT funnel_breakdown_continue('{"books": 2, "lamps": 1}', timestamptz '2026-01-01 00:03', ts,
+                                 '1 hour', cat, typ = 'view', typ = 'cart', typ = 'checkout', typ = 'buy')
+FROM (VALUES (4, 'checkout', NULL), (5, 'buy', 'books')) v(m, typ, cat),
+     LATERAL (SELECT timestamptz '2026-01-01' + m * interval '1 minute' AS ts) t;
+-- a key at level 0 stays; a label: the smallest of prior's and the rows'
+SELECT funnel_breakdown_continue('{"p1": [1, "zeta"], "p2": [0, null]}', now(), ts, '1 day', k, l, s = 1, s = 2)
+FROM (VALUES (now() + interval '1 minute', 'p1', 'alpha', 2)) v(ts, k, l, s);
+-- errors: prior not an object, a level beyond the steps, no level, no end
+SELECT funnel_breakdown_continue('[1]', now(), now(), '1 day', 'k', true);
+SELECT funnel_breakdown_continue('{"k": 3}', now(), now(), '1 day', 'k', true, true);
+SELECT funnel_breakdown_continue('{"k": "x"}', now(), now(), '1 day', 'k', true);
+SELECT funnel_breakdown_continue('{"k": 1}', NULL, now(), '1 day', 'k', true);
+-- the random groups above, each cut at its own time
+CREATE TEMP TABLE brcut AS
+SELECT g, timestamptz '2026-01-01' + (5 + (g % 7) * 20) * interval '1 minute' AS cut FROM generate_series(1, 400) g;
+WITH whole AS (
+  SELECT g, funnel_breakdown(ts, '1 day', k, l, s = 1, s = 2, s = 3) AS b,
+         funnel_breakdown(ts, '1 day', k, s = 1, s = 2, s = 3) AS u
+  FROM br GROUP BY g
+), prior AS (
+  SELECT g, funnel_breakdown(ts, '1 day', k, l, s = 1, s = 2, s = 3) AS b,
+         funnel_breakdown(ts, '1 day', k, s = 1, s = 2, s = 3) AS u
+  FROM br JOIN brcut USING (g) WHERE ts <= cut GROUP BY g
+), cont AS (
+  SELECT g, funnel_breakdown_continue(p.b, c.cut, r.ts, '1 day', r.k, r.l, r.s = 1, r.s = 2, r.s = 3) AS b,
+         funnel_breakdown_continue(p.u, c.cut, r.ts, '1 day', r.k, r.s = 1, r.s = 2, r.s = 3) AS u
+  FROM br r JOIN brcut c USING (g) LEFT JOIN prior p USING (g)
+  WHERE r.ts > c.cut GROUP BY g
+)
+SELECT count(*) AS groups, count(*) FILTER (WHERE p.g IS NOT NULL) AS with_prior,
+       count(*) FILTER (WHERE c.b = w.b) AS agree_labelled, count(*) FILTER (WHERE c.u = w.u) AS agree,
+       sum((SELECT count(*) FROM jsonb_each(w.u) WHERE value::int = 3)) AS keys_at_step_3
+FROM cont c JOIN whole w USING (g) LEFT JOIN prior p USING (g);
 DROP EXTENSION clickstream;
