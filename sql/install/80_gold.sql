@@ -213,6 +213,8 @@ BEGIN
 				   sum(e.revenue) FILTER (WHERE e.src = 'n') AS revenue,
 				   max(e.ts) FILTER (WHERE e.src = 'n') AS last_ts,
 				   clickstream.funnel_agg(e.ts, %1$L::interval, %2$s) AS funnel_level,
+				   -- (the new events only: the group's first row seeds the
+				   -- state with the stored jsonb, which a funnel row lacks)
 				   clickstream.funnel_breakdown_continue(e.category_funnel, e.session_end, e.ts,
 						%1$L::interval, NULLIF(e.category, ''), %2$s)
 					   FILTER (WHERE e.src = 'n') AS category_funnel,
