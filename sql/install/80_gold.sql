@@ -119,6 +119,22 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- tables of an older layout (before last_tid and tid) are made again
+	IF to_regclass('pg_temp.clickstream_dirty') IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM pg_attribute
+					   WHERE attrelid = to_regclass('pg_temp.clickstream_dirty')
+						   AND attname = 'last_tid' AND NOT attisdropped) THEN
+		DROP TABLE pg_temp.clickstream_dirty;
+		DROP TABLE IF EXISTS pg_temp.clickstream_reread;
+	END IF;
+	IF to_regclass('pg_temp.clickstream_append') IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM pg_attribute
+					   WHERE attrelid = to_regclass('pg_temp.clickstream_append')
+						   AND attname = 'tid' AND NOT attisdropped) THEN
+		DROP TABLE pg_temp.clickstream_append;
+	END IF;
+	-- the ranges of sessions a step recomputes, per user; last_tid: where
+	-- the user's last session is stored, when the range starts with it
 	IF to_regclass('pg_temp.clickstream_dirty') IS NULL THEN
 		CREATE TEMP TABLE clickstream_dirty (
 			user_id text COLLATE "C" NOT NULL,
@@ -127,7 +143,8 @@ BEGIN
 			to_ts timestamptz NOT NULL,
 			to_id text COLLATE "C" NOT NULL,
 			lo_date date NOT NULL,
-			hi_date date NOT NULL
+			hi_date date NOT NULL,
+			last_tid tid
 		) ON COMMIT DELETE ROWS;
 	END IF;
 	-- the events of the sessions a step recomputes: the columns of silver
@@ -157,9 +174,10 @@ BEGIN
 			revenue numeric
 		) ON COMMIT DELETE ROWS;
 	END IF;
-	-- the sessions a step extends without re-reading them, as they were
+	-- the sessions a step extends without re-reading them, as they were,
+	-- and where they are stored
 	IF to_regclass('pg_temp.clickstream_append') IS NULL THEN
-		CREATE TEMP TABLE clickstream_append (LIKE clickstream.sessions) ON COMMIT DELETE ROWS;
+		CREATE TEMP TABLE clickstream_append (LIKE clickstream.sessions, tid tid) ON COMMIT DELETE ROWS;
 	END IF;
 	-- the ranges of clickstream_dirty whose events a step re-reads (all but
 	-- those of the sessions it extends)
@@ -429,7 +447,8 @@ BEGIN
 	SELECT t.user_id, f.from_ts, f.from_id,
 		   coalesce(n.session_start, 'infinity'), coalesce(n.first_event_id, ''),
 		   (f.from_ts AT TIME ZONE tz)::date - margin,
-		   (greatest(coalesce(n.session_start, l.session_end), t.last_ts) AT TIME ZONE tz)::date + margin
+		   (greatest(coalesce(n.session_start, l.session_end), t.last_ts) AT TIME ZONE tz)::date + margin,
+		   CASE WHEN NOT i.inside AND NOT c.fresh THEN l.tid END
 	FROM (
 		SELECT x.user_id, min(x.first_ts) AS first_ts, max(x.last_ts) AS last_ts
 		FROM clickstream.touched x
@@ -440,7 +459,7 @@ BEGIN
 		ORDER BY x.user_id
 	) t
 	LEFT JOIN LATERAL (
-		SELECT s.session_start, s.session_end, s.first_event_id
+		SELECT s.session_start, s.session_end, s.first_event_id, s.ctid AS tid
 		FROM clickstream.sessions s
 		WHERE s.user_id = t.user_id
 		ORDER BY s.session_start DESC, s.first_event_id DESC
@@ -495,11 +514,11 @@ BEGIN
 		HAVING max(e.ts) - min(e.ts) > timeout),
 	c AS MATERIALIZED (
 		SELECT d.user_id, d.from_ts, l.session_start AS l_start, l.session_end AS l_end,
-			   l.first_event_id AS l_id
+			   l.first_event_id AS l_id, l.tid AS l_tid
 		FROM w
 		JOIN pg_temp.clickstream_dirty d ON d.user_id = w.user_id
 		CROSS JOIN LATERAL (
-			SELECT s.session_start, s.session_end, s.first_event_id
+			SELECT s.session_start, s.session_end, s.first_event_id, s.ctid AS tid
 			FROM clickstream.sessions s
 			WHERE s.user_id = d.user_id
 			ORDER BY s.session_start DESC, s.first_event_id DESC
@@ -509,11 +528,11 @@ BEGIN
 	-- (c's columns carried through the grouping: joined back to c, the
 	-- one-row estimates of both made that a nested loop over all pairs)
 	e AS MATERIALIZED (
-		SELECT c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id,
+		SELECT c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id, c.l_tid,
 			   max(e.ts) FILTER (WHERE e.ts <= c.l_start) AS early_last,
 			   min(e.ts) FILTER (WHERE e.ts > c.l_start) AS tail_first, max(e.ts) AS last_ts
 		FROM c JOIN pg_temp.clickstream_step_events e ON e.user_id = c.user_id
-		GROUP BY c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id),
+		GROUP BY c.user_id, c.from_ts, c.l_start, c.l_end, c.l_id, c.l_tid),
 	n AS (
 		SELECT e.*, x.session_start AS n_start, x.first_event_id AS n_id
 		FROM e
@@ -523,13 +542,15 @@ BEGIN
 	split AS (
 		UPDATE pg_temp.clickstream_dirty d
 		SET to_ts = n.n_start, to_id = n.n_id,
-			hi_date = (greatest(n.n_start, n.early_last) AT TIME ZONE tz)::date + margin
+			hi_date = (greatest(n.n_start, n.early_last) AT TIME ZONE tz)::date + margin,
+			last_tid = NULL
 		FROM n
 		WHERE d.user_id = n.user_id
 		RETURNING n.*)
 	INSERT INTO pg_temp.clickstream_dirty
 	SELECT s.user_id, f.from_ts, f.from_id, 'infinity', '', (f.from_ts AT TIME ZONE tz)::date - margin,
-		   (greatest(s.l_end, s.last_ts) AT TIME ZONE tz)::date + margin
+		   (greatest(s.l_end, s.last_ts) AT TIME ZONE tz)::date + margin,
+		   CASE WHEN NOT c.fresh THEN s.l_tid END
 	FROM split s
 	CROSS JOIN LATERAL (
 		SELECT clickstream.session_gap(s.l_end, s.tail_first, timeout, midnight, tz) AS fresh
@@ -547,28 +568,26 @@ BEGIN
 	-- has that session extended from its stored row (session_append_rows())
 	-- instead of re-reading its events: a long session that grows in every
 	-- step no longer costs its length each time.
+	-- (The candidates are the ranges that start with the user's last
+	-- session, fetched where the probe above found it, last_tid: neither a
+	-- join with all of sessions nor a probe for a later session.)
 	IF NOT midnight AND NOT campaign THEN
 		INSERT INTO pg_temp.clickstream_append
-		SELECT s.*
-		FROM (SELECT d.user_id, d.from_ts, d.from_id, min(e.ts) AS first_ts, max(e.ts) AS last_ts
+		SELECT s.*, s.ctid
+		FROM (SELECT d.user_id, d.last_tid, min(e.ts) AS first_ts, max(e.ts) AS last_ts
 			  FROM pg_temp.clickstream_step_events e
 			  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
 			  -- (the events of the user's last range: not those of a range
 			  -- split off before it)
-			  WHERE e.ts >= d.from_ts
-			  GROUP BY d.user_id, d.from_ts, d.from_id) t
-		JOIN clickstream.sessions s ON s.user_id = t.user_id AND s.session_start = t.from_ts
-			AND s.first_event_id = t.from_id
+			  WHERE e.ts >= d.from_ts AND d.last_tid IS NOT NULL
+			  GROUP BY d.user_id, d.last_tid) t
+		JOIN clickstream.sessions s ON s.ctid = t.last_tid
 		WHERE t.first_ts > s.session_end
 			AND t.first_ts - s.session_end <= timeout
 			-- (new events within one timeout of each other have no gap
 			-- over it, and are rarely further apart in a step)
 			AND t.last_ts - t.first_ts <= timeout
-			AND t.last_ts - s.session_start <= longest
-			AND NOT EXISTS (
-				SELECT 1 FROM clickstream.sessions s2
-				WHERE s2.user_id = s.user_id
-					AND (s2.session_start, s2.first_event_id) > (s.session_start, s.first_event_id));
+			AND t.last_ts - s.session_start <= longest;
 		GET DIAGNOSTICS sessions_extended = ROW_COUNT;
 		ANALYZE pg_temp.clickstream_append (user_id);
 	END IF;
@@ -637,14 +656,18 @@ BEGIN
 	-- only made ANALYZE slower)
 	ANALYZE pg_temp.clickstream_affected (event_id, user_id, ts);
 
-	-- the sessions replaced, found by index probes per user; what they and
-	-- their replacements count in the funnels goes to the delta
+	-- the sessions replaced: those extended, where they are stored, and
+	-- those of the ranges re-read, found by index probes per user; what
+	-- they and their replacements count in the funnels goes to the delta
 	DELETE FROM pg_temp.clickstream_session_delta;
 	WITH gone AS (
 	DELETE FROM clickstream.sessions s
 	WHERE s.ctid = ANY (ARRAY(
+		SELECT a.tid
+		FROM pg_temp.clickstream_append a
+		UNION ALL
 		SELECT x.ctid
-		FROM pg_temp.clickstream_dirty d
+		FROM pg_temp.clickstream_reread d
 		CROSS JOIN LATERAL (
 			SELECT s2.ctid
 			FROM clickstream.sessions s2
