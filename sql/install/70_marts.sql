@@ -1009,9 +1009,15 @@ BEGIN
 				 array_agg(DISTINCT clickstream.label(e.category, '(not set)') COLLATE "C"
 						   ORDER BY clickstream.label(e.category, '(not set)') COLLATE "C") AS categories
 		  FROM pg_temp.clickstream_step_events e GROUP BY 1, 2) a
+	-- (every probe into a table that grows with history is a LATERAL
+	-- subquery with OFFSET 0: one index probe per key.  Without the fence
+	-- the planner may flatten it into a hash or merge join over the whole
+	-- table, which it does while a step touches a large share of the
+	-- table's rows: 950 000 rows of user_days read for 30 000 pairs at
+	-- 10xH in the marts benchmark, a step's cost growing with history)
 	LEFT JOIN LATERAL (
 		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
-		WHERE u.user_id = a.user_id AND u.day = a.day) o ON true;
+		WHERE u.user_id = a.user_id AND u.day = a.day OFFSET 0) o ON true;
 	-- The (user, day) pairs whose sessions changed what they count: per
 	-- first touch (t) and per country and device (a), the net change of the
 	-- user's sessions of that day (sessions rewritten alike cancel out).  A
@@ -1044,7 +1050,7 @@ BEGIN
 	FROM (SELECT DISTINCT x.user_id, x.day FROM pg_temp.clickstream_session_keys x) k
 	CROSS JOIN LATERAL (
 		SELECT u.hours, u.pages, u.categories, u.traffic, u.audience FROM clickstream.user_days u
-		WHERE u.user_id = k.user_id AND u.day = k.day) o
+		WHERE u.user_id = k.user_id AND u.day = k.day OFFSET 0) o
 	WHERE NOT EXISTS (SELECT 1 FROM pg_temp.clickstream_user_day_delta x
 					  WHERE x.user_id = k.user_id AND x.day = k.day);
 	UPDATE pg_temp.clickstream_user_day_delta d
@@ -1115,7 +1121,7 @@ BEGIN
 	LEFT JOIN c USING (user_id)
 	LEFT JOIN d USING (user_id)
 	LEFT JOIN LATERAL (
-		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id) o ON true;
+		SELECT u.first_seen, u.last_seen FROM clickstream.users u WHERE u.user_id = f.user_id OFFSET 0) o ON true;
 	ANALYZE pg_temp.clickstream_user_delta (user_id, known);
 
 	-- new (user, day) pairs and the user's nearest other active days: from
@@ -1154,7 +1160,9 @@ BEGIN
 		  FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'purchase') k
 	CROSS JOIN LATERAL (
 		SELECT o.order_id, o.user_id, o.ordered_at, o.revenue
-		FROM clickstream.orders o WHERE o.order_id = k.order_id) o;
+		-- (order_key() of a C-collated event_id: the primary key's collation
+		-- named, or the probe could not use it)
+		FROM clickstream.orders o WHERE o.order_id = k.order_id COLLATE "default" OFFSET 0) o;
 	WITH l AS (
 		SELECT clickstream.order_key(e.order_id, e.event_id) AS order_id, e.user_id, e.ts,
 			   e.event_id, coalesce(e.quantity, 1) AS units, coalesce(e.revenue, 0) AS revenue
@@ -1207,7 +1215,7 @@ BEGIN
 			CROSS JOIN LATERAL (
 				SELECT o2.ctid FROM clickstream.orders o2
 				WHERE o2.user_id = d.user_id AND o2.ordered_at >= d.from_ts
-					AND o2.ordered_at <= d.to_ts) x))
+					AND o2.ordered_at <= d.to_ts OFFSET 0) x))
 	$q$, dirty);
 
 	-- 2. Derive: active users, retention, the daily and hourly additions.
@@ -1408,23 +1416,22 @@ BEGIN
 	-- users without events in the step whose sessions or orders changed
 	-- (none in practice: both come from the step's events), and owners
 	-- that lost an order: recomputed from their sessions and orders
+	-- (found by key: joined, the planner's estimate of the EXCEPT, the
+	-- size of its first input, made it a hash join over all of users)
 	UPDATE clickstream.users u
 	SET sessions = (SELECT count(*) FROM clickstream.sessions s WHERE s.user_id = u.user_id),
-		orders = o.orders, revenue = o.revenue, first_order_at = o.first_order_at
-	FROM (SELECT k.user_id, o.*
-		  FROM (SELECT x.user_id FROM pg_temp.clickstream_session_delta x
-				UNION SELECT x.user_id FROM pg_temp.clickstream_order_delta x
-				EXCEPT SELECT d.user_id FROM pg_temp.clickstream_user_delta d
-				UNION
-				SELECT x.user_id FROM pg_temp.clickstream_order_delta x
-				WHERE x.sign = -1 AND NOT EXISTS (
-					SELECT 1 FROM pg_temp.clickstream_order_delta y
-					WHERE y.sign = 1 AND y.order_id = x.order_id AND y.user_id = x.user_id)) k
-		  CROSS JOIN LATERAL (
-			  SELECT count(*) AS orders, coalesce(sum(o.revenue), 0) AS revenue,
-					 min(o.ordered_at) AS first_order_at
-			  FROM clickstream.orders o WHERE o.user_id = k.user_id) o) o
-	WHERE u.user_id = o.user_id;
+		(orders, revenue, first_order_at) = (
+			SELECT count(*), coalesce(sum(o.revenue), 0), min(o.ordered_at)
+			FROM clickstream.orders o WHERE o.user_id = u.user_id)
+	WHERE u.user_id = ANY (ARRAY(
+		SELECT x.user_id FROM pg_temp.clickstream_session_delta x
+		UNION SELECT x.user_id FROM pg_temp.clickstream_order_delta x
+		EXCEPT SELECT d.user_id FROM pg_temp.clickstream_user_delta d
+		UNION
+		SELECT x.user_id FROM pg_temp.clickstream_order_delta x
+		WHERE x.sign = -1 AND NOT EXISTS (
+			SELECT 1 FROM pg_temp.clickstream_order_delta y
+			WHERE y.sign = 1 AND y.order_id = x.order_id AND y.user_id = x.user_id)));
 
 	-- category_daily and pages_daily: the counts of the step's events, and
 	-- the users for whom the key is new that day
