@@ -1627,7 +1627,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.marts_apply(text) IS
-'Internal (clickstream.refresh_gold()): bring every mart up to date with the step, from its new events (pg_temp.clickstream_step_events), the sessions it removed and wrote (pg_temp.clickstream_session_delta) and the ranges whose sessions were replaced (the query dirty: user_id, from_ts, to_ts), probing the marts by key.';
+'Internal (clickstream.refresh_gold()): bring every mart up to date with the step, from its new events (pg_temp.clickstream_step_events), the sessions it removed and wrote (pg_temp.clickstream_session_delta) and the ranges whose sessions were recomputed from their events (the query dirty: user_id, from_ts, to_ts; the orders in them are given their session again), probing the marts by key.';
 
 -- Add the scratch deltas to daily_metrics, hourly_metrics, active_users
 -- and cohort_retention, with the rates and growth of the rows touched.

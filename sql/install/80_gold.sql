@@ -703,7 +703,10 @@ BEGIN
 	-- count, the orders, then the daily, hourly, active-user and retention
 	-- tables
 	marts_started := clock_timestamp();
-	PERFORM clickstream.marts_apply('SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_dirty d');
+	-- (the ranges re-read only: an extended session keeps its session_id,
+	-- and so do the orders it held; the step's own orders are looked up
+	-- by marts_apply() in any case)
+	PERFORM clickstream.marts_apply('SELECT d.user_id, d.from_ts, d.to_ts FROM pg_temp.clickstream_reread d');
 	marts_time := clock_timestamp() - marts_started;
 
 	UPDATE clickstream.gold_state g
