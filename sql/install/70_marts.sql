@@ -976,7 +976,8 @@ COMMENT ON FUNCTION clickstream.marts_scratch() IS
 'Internal: create the session''s scratch tables of the marts'' maintenance (the deltas of a refresh step; ON COMMIT DELETE ROWS).';
 
 -- Bring every mart up to date with the step.  dirty: a query of (user_id,
--- from_ts, to_ts), the ranges whose sessions refresh_gold() replaced.
+-- from_ts, to_ts), the ranges whose sessions refresh_gold() recomputed from
+-- their events (the orders in them are given their session again).
 CREATE FUNCTION clickstream.marts_apply(dirty text)
 RETURNS void
 LANGUAGE plpgsql

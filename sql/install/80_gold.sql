@@ -647,7 +647,7 @@ BEGIN
 				AND e.ts >= d.from_ts AND e.ts <= d.to_ts
 				AND (e.ts, e.event_id) >= (d.from_ts, d.from_id)
 				AND (e.ts, e.event_id) < (d.to_ts, d.to_id)
-			OFFSET 0
+			OFFSET 0	-- a fence: see marts_apply()
 		) e
 		WHERE one_day BETWEEN d.lo_date AND d.hi_date;
 		GET DIAGNOSTICS added = ROW_COUNT;
