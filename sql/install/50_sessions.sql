@@ -41,6 +41,9 @@ COMMENT ON FUNCTION clickstream.sessions_of(text, interval, interval, boolean, b
 
 -- The sessions table ------------------------------------------------------------
 
+-- (fillfactor 70: a session still going on is extended in place by every
+-- step that brings it events, refresh_gold()'s append path; the room left
+-- on its page keeps that update off the three indexes)
 CREATE TABLE clickstream.sessions (
 	session_id uuid PRIMARY KEY,
 	user_id text COLLATE "C" NOT NULL,
@@ -67,7 +70,7 @@ CREATE TABLE clickstream.sessions (
 	funnel_level integer NOT NULL,
 	category_funnel jsonb NOT NULL,
 	product_funnel jsonb NOT NULL
-);
+) WITH (fillfactor = 70);
 
 CREATE INDEX sessions_user_start ON clickstream.sessions (user_id, session_start, first_event_id);
 CREATE INDEX sessions_date ON clickstream.sessions (session_date);
