@@ -65,8 +65,8 @@ static char *cs_event_type_aliases = NULL;
 static char *cs_event_id_fields = NULL;
 
 /* Silver, read by SQL only (current_setting()): not exported */
-static int	cs_refresh_batch_size = 250000;
-static int	cs_refresh_batch_kb = 128 * 1024;
+static int	cs_refresh_batch_size = 500000;
+static int	cs_refresh_batch_kb = 256 * 1024;
 static int	cs_history_retention = 30 * SECS_PER_DAY;
 
 /* Gold: sessions, read by SQL only */
@@ -419,7 +419,7 @@ GucInit(void)
 							"Bronze rows that one step (one transaction) of clickstream.refresh() promotes at most.",
 							"A refresh repeats steps until bronze is drained.",
 							&cs_refresh_batch_size,
-							250000, 1000, PG_INT32_MAX,
+							500000, 1000, PG_INT32_MAX,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
@@ -428,7 +428,7 @@ GucInit(void)
 							"Payload bytes that one step of clickstream.refresh() promotes at most.",
 							"A step stops at refresh_batch_size rows or at this many payload bytes, whichever comes first; it always takes at least one row.",
 							&cs_refresh_batch_kb,
-							128 * 1024, 1, PG_INT32_MAX,
+							256 * 1024, 1, PG_INT32_MAX,
 							PGC_USERSET,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
