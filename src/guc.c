@@ -65,7 +65,7 @@ static char *cs_event_type_aliases = NULL;
 static char *cs_event_id_fields = NULL;
 
 /* Silver, read by SQL only (current_setting()): not exported */
-static int	cs_refresh_batch_size = 500000;
+static int	cs_refresh_batch_size = 1000000;
 static int	cs_refresh_batch_kb = 256 * 1024;
 static int	cs_history_retention = 30 * SECS_PER_DAY;
 
@@ -419,7 +419,7 @@ GucInit(void)
 							"Bronze rows that one step (one transaction) of clickstream.refresh() promotes at most.",
 							"A refresh repeats steps until bronze is drained.",
 							&cs_refresh_batch_size,
-							500000, 1000, PG_INT32_MAX,
+							1000000, 1000, PG_INT32_MAX,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
