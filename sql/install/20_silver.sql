@@ -477,7 +477,7 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_more(bigint) IS
-'Internal (clickstream.refresh_step): whether at least a tenth of max_rows (and at least one) bronze rows are waiting below the stored positions, so that the run takes another step for the rows that came while the last one ran.';
+'Internal (clickstream.refresh, after each step): whether at least a tenth of max_rows (and at least one) bronze rows are waiting below the stored positions, so that the run takes another step for the rows that came while the last one ran.';
 
 CREATE FUNCTION clickstream.refresh_step(run bigint, max_rows bigint, max_bytes bigint,
 	OUT rows_read bigint, OUT rows_promoted bigint, OUT rows_duplicate bigint,
@@ -616,7 +616,7 @@ BEGIN
 		ON CONFLICT (topic, partition) DO UPDATE
 		SET durable_offset = EXCLUDED.durable_offset, updated_at = now()
 		WHERE w.durable_offset < EXCLUDED.durable_offset;
-		more := clickstream.refresh_more(max_rows);
+		more := false;
 		RETURN;
 	END IF;
 
@@ -644,15 +644,16 @@ BEGIN
 		UPDATE pg_temp.clickstream_map_state SET next_seq = take_to + 1;
 		more := true;
 	ELSE
-		-- used up: the next step reads bronze again if enough rows came
+		-- used up: whether the rows that came meanwhile make another step
+		-- worth it is refresh()'s to decide, once gold is done too
 		PERFORM clickstream.refresh_map_drop();
-		more := clickstream.refresh_more(max_rows);
+		more := false;
 	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) IS
-'Internal: one refresh step (run inside clickstream.refresh): move the bronze rows below the stored positions, at most max_rows rows and max_bytes payload and key bytes (at least one row), to silver or dead_letters and advance the watermarks to match, in the caller''s transaction. A backlog larger than one step is read from bronze once into a map (temporary tables of the session) that the run''s next steps take their rows from.';
+'Internal: one refresh step (run inside clickstream.refresh): move the bronze rows below the stored positions, at most max_rows rows and max_bytes payload and key bytes (at least one row), to silver or dead_letters and advance the watermarks to match, in the caller''s transaction. A backlog larger than one step is read from bronze once into a map (temporary tables of the session) that the run''s next steps take their rows from; more: whether that map has rows left.';
 
 -- Internal functions are not for direct use.
 REVOKE ALL ON FUNCTION clickstream.promote_rows(bigint, text, text, timestamptz, bigint[], boolean, boolean) FROM PUBLIC;

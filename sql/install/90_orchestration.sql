@@ -120,11 +120,11 @@ BEGIN
 			-- rows that came while the run went on are taken for about a
 			-- minute (a scheduled run that goes past its next start time
 			-- is followed at once by that one); the rest of a catch-up map
-			-- always.  (Counted again now that gold is done: refresh_step()
-			-- counted before it, so the rows of the longer part of the step
-			-- went unseen, and a step of a minute's backlog at 7 500
-			-- events/s, 40 s, found fewer than a tenth of a step waiting and
-			-- left 300 000 rows to the next scheduled run: freshness 101 s.)
+			-- always.  (Counted once gold is done: counted after the silver
+			-- part, the rows of the longer part of the step went unseen, and
+			-- a step of a minute's backlog at 7 500 events/s, 40 s, found
+			-- fewer than a tenth of a step waiting and left 300 000 rows to
+			-- the next scheduled run: freshness 101 s.)
 			more := (step.more OR clickstream.refresh_more(batch))
 				AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
 				AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
