@@ -29,6 +29,9 @@
  * Limits: the mock broker keeps only about 5 MiB (and 100 000 record
  * batches) of log per partition (older ones are dropped: a consumer that
  * subscribes later starts above offset 0), and it supports no admin API.
+ * It finds a fetch's offset by walking the partition's list of record
+ * batches, so producers of many small batches cost it CPU in proportion to
+ * that list (tools/eventgen lingers 100 ms for this).
  *
  *-------------------------------------------------------------------------
  */
