@@ -467,7 +467,7 @@ BronzeCopyRows(void *arg, int64 lo, int64 hi)
 
 	for (int i = 0; i < lengthof(names); i++)
 		columns = lappend(columns, makeString(pstrdup(names[i])));
-	CopyFromMemory(bw->rel, columns, BronzeCopyNext, &range);
+	(void) CopyFromMemory(bw->rel, columns, BronzeCopyNext, &range);
 }
 
 /* IsolateWriter.has_rows: does [lo, hi) hold a row that is to be written? */

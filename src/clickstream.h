@@ -234,8 +234,8 @@ extern void LockWaitDescribe(char *buf, size_t len, const char *context);
  */
 typedef bool (*CopyNextTuple) (void *arg, const char **data, int *len);
 
-extern void CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next,
-						   void *arg);
+extern uint64 CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next,
+							 void *arg);
 
 /*
  * isolate.c: a write that sets the rows it refuses aside.  write writes rows
@@ -304,6 +304,8 @@ typedef struct RefreshEvent
 	bool		kafka_ts_null;
 	bool		duplicate;		/* a later delivery, or its id is promoted */
 	bool		refused;		/* the write refused it */
+	bool		copied;			/* written through COPY (a trigger saw it) */
+	bool		skipped;		/* a trigger kept it out of silver */
 	struct varlena *key;		/* the message's bytes, kept with isolate */
 	struct varlena *payload;
 } RefreshEvent;
@@ -342,8 +344,8 @@ typedef struct RefreshTouched
 extern TupleDesc WriterEventsDesc(void);
 extern int64 WriterProbeIds(RefreshEvent **events, int64 n);
 extern int64 WriterIds(RefreshEvent **events, int64 n);
-extern void WriterEvents(RefreshEvent **events, int64 n);
-extern void WriterStepEvents(RefreshEvent **events, int64 n);
+extern int64 WriterEvents(RefreshEvent **events, int64 n);
+extern int64 WriterStepEvents(RefreshEvent **events, int64 n, int64 copied);
 extern void WriterTouched(RefreshTouched *groups, int64 n, int64 run);
 
 #endif							/* CLICKSTREAM_H */

@@ -93,12 +93,14 @@ CopyRead(void *outbuf, int minread, int maxread)
 
 /*
  * COPY into the columns attnames (a List of String) of rel, opened with
- * RowExclusiveLock, the tuples that next hands out (see CopyNextTuple).
+ * RowExclusiveLock, the tuples that next hands out (see CopyNextTuple);
+ * returns the number of rows written (a BEFORE trigger may skip some).
  */
-void
+uint64
 CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next, void *arg)
 {
 	CopySource	src;
+	uint64		written = 0;
 	CopySource *saved = current_source;
 	ParseState *pstate = make_parsestate(NULL);
 
@@ -113,7 +115,7 @@ CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next, void *arg)
 
 		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, CopyRead, attnames,
 							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
-		(void) CopyFrom(cstate);
+		written = CopyFrom(cstate);
 		EndCopyFrom(cstate);
 	}
 	PG_FINALLY();
@@ -122,4 +124,5 @@ CopyFromMemory(Relation rel, List *attnames, CopyNextTuple next, void *arg)
 	}
 	PG_END_TRY();
 	free_parsestate(pstate);
+	return written;
 }

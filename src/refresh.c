@@ -246,6 +246,8 @@ RefreshKeepEvent(RefreshStep *step, TupleTableSlot *slot, bytea *payload)
 	ev->offset = DatumGetInt64(slot->tts_values[2]);
 	ev->duplicate = false;
 	ev->refused = false;
+	ev->copied = false;
+	ev->skipped = false;
 	ev->key = NULL;
 	ev->payload = NULL;
 	if (step->isolate)
@@ -654,9 +656,11 @@ RefreshWriteRows(void *arg, int64 lo, int64 hi)
 {
 	RefreshIsolate *ri = arg;
 
+	int64		copied;
+
 	WriterIds(ri->by_day + lo, hi - lo);
-	WriterEvents(ri->by_day + lo, hi - lo);
-	WriterStepEvents(ri->by_day + lo, hi - lo);
+	copied = WriterEvents(ri->by_day + lo, hi - lo);
+	(void) WriterStepEvents(ri->by_day + lo, hi - lo, copied);
 }
 
 /* IsolateWriter.refused: mark by_day[i] and keep it for dead_letters. */
@@ -711,7 +715,7 @@ RefreshGroupTouched(RefreshByDay *sorted, int64 n, bool check, int64 *ngroups)
 	{
 		RefreshByDay *e = &sorted[i];
 
-		if (check && (e->ev->refused || e->ev->duplicate))
+		if ((check && (e->ev->refused || e->ev->duplicate)) || e->ev->skipped)
 			continue;
 		if (cur == NULL || cur->day != e->day || cur->user != e->user ||
 			((e->user & 0xFF) != 0 &&
@@ -751,6 +755,7 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 	int64		n;
 	int64		kept;
 	int64		promoted = 0;
+	int64		copied;
 	int64		duplicates;
 	int64		ntouched;
 	int			partitions;
@@ -805,10 +810,9 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 		by_day = RefreshSortedByDay(&step, &sorted, &kept);
 		partitions = RefreshCreatePartitions(by_day, kept);
 		MemoryContextSwitchTo(step.cxt);
-		WriterEvents(by_day, kept);
-		WriterStepEvents(by_day, kept);
+		copied = WriterEvents(by_day, kept);
+		promoted = kept - WriterStepEvents(by_day, kept, copied);
 		RefreshWriteDead(step.dead, step.ndead);
-		promoted = kept;
 	}
 	else
 	{
@@ -827,7 +831,7 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 		{
 			if (by_id[i]->duplicate)
 				duplicates++;
-			else if (!by_id[i]->refused)
+			else if (!by_id[i]->refused && !by_id[i]->skipped)
 				promoted++;
 		}
 	}

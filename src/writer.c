@@ -18,7 +18,11 @@
  * each table and partition has exactly the columns the refresh writes, in
  * order.  Otherwise the rows are sent as binary COPY through the COPY
  * machinery (copy.c, as for the worker's bronze batches), which fires
- * triggers and fills other columns' defaults.
+ * triggers and fills other columns' defaults.  A BEFORE trigger may change
+ * or skip those rows, so gold's copy of them is read back from silver by
+ * the keys they were written with (event_date, user_id, ts, event_id); a
+ * trigger that changed a key fails the write (a row error: the step is
+ * redone by halves and that event is refused).
  *
  * Deduplication against history happens while event_ids is written: the
  * primary key is checked as the entry is inserted (UNIQUE_CHECK_PARTIAL, as
@@ -47,6 +51,7 @@
 #include "commands/sequence.h"
 #include "executor/execPartition.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -447,20 +452,22 @@ WriterCopyNext(void *arg, const char **data, int *len)
 }
 
 /*
- * COPY items[0..n) into the named columns of rel.  The text values are in
- * the database encoding already: the receive functions are told so (they
- * would convert from the client encoding otherwise).
+ * COPY items[0..n) into the named columns of rel; returns the rows written.
+ * The text values are in the database encoding already: the receive
+ * functions are told so (they would convert from the client encoding
+ * otherwise).
  */
-static void
+static uint64
 WriterCopy(Relation rel, const WriterColumn *columns, int ncolumns, WriterCopyKind kind,
 		   void **items, int64 n, int64 run)
 {
 	List	   *names = NIL;
 	WriterCopyItems c;
 	int			client_encoding = pg_get_client_encoding();
+	uint64		written = 0;
 
 	if (n == 0)
-		return;
+		return 0;
 	for (int i = 0; i < ncolumns; i++)
 		names = lappend(names, makeString(pstrdup(columns[i].name)));
 	if (copy_buf.data == NULL)
@@ -480,7 +487,7 @@ WriterCopy(Relation rel, const WriterColumn *columns, int ncolumns, WriterCopyKi
 	SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		CopyFromMemory(rel, names, WriterCopyNext, &c);
+		written = CopyFromMemory(rel, names, WriterCopyNext, &c);
 	}
 	PG_FINALLY();
 	{
@@ -488,6 +495,7 @@ WriterCopy(Relation rel, const WriterColumn *columns, int ncolumns, WriterCopyKi
 	}
 	PG_END_TRY();
 	CommandCounterIncrement();
+	return written;
 }
 
 /* The events of events[0..n) that are not duplicates; *kept of them. */
@@ -633,8 +641,8 @@ WriterIds(RefreshEvent **events, int64 n)
 		index_close(index, NoLock);
 		duplicates = WriterProbeIds(events, n);
 		new = WriterNew(events, n, &kept);
-		WriterCopy(ids, ids_columns, lengthof(ids_columns), WRITER_COPY_IDS,
-				   (void **) new, kept, 0);
+		(void) WriterCopy(ids, ids_columns, lengthof(ids_columns), WRITER_COPY_IDS,
+						  (void **) new, kept, 0);
 		pfree(new);
 		table_close(ids, NoLock);
 		return duplicates;
@@ -725,15 +733,18 @@ WriterIds(RefreshEvent **events, int64 n)
 /*
  * Write events[0..n), sorted by day, into clickstream.events (duplicates
  * left out).  The days' partitions exist.  Rows of a partition that is not
- * plain, or all rows when events itself is not, go through COPY.
+ * plain, or all rows when events itself is not, go through COPY: those are
+ * marked copied, and the rows COPY wrote (its triggers may skip some) are
+ * returned.
  */
-void
+int64
 WriterEvents(RefreshEvent **events, int64 n)
 {
 	Relation	rel = WriterOpen("events", false);
 	WriterState w;
 	RefreshEvent **copy = NULL;
 	int64		ncopy = 0;
+	int64		written = 0;
 	ResultRelInfo *part = NULL;
 	bool		plain;
 	bool		direct = false;
@@ -741,7 +752,7 @@ WriterEvents(RefreshEvent **events, int64 n)
 	if (n == 0)
 	{
 		table_close(rel, NoLock);
-		return;
+		return 0;
 	}
 	WriterStart(&w, rel);
 	plain = WriterSameLayout(rel, events_columns, WRITER_EVENT_COLUMNS) && WriterPlain(w.root);
@@ -754,6 +765,8 @@ WriterEvents(RefreshEvent **events, int64 n)
 			CHECK_FOR_INTERRUPTS();
 		if (i + REFRESH_PREFETCH_AHEAD < n)
 			RefreshPrefetch(events[i + REFRESH_PREFETCH_AHEAD]);
+		ev->copied = false;
+		ev->skipped = false;
 		if (ev->duplicate)
 			continue;
 		if (part == NULL || ev->event_date != events[i - 1]->event_date)
@@ -781,6 +794,7 @@ WriterEvents(RefreshEvent **events, int64 n)
 		{
 			if (copy == NULL)
 				copy = MemoryContextAllocHuge(CurrentMemoryContext, n * sizeof(RefreshEvent *));
+			ev->copied = true;
 			copy[ncopy++] = ev;
 			continue;
 		}
@@ -794,12 +808,108 @@ WriterEvents(RefreshEvent **events, int64 n)
 	WriterFinish(&w);
 	if (ncopy > 0)
 	{
-		WriterCopy(rel, events_columns, WRITER_EVENT_COLUMNS, WRITER_COPY_EVENTS,
-				   (void **) copy, ncopy, 0);
+		written = WriterCopy(rel, events_columns, WRITER_EVENT_COLUMNS, WRITER_COPY_EVENTS,
+							 (void **) copy, ncopy, 0);
 		pfree(copy);
 	}
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
+	return written;
+}
+
+/*
+ * Read back from clickstream.events the copied events of events[0..n) into
+ * pg_temp.clickstream_step_events: by the keys they were written with, so
+ * as the triggers left them; mark those no trigger let in skipped.  copied:
+ * the rows COPY wrote.  Returns the number skipped.
+ */
+static int64
+WriterReadBack(RefreshEvent **events, int64 n, int64 copied)
+{
+	static const char *sql =
+		"WITH k AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
+		"      pg_catalog.unnest($2::pg_catalog.date[]), pg_catalog.unnest($3::pg_catalog.text[]), "
+		"      pg_catalog.unnest($4::pg_catalog.timestamptz[]), "
+		"      pg_catalog.unnest($5::pg_catalog.text[])) AS k(n, d, u, t, i)), "
+		"found AS (INSERT INTO pg_temp.clickstream_step_events (%s) SELECT %s FROM k "
+		"      JOIN clickstream.events e ON e.event_date OPERATOR(pg_catalog.=) k.d "
+		"       AND e.user_id OPERATOR(pg_catalog.=) (k.u COLLATE \"C\") "
+		"       AND e.ts OPERATOR(pg_catalog.=) k.t "
+		"       AND e.event_id OPERATOR(pg_catalog.=) (k.i COLLATE \"C\") "
+		"      RETURNING event_id) "
+		"SELECT k.n FROM k WHERE NOT EXISTS (SELECT FROM found f "
+		"      WHERE f.event_id OPERATOR(pg_catalog.=) (k.i COLLATE \"C\"))";
+	Oid			types[5] = {INT8ARRAYOID, DATEARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Oid			elemtypes[5] = {INT8OID, DATEOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+	int16		typlen[5];
+	bool		typbyval[5];
+	char		typalign[5];
+	Datum	   *values[5];
+	Datum		args[5];
+	int64		m = 0;
+	int64		missing;
+	StringInfoData columns;
+	StringInfoData selected;
+
+	for (int c = 0; c < 5; c++)
+		values[c] = palloc(Max(n, 1) * sizeof(Datum));
+	for (int64 i = 0; i < n; i++)
+	{
+		RefreshEvent *ev = events[i];
+
+		if (!ev->copied || ev->duplicate)
+			continue;
+		values[0][m] = Int64GetDatum(i);
+		values[1][m] = DateADTGetDatum(ev->event_date);
+		values[2][m] = PointerGetDatum(RefreshEventText(ev, ev->user_off));
+		values[3][m] = TimestampTzGetDatum(ev->ts);
+		values[4][m] = PointerGetDatum(RefreshEventText(ev, ev->id_off));
+		m++;
+	}
+	if (m == 0)
+		return 0;
+	for (int c = 0; c < 5; c++)
+	{
+		int			dims[1] = {(int) m};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(elemtypes[c], &typlen[c], &typbyval[c], &typalign[c]);
+		args[c] = PointerGetDatum(construct_md_array(values[c], NULL, 1, dims, lbs, elemtypes[c],
+													 typlen[c], typbyval[c], typalign[c]));
+	}
+
+	/* the extension's columns (a user's own columns of events stay out) */
+	initStringInfo(&columns);
+	initStringInfo(&selected);
+	for (int c = 0; c < WRITER_EVENT_COLUMNS; c++)
+	{
+		appendStringInfo(&columns, "%s%s", c > 0 ? ", " : "", events_columns[c].name);
+		appendStringInfo(&selected, "%se.%s", c > 0 ? ", " : "", events_columns[c].name);
+	}
+	if (SPI_execute_with_args(psprintf(sql, columns.data, selected.data), 5, types, args,
+							  NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read back the events written through COPY");
+	missing = (int64) SPI_processed;
+	if (m - missing != copied)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg_plural("a trigger on clickstream.events changed the event_id, user_id or ts of %lld event",
+							   "a trigger on clickstream.events changed the event_id, user_id or ts of %lld events",
+							   (unsigned long) (copied - (m - missing)),
+							   (long long) (copied - (m - missing))),
+				 errdetail("A refresh step finds the events it wrote by those keys, to bring sessions and marts up to date with them."),
+				 errhint("Let the trigger change other columns only, or skip the event (RETURN NULL); normalise ids and times in the producer.")));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+												   1, &isnull));
+
+		events[i]->skipped = true;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return missing;
 }
 
 /*
@@ -807,18 +917,22 @@ WriterEvents(RefreshEvent **events, int64 n)
  * session's pg_temp.clickstream_step_events, when it exists: what gold adds
  * to the marts in the same transaction.  A temporary table of exactly the
  * extension's columns: the rows are the events' own tuples, no index.
+ * Those written through COPY are read back from silver, as triggers left
+ * them; copied: the rows COPY wrote (WriterEvents).  Returns the number of
+ * events a trigger skipped (marked skipped).
  */
-void
-WriterStepEvents(RefreshEvent **events, int64 n)
+int64
+WriterStepEvents(RefreshEvent **events, int64 n, int64 copied)
 {
 	Oid			relid;
 	Relation	rel;
 	WriterState w;
+	bool		any_copied = false;
 
 	relid = RangeVarGetRelid(makeRangeVar("pg_temp", "clickstream_step_events", -1),
 							 NoLock, true);
 	if (!OidIsValid(relid) || n == 0)
-		return;
+		return 0;
 	rel = table_open(relid, RowExclusiveLock);
 	if (!WriterSameLayout(rel, events_columns, WRITER_EVENT_COLUMNS))
 		ereport(ERROR,
@@ -830,6 +944,11 @@ WriterStepEvents(RefreshEvent **events, int64 n)
 	{
 		if (events[i]->duplicate)
 			continue;
+		if (events[i]->copied)
+		{
+			any_copied = true;
+			continue;
+		}
 		ExecStoreHeapTuple(events[i]->tuple, w.slots[w.nslots], false);
 		WriterBuffer(&w, w.root);
 		if (w.nslots == WRITER_BATCH)
@@ -839,6 +958,9 @@ WriterStepEvents(RefreshEvent **events, int64 n)
 	WriterFinish(&w);
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
+	if (!any_copied)
+		return 0;
+	return WriterReadBack(events, n, copied);
 }
 
 /* The sequence of touched.touch_id, when it is the only one the table owns. */
@@ -873,8 +995,8 @@ WriterTouched(RefreshTouched *groups, int64 n, int64 run)
 		WriterFinish(&w);
 		for (int64 i = 0; i < n; i++)
 			items[i] = &groups[i];
-		WriterCopy(rel, touched_columns, TOUCHED_COLUMNS, WRITER_COPY_TOUCHED,
-				   (void **) items, n, run);
+		(void) WriterCopy(rel, touched_columns, TOUCHED_COLUMNS, WRITER_COPY_TOUCHED,
+						  (void **) items, n, run);
 		pfree(items);
 		table_close(rel, NoLock);
 		return;

@@ -1076,9 +1076,13 @@ BEGIN
 			   array_agg(DISTINCT clickstream.audience_key(s.country, s.device) COLLATE "C"
 						 ORDER BY clickstream.audience_key(s.country, s.device) COLLATE "C") AS audience
 		FROM clickstream.sessions s
+		-- (session_date decides; the range, a day wider on each side, lets
+		-- the index find them: where local midnight happens twice, as in
+		-- America/Havana when clocks go back, day::timestamp AT TIME ZONE
+		-- is the later midnight and the day's first hour falls before it)
 		WHERE s.user_id = k.user_id
-			AND s.session_start >= k.day::timestamp AT TIME ZONE tz
-			AND s.session_start < (k.day + 1)::timestamp AT TIME ZONE tz
+			AND s.session_start >= (k.day - 1)::timestamp AT TIME ZONE tz
+			AND s.session_start < (k.day + 2)::timestamp AT TIME ZONE tz
 			AND s.session_date = k.day) s
 	WHERE d.user_id = k.user_id AND d.day = k.day;
 	ANALYZE pg_temp.clickstream_user_day_delta (user_id, day, fresh);
