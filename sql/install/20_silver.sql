@@ -363,6 +363,42 @@ COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
 
 -- The refresh ---------------------------------------------------------------
 
+-- The session's scratch tables (pg_temp.clickstream_*) are made by the
+-- version of the extension that first needed them and kept for the
+-- session; after ALTER EXTENSION UPDATE, or DROP and CREATE EXTENSION, in a
+-- session that ran a refresh they may have an older layout (a column
+-- sessions gained is missing from the copy of its rows).  Every entry point
+-- that writes silver or gold calls this first: it drops them all (but the
+-- catch-up map of a run in progress, which refresh_step makes per run) when
+-- the extension's catalog row changed since they were made.
+CREATE FUNCTION clickstream.scratch_renew()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stamp text;
+	t name;
+BEGIN
+	SELECT e.oid::text || '/' || e.xmin::text || '/' || e.extversion INTO stamp
+	FROM pg_extension e WHERE e.extname = 'clickstream';
+	IF current_setting('clickstream_scratch.made_by', true) IS NOT DISTINCT FROM stamp THEN
+		RETURN;
+	END IF;
+	FOR t IN
+		SELECT c.relname FROM pg_class c
+		WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'r'
+			AND c.relname LIKE 'clickstream\_%' AND c.relname NOT LIKE 'clickstream\_map%'
+	LOOP
+		EXECUTE format('DROP TABLE pg_temp.%I', t);
+	END LOOP;
+	PERFORM set_config('clickstream_scratch.made_by', stamp, false);
+END
+$$;
+
+COMMENT ON FUNCTION clickstream.scratch_renew() IS
+'Internal: drop the session''s scratch tables (pg_temp.clickstream_*, but the catch-up map of a run in progress) when the extension was updated or created again since the session made them, so that the next step makes them in the current layout. Called first by every refresh step, replay and rebuild_gold().';
+
 -- Per-session scratch table of a step; emptied at every commit.
 CREATE FUNCTION clickstream.refresh_scratch()
 RETURNS void
@@ -370,6 +406,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM clickstream.scratch_renew();
 	IF to_regclass('pg_temp.clickstream_limits') IS NULL THEN
 		CREATE TEMP TABLE clickstream_limits (
 			topic text NOT NULL,
@@ -661,3 +698,4 @@ REVOKE ALL ON FUNCTION clickstream.refresh_step(bigint, bigint, bigint) FROM PUB
 REVOKE ALL ON FUNCTION clickstream.refresh_map_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_more(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_scratch() FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.scratch_renew() FROM PUBLIC;

@@ -78,6 +78,7 @@ BEGIN
 	LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
 	LOCK TABLE clickstream.funnel_definition IN SHARE MODE;
 	PERFORM 1 FROM clickstream.gold_state FOR UPDATE;
+	PERFORM clickstream.scratch_renew();
 	DELETE FROM clickstream.sessions;
 	INSERT INTO clickstream.sessions (session_id, user_id, session_start, session_end,
 		session_date, first_event_id, last_event_id, events, page_views, add_to_carts,
