@@ -304,7 +304,8 @@ typedef struct RefreshEvent
 	bool		kafka_ts_null;
 	bool		duplicate;		/* a later delivery, or its id is promoted */
 	bool		refused;		/* the write refused it */
-	bool		copied;			/* written through COPY (a trigger saw it) */
+	bool		copied;			/* written through COPY */
+	bool		triggered;		/* ... into a table with triggers */
 	bool		skipped;		/* a trigger kept it out of silver */
 	struct varlena *key;		/* the message's bytes, kept with isolate */
 	struct varlena *payload;
@@ -345,7 +346,7 @@ extern TupleDesc WriterEventsDesc(void);
 extern int64 WriterProbeIds(RefreshEvent **events, int64 n);
 extern int64 WriterIds(RefreshEvent **events, int64 n);
 extern int64 WriterEvents(RefreshEvent **events, int64 n);
-extern int64 WriterStepEvents(RefreshEvent **events, int64 n, int64 copied);
+extern int64 WriterStepEvents(RefreshEvent **events, int64 n, int64 written);
 extern void WriterTouched(RefreshTouched *groups, int64 n, int64 run);
 
 #endif							/* CLICKSTREAM_H */

@@ -247,6 +247,7 @@ RefreshKeepEvent(RefreshStep *step, TupleTableSlot *slot, bytea *payload)
 	ev->duplicate = false;
 	ev->refused = false;
 	ev->copied = false;
+	ev->triggered = false;
 	ev->skipped = false;
 	ev->key = NULL;
 	ev->payload = NULL;

@@ -367,10 +367,11 @@ COMMENT ON FUNCTION clickstream.create_partitions(date[]) IS
 -- version of the extension that first needed them and kept for the
 -- session; after ALTER EXTENSION UPDATE, or DROP and CREATE EXTENSION, in a
 -- session that ran a refresh they may have an older layout (a column
--- sessions gained is missing from the copy of its rows).  Every entry point
--- that writes silver or gold calls this first: it drops them all (but the
--- catch-up map of a run in progress, which refresh_step makes per run) when
--- the extension's catalog row changed since they were made.
+-- sessions gained is missing from the copy of its rows).  Every function
+-- that makes them (the *_scratch functions) and rebuild_gold() call this
+-- first: it drops them all (but the catch-up map of a run in progress,
+-- which refresh_step makes per run) when the extension's catalog row
+-- changed since they were made, or when the session never called it.
 CREATE FUNCTION clickstream.scratch_renew()
 RETURNS void
 LANGUAGE plpgsql
@@ -397,7 +398,7 @@ END
 $$;
 
 COMMENT ON FUNCTION clickstream.scratch_renew() IS
-'Internal: drop the session''s scratch tables (pg_temp.clickstream_*, but the catch-up map of a run in progress) when the extension was updated or created again since the session made them, so that the next step makes them in the current layout. Called first by every refresh step, replay and rebuild_gold().';
+'Internal: drop the session''s scratch tables (pg_temp.clickstream_*, but the catch-up map of a run in progress) when the extension was updated or created again since the session made them (or the session never called this), so that they are made in the current layout. Called first by the functions that make them (refresh_scratch, funnel_scratch, gold_scratch, marts_scratch) and by rebuild_gold().';
 
 -- Per-session scratch table of a step; emptied at every commit.
 CREATE FUNCTION clickstream.refresh_scratch()
@@ -446,6 +447,8 @@ BEGIN
 			run_id bigint NOT NULL
 		) ON COMMIT DELETE ROWS;
 	END IF;
+	-- (emptied at commit; two replays in one transaction: by hand)
+	DELETE FROM pg_temp.clickstream_step_events;
 END
 $$;
 

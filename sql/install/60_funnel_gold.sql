@@ -129,6 +129,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM clickstream.scratch_renew();
 	-- the sessions a step removed (sign -1) and wrote (+1), whole: the
 	-- funnel tables and the marts (70_marts.sql) take what they count
 	IF to_regclass('pg_temp.clickstream_session_delta') IS NULL THEN

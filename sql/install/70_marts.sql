@@ -860,6 +860,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM clickstream.scratch_renew();
 	IF to_regclass('pg_temp.clickstream_session_keys') IS NOT NULL THEN
 		RETURN;
 	END IF;

@@ -120,6 +120,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM clickstream.scratch_renew();
 	-- tables of an older layout (before last_tid and tid) are made again
 	IF to_regclass('pg_temp.clickstream_dirty') IS NOT NULL
 	   AND NOT EXISTS (SELECT 1 FROM pg_attribute

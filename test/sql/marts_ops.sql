@@ -157,6 +157,14 @@ FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1;
 SELECT reason, detail, kafka_offset FROM clickstream.dead_letters WHERE reason = 'rejected_by_silver';
 SELECT event_id, user_id FROM clickstream.events WHERE event_id IN ('t7', 't8') ORDER BY 1;
 DROP TRIGGER tidy ON clickstream.events;
+-- a column of the user's on events: the rows go through COPY (which fills
+-- its default) and are read back
+ALTER TABLE clickstream.events ADD COLUMN note text DEFAULT 'mine';
+SELECT feed_events(2, ARRAY[ev('t9', 'tia', '2026-04-10T11:05:00Z', 'page_view', 'category=Books')]);
+CALL clickstream.refresh();
+SELECT gold_bad();
+SELECT event_id, category, note FROM clickstream.events WHERE event_id = 't9';
+ALTER TABLE clickstream.events DROP COLUMN note;
 
 -- A zone where local midnight happens twice (America/Havana, 1 November
 -- 2026: 01:00 CDT back to 00:00 CST): a session of the day's first hour
