@@ -19,7 +19,8 @@
  *	  3. writes event_ids in id order, which also tells the ids promoted
  *	     before (writer.c); creates the partitions of the days left; writes
  *	     events by day, user and time (and the same tuples to the session's
- *	     pg_temp.clickstream_step_events, for gold), touched (one row per
+ *	     pg_temp.clickstream_step_events, for gold; those a trigger may have
+ *	     changed are read back from silver), touched (one row per
  *	     day and user), and the rejected rows to dead_letters with one INSERT ... SELECT
  *	     FROM unnest() per chunk.  No per-row SPI.
  *
@@ -62,6 +63,7 @@
 #include "util.h"
 
 PG_FUNCTION_INFO_V1(clickstream_promote_rows);
+PG_FUNCTION_INFO_V1(clickstream_in_transaction_block);
 
 /* Dead letters are inserted in chunks of at most this many rows or bytes. */
 #define REFRESH_DEAD_CHUNK_ROWS 10000
@@ -853,4 +855,16 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 	MemoryContextDelete(step.cxt);
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_nulls)));
+}
+
+/*
+ * clickstream.in_transaction_block() RETURNS boolean
+ *
+ * Is the caller inside a transaction block (after BEGIN)?  refresh() asks
+ * before its first COMMIT, to refuse with a hint.
+ */
+Datum
+clickstream_in_transaction_block(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(IsTransactionBlock());
 }

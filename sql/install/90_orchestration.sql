@@ -31,6 +31,16 @@
 -- of its transactions sets pg_catalog, pg_temp locally first (and every
 -- reference is qualified besides).
 
+CREATE FUNCTION clickstream.in_transaction_block()
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'clickstream_in_transaction_block';
+
+COMMENT ON FUNCTION clickstream.in_transaction_block() IS
+'Internal: whether the caller is inside a transaction block (after BEGIN); clickstream.refresh(), which commits per step, refuses to start there with a hint.';
+
+REVOKE ALL ON FUNCTION clickstream.in_transaction_block() FROM PUBLIC;
+
 CREATE PROCEDURE clickstream.refresh(max_steps integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -58,6 +68,11 @@ BEGIN
 		RAISE EXCEPTION 'max_steps must be at least 1, not %', max_steps;
 	END IF;
 	-- Fails at once inside a transaction block, before anything is locked.
+	IF clickstream.in_transaction_block() THEN
+		RAISE EXCEPTION 'clickstream.refresh() cannot run inside a transaction block'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'It commits after every step: CALL it on its own, not after BEGIN (in psql, with AUTOCOMMIT on).';
+	END IF;
 	COMMIT;
 
 	-- The claim: one transaction.  A cancel here rolls it back whole.  A
