@@ -862,6 +862,18 @@ AS $$
 BEGIN
 	PERFORM clickstream.scratch_renew();
 	IF to_regclass('pg_temp.clickstream_session_keys') IS NOT NULL THEN
+		-- (emptied at commit; a second step in one transaction, two
+		-- replay_dead_letters() by hand, found the first one's rows)
+		DELETE FROM pg_temp.clickstream_day_delta;
+		DELETE FROM pg_temp.clickstream_hour_delta;
+		DELETE FROM pg_temp.clickstream_user_day_delta;
+		DELETE FROM pg_temp.clickstream_session_keys;
+		DELETE FROM pg_temp.clickstream_user_delta;
+		DELETE FROM pg_temp.clickstream_new_days;
+		DELETE FROM pg_temp.clickstream_user_firsts;
+		DELETE FROM pg_temp.clickstream_active_delta;
+		DELETE FROM pg_temp.clickstream_cohort_delta;
+		DELETE FROM pg_temp.clickstream_order_delta;
 		RETURN;
 	END IF;
 	-- additions to daily_metrics and hourly_metrics, summed when applied

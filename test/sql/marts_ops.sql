@@ -166,6 +166,29 @@ SELECT gold_bad();
 SELECT event_id, category, note FROM clickstream.events WHERE event_id = 't9';
 ALTER TABLE clickstream.events DROP COLUMN note;
 
+-- Two replays in one transaction: the second added the first one's events
+-- to the marts again (the step's events were only emptied at commit)
+SELECT feed_events(2, ARRAY[
+	ev('r1', 'rex', '2026-04-11T10:00:00Z', 'purchase', 'price=7', 'category=Books'),
+	ev('r2', 'rex', '2026-04-11 10:05:00', 'page_view', 'category=Books')]);
+CALL clickstream.refresh();
+SELECT reason, count(*) FROM clickstream.dead_letters
+WHERE reason IN ('purchase_without_order', 'timestamp_without_zone') GROUP BY 1 ORDER BY 1;
+ALTER SYSTEM SET clickstream.require_order_id = off;
+ALTER SYSTEM SET clickstream.timestamp_without_zone = 'utc';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+BEGIN;
+SELECT replayed, promoted FROM clickstream.replay_dead_letters(only_reason => 'purchase_without_order');
+SELECT replayed, promoted FROM clickstream.replay_dead_letters(only_reason => 'timestamp_without_zone');
+COMMIT;
+SELECT gold_bad();
+SELECT day, events, orders, revenue FROM clickstream.daily_metrics WHERE day = '2026-04-11';
+ALTER SYSTEM RESET clickstream.require_order_id;
+ALTER SYSTEM RESET clickstream.timestamp_without_zone;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+
 -- A zone where local midnight happens twice (America/Havana, 1 November
 -- 2026: 01:00 CDT back to 00:00 CST): a session of the day's first hour
 -- kept its first touch when a late event merged two later sessions of the
