@@ -340,6 +340,9 @@ typedef struct RefreshTouched
 	int32		events;
 } RefreshTouched;
 
+/* refresh.c: an SPI array argument */
+extern Datum RefreshArray(Datum *values, bool *nulls, int n, Oid type);
+
 /* writer.c */
 #define WRITER_EVENT_COLUMNS 25
 extern TupleDesc WriterEventsDesc(void);

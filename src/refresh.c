@@ -567,7 +567,7 @@ RefreshCreatePartitions(RefreshEvent **by_day, int64 n)
 }
 
 /* Build a one-dimensional array of the given type (NULL where nulls). */
-static Datum
+Datum
 RefreshArray(Datum *values, bool *nulls, int n, Oid type)
 {
 	int16		typlen;
@@ -658,12 +658,11 @@ static void
 RefreshWriteRows(void *arg, int64 lo, int64 hi)
 {
 	RefreshIsolate *ri = arg;
-
-	int64		copied;
+	int64		written;
 
 	WriterIds(ri->by_day + lo, hi - lo);
-	copied = WriterEvents(ri->by_day + lo, hi - lo);
-	(void) WriterStepEvents(ri->by_day + lo, hi - lo, copied);
+	written = WriterEvents(ri->by_day + lo, hi - lo);
+	(void) WriterStepEvents(ri->by_day + lo, hi - lo, written);
 }
 
 /* IsolateWriter.refused: mark by_day[i] and keep it for dead_letters. */
@@ -758,7 +757,7 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 	int64		n;
 	int64		kept;
 	int64		promoted = 0;
-	int64		copied;
+	int64		written;
 	int64		duplicates;
 	int64		ntouched;
 	int			partitions;
@@ -813,8 +812,8 @@ clickstream_promote_rows(PG_FUNCTION_ARGS)
 		by_day = RefreshSortedByDay(&step, &sorted, &kept);
 		partitions = RefreshCreatePartitions(by_day, kept);
 		MemoryContextSwitchTo(step.cxt);
-		copied = WriterEvents(by_day, kept);
-		promoted = kept - WriterStepEvents(by_day, kept, copied);
+		written = WriterEvents(by_day, kept);
+		promoted = kept - WriterStepEvents(by_day, kept, written);
 		RefreshWriteDead(step.dead, step.ndead);
 	}
 	else

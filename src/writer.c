@@ -22,9 +22,9 @@
  * or skip those rows, so gold's copy of them is read back from silver by
  * the keys they were written with (event_date, user_id, ts, event_id); a
  * trigger that changed a key fails the write (a row error: the step is
- * redone by halves and that event is refused).  Rows of a table without
- * triggers (a foreign partition, one with a column of the user's) are
- * written by COPY as they are, and not read back.
+ * redone by halves and that event is refused).  Rows of a partition
+ * without triggers that still takes COPY (a foreign one, one whose columns
+ * are in another order) are written as they are, and not read back.
  *
  * Deduplication against history happens while event_ids is written: the
  * primary key is checked as the entry is inserted (UNIQUE_CHECK_PARTIAL, as
@@ -883,17 +883,7 @@ WriterReadBack(RefreshEvent **events, int64 n, int64 expected)
 	if (m == 0)
 		return 0;
 	for (int c = 0; c < 6; c++)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		int			dims[1] = {(int) (c == 5 ? ndays : m)};
-		int			lbs[1] = {1};
-
-		get_typlenbyvalalign(elemtypes[c], &typlen, &typbyval, &typalign);
-		args[c] = PointerGetDatum(construct_md_array(values[c], NULL, 1, dims, lbs, elemtypes[c],
-													 typlen, typbyval, typalign));
-	}
+		args[c] = RefreshArray(values[c], NULL, (int) (c == 5 ? ndays : m), elemtypes[c]);
 
 	/* the extension's columns (a user's own columns of events stay out) */
 	initStringInfo(&columns);
