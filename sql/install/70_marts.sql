@@ -97,9 +97,12 @@ AS $$ SELECT pg_catalog.round(part OPERATOR(pg_catalog./) nullif(whole, 0::numer
 COMMENT ON FUNCTION clickstream.rate(numeric, numeric) IS
 'part / whole rounded to 4 decimals, NULL when whole is 0 or NULL: every rate of the marts.';
 
+-- traffic_key and audience_key are STABLE, as jsonb_build_array is: the planner inlines
+-- them into the statements that call them once per session.  Declared IMMUTABLE they
+-- were not inlined, and each call ran as a function of its own (three times the time).
 CREATE FUNCTION clickstream.traffic_key(utm_source text, utm_medium text, utm_campaign text)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
 	SELECT pg_catalog.jsonb_build_array(clickstream.label(utm_source, '(direct)'), clickstream.label(utm_medium, '(none)'),
 							 clickstream.label(utm_campaign, '(none)'))::text
@@ -110,7 +113,7 @@ COMMENT ON FUNCTION clickstream.traffic_key(text, text, text) IS
 
 CREATE FUNCTION clickstream.audience_key(country text, device text)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
 	SELECT pg_catalog.jsonb_build_array(clickstream.label(country, '(not set)'), clickstream.label(device, '(not set)'))::text
 $$;
