@@ -713,6 +713,12 @@ SessAdd(SessState *st, const text *user, TimestampTz ts, const text *event_id,
 	Size		size;
 	SessRec    *rec;
 
+	/* an empty utm_source or utm_campaign is none, as in the marts */
+	if (utm_source != NULL && VARSIZE_ANY_EXHDR(utm_source) == 0)
+		utm_source = NULL;
+	if (utm_campaign != NULL && VARSIZE_ANY_EXHDR(utm_campaign) == 0)
+		utm_campaign = NULL;
+
 	/*
 	 * Input grouped by user (silver is written sorted by user, minute by
 	 * minute) comes as runs of one user: those need no hashing.

@@ -208,6 +208,26 @@ CALL clickstream.refresh();
 SELECT gold_bad();
 SELECT day, utm_source, sessions, users FROM clickstream.traffic_daily
 WHERE day = '2026-11-01' ORDER BY 2;
+
+-- A zone whose clocks skip less than an hour (Pacific/Chatham, 27 September
+-- 2026 local: 02:45 to 03:45): local hours 3 (its last 15 minutes) and 4
+-- are one row of hourly_metrics.  A user in both, seen in two refreshes,
+-- was counted twice there; a third refresh in the row adds nobody
+ALTER SYSTEM SET clickstream.timezone = 'Pacific/Chatham';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT feed_events(3, ARRAY[ev('c1', 'cha', '2026-09-26T14:05:00Z', 'page_view')]);
+CALL clickstream.refresh();
+SELECT feed_events(3, ARRAY[ev('c2', 'cha', '2026-09-26T14:20:00Z', 'page_view'),
+	ev('c3', 'chb', '2026-09-26T14:20:00Z', 'page_view')]);
+CALL clickstream.refresh();
+SELECT gold_bad();
+SELECT feed_events(3, ARRAY[ev('c4', 'chb', '2026-09-26T14:10:00Z', 'page_view'),
+	ev('c5', 'cha', '2026-09-26T15:10:00Z', 'page_view')]);
+CALL clickstream.refresh();
+SELECT gold_bad();
+SELECT hour, day, events, users FROM clickstream.hourly_metrics
+WHERE day = '2026-09-27' ORDER BY 1;
 ALTER SYSTEM RESET clickstream.timezone;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);

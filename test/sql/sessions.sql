@@ -56,6 +56,7 @@ SELECT * FROM show('SELECT * FROM ev', ', split_at_midnight => true');
 
 -- campaign: an event with another (utm_source, utm_campaign) than the
 -- session's first event starts a new session; events without any continue
+-- (an empty string is none: c7 continues, and c8 is c6's campaign)
 TRUNCATE ev;
 INSERT INTO ev VALUES
  ('camp', '2026-01-01 10:00Z', 'c1', NULL, NULL),
@@ -63,7 +64,9 @@ INSERT INTO ev VALUES
  ('camp', '2026-01-01 10:02Z', 'c3', NULL, NULL),
  ('camp', '2026-01-01 10:03Z', 'c4', 'google', 'spring'),
  ('camp', '2026-01-01 10:04Z', 'c5', 'google', NULL),
- ('camp', '2026-01-01 10:05Z', 'c6', NULL, 'spring');
+ ('camp', '2026-01-01 10:05Z', 'c6', NULL, 'spring'),
+ ('camp', '2026-01-01 10:06Z', 'c7', '', ''),
+ ('camp', '2026-01-01 10:07Z', 'c8', '', 'spring');
 SELECT * FROM show('SELECT * FROM ev');
 SELECT * FROM show('SELECT * FROM ev', ', split_on_campaign => true');
 
