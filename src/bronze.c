@@ -90,6 +90,7 @@ typedef struct BronzePart
 	int64		messages;
 	int64		bytes;
 	bool		stale;
+	bool		behind;			/* Kafka served offsets below the stored position */
 	int64		stored;
 } BronzePart;
 
@@ -663,9 +664,10 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 			ereport(WARNING,
 					(errmsg("clickstream: %s[%d]: Kafka served offset " INT64_FORMAT " below the stored position " INT64_FORMAT "; not writing it",
 							topic, part->partition, part->first_offset, stored),
-					 errdetail("The stored position may be beyond the end of the partition (topic recreated, unclean leader election)."),
-					 errhint("If the topic was recreated, delete its rows from clickstream.ingest_positions and clickstream.watermarks.")));
+					 errdetail("The stored position may be beyond the end of the partition (topic recreated, broker replaced, unclean leader election). Nothing of this partition is written until Kafka serves the stored position."),
+					 errhint("If the topic was recreated: set clickstream.enabled = off and reload, delete the topic's rows from clickstream.ingest_positions and clickstream.watermarks, then set it on again; consumption restarts at clickstream.start_offset.")));
 			part->stale = true;
+			part->behind = true;
 			batch->any_stale = true;
 		}
 
@@ -1013,6 +1015,7 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 		res[i].messages = part->messages;
 		res[i].bytes = part->bytes;
 		res[i].stale = part->stale;
+		res[i].behind = part->behind;
 		res[i].stored_offset = part->stored;
 		if (!part->stale)
 		{

@@ -182,6 +182,7 @@ extern bool KafkaOptionsFileChanged(void);
 extern bool KafkaPoll(int timeout_ms, KafkaMessage *msg);
 extern void KafkaCommit(const KafkaPosition *positions, int n);
 extern void KafkaSeek(int32 partition, int64 offset);
+extern void KafkaSeekStart(int32 partition);
 extern int64 KafkaHighWatermark(int32 partition);
 extern void KafkaPauseAll(bool pause);
 extern bool KafkaQueryHighWatermarks(const int32 *partitions, int n, int64 *highs,
@@ -202,6 +203,7 @@ typedef struct BronzePartitionResult
 	int64		messages;
 	int64		bytes;
 	bool		stale;			/* another consumer had moved the position */
+	bool		behind;			/* or Kafka served offsets below it */
 	int64		stored_offset;	/* the position found when stale */
 } BronzePartitionResult;
 

@@ -930,6 +930,14 @@ KafkaSeek(int32 partition, int64 offset)
 	rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Restart a partition at clickstream.start_offset (it has no stored position). */
+void
+KafkaSeekStart(int32 partition)
+{
+	KafkaSeek(partition, cs_start_offset == START_OFFSET_LATEST ?
+			  RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING);
+}
+
 /*
  * Pause fetching the assigned partitions, or resume those paused.  A paused
  * partition fetches nothing and its prefetched messages are dropped

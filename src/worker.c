@@ -311,15 +311,40 @@ WorkerFlush(void)
 		{
 			KafkaPosition pos = {res[i].partition, -1};
 
-			ereport(WARNING,
-					(errmsg("clickstream consumer %d: %s[%d] was moved by another consumer; %lld messages not written",
-							my_consumer, open_topic, res[i].partition,
-							(long long) res[i].messages),
-					 errdetail("The stored position is %lld; this consumer resumes from there.",
-							   (long long) res[i].stored_offset)));
+			/* (bronze.c warned, with what to do) */
+			if (res[i].behind)
+				StatusWorkerError(my_consumer, res[i].partition,
+								  "Kafka served offsets below the stored position %lld (topic recreated?); nothing written",
+								  (long long) res[i].stored_offset);
+			else if (res[i].stored_offset < 0)
+				ereport(WARNING,
+						(errmsg("clickstream consumer %d: %s[%d] has no stored position any more; %lld messages not written",
+								my_consumer, open_topic, res[i].partition,
+								(long long) res[i].messages),
+						 errdetail("Its row of clickstream.ingest_positions was deleted while the partition was read; it resumes at clickstream.start_offset.")));
+			else
+				ereport(WARNING,
+						(errmsg("clickstream consumer %d: %s[%d] was moved by another consumer; %lld messages not written",
+								my_consumer, open_topic, res[i].partition,
+								(long long) res[i].messages),
+						 errdetail("The stored position is %lld; this consumer resumes from there.",
+								   (long long) res[i].stored_offset)));
+
+			/*
+			 * Resume from the stored position; without one (its row was
+			 * deleted), from clickstream.start_offset, as a partition never
+			 * read starts.
+			 */
 			BronzeLoadPositions(open_topic, &pos, 1);
 			if (pos.offset >= 0)
 				KafkaSeek(pos.partition, pos.offset);
+			else
+			{
+				ereport(LOG,
+						(errmsg("clickstream consumer %d: %s[%d] has no stored position; resuming at clickstream.start_offset",
+								my_consumer, open_topic, res[i].partition)));
+				KafkaSeekStart(pos.partition);
+			}
 			continue;
 		}
 		commit[ncommit].partition = res[i].partition;

@@ -20,7 +20,13 @@ SELECT
 	coalesce(p.next_offset, wm.durable_offset) AS committed_offset,
 	wm.durable_offset,
 	w.high_watermark,
-	greatest(w.high_watermark - coalesce(p.next_offset, wm.durable_offset, w.next_offset), 0) AS lag,
+	-- NULL, not 0, when the position is past the end of the partition as
+	-- the broker reported it after the last batch (a sample taken before it
+	-- may be behind by that batch)
+	CASE WHEN w.high_watermark >= coalesce(p.next_offset, wm.durable_offset, w.next_offset)
+		THEN w.high_watermark - coalesce(p.next_offset, wm.durable_offset, w.next_offset)
+		WHEN w.high_watermark_at > coalesce(w.last_batch_at, p.updated_at, '-infinity') THEN NULL
+		ELSE 0 END AS lag,
 	coalesce(w.messages_per_sec, 0) AS messages_per_sec,
 	coalesce(w.bytes_per_sec, 0) AS bytes_per_sec,
 	coalesce(w.last_batch_at, p.updated_at) AS last_batch_at,
@@ -44,7 +50,7 @@ COMMENT ON COLUMN clickstream.status.consumer IS 'Worker the partition is assign
 COMMENT ON COLUMN clickstream.status.committed_offset IS 'Next offset to consume, stored with the bronze rows (clickstream.ingest_positions).';
 COMMENT ON COLUMN clickstream.status.durable_offset IS 'Durable watermark: every message below it is in silver or dead_letters (clickstream.watermarks).';
 COMMENT ON COLUMN clickstream.status.high_watermark IS 'Offset after the last message of the partition, as the broker last reported it (asked every 2 seconds by the worker, whether or not it writes; see high_watermark_at).';
-COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset; as old as high_watermark_at.';
+COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset; as old as high_watermark_at. NULL when the committed position is past the high watermark (the topic was recreated, or the broker lost messages): last_error says so.';
 COMMENT ON COLUMN clickstream.status.messages_per_sec IS 'Messages ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.bytes_per_sec IS 'Payload bytes ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.last_batch_at IS 'Commit time of the last batch of the partition.';
