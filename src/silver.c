@@ -758,6 +758,45 @@ SilverPresent(const JsonValue *v)
 }
 
 /*
+ * Read a price or quantity sent as a string that holds exactly a JSON number
+ * (after unescaping): the field becomes that number, read by the same rules
+ * as one sent as a number.  Returns false, the payload rejected, when the
+ * string holds anything else.
+ */
+static bool
+SilverStringNumber(SilverEvent *ev, int f, SilverRow *row)
+{
+	JsonValue  *v = &ev->fields[f];
+	const char *p;
+	int			len;
+	JsonScan	scan;
+	JsonValue	num;
+
+	SilverValueBytes(v, &row->scratch, &p, &len);
+	JsonScanStart(&scan, p, len);
+	if (len > 0 && (*p == '-' || isdigit((unsigned char) *p)) &&
+		JsonScanValue(&scan, &num, 0) && scan.p == scan.end)
+	{
+		if (v->escaped)
+		{
+			/* scratch is reused before the value is read: keep a copy */
+			num.start = pnstrdup(p, len);
+			num.end = num.start + len;
+		}
+		*v = num;
+		return true;
+	}
+	if (scan.error != NULL && strcmp(scan.reason, "number_out_of_range") == 0)
+		SilverReject(row, "number_out_of_range", "field %s holds a number with too many digits or too large an exponent",
+					 SilverFieldName(ev, f));
+	else
+		SilverReject(row, "wrong_type", "field %s must be %s or a string holding one, not %.*s",
+					 SilverFieldName(ev, f), f == F_PRICE ? "a number" : "an integer",
+					 SilverExcerpt(v), v->start);
+	return false;
+}
+
+/*
  * Validate the fields' presence, types and lengths: required fields present,
  * not null, not empty (event_id may be missing when it is derived); each
  * field of its type.  A null optional field is marked absent.  Returns false
@@ -810,15 +849,19 @@ SilverCheckFields(SilverEvent *ev, SilverRow *row, SilverValues *values)
 			if (v->kind != JV_STRING && v->kind != JV_NUMBER)
 				expected = "a string (ISO-8601) or a number (epoch)";
 		}
-		else if (f == F_PRICE)
+		else if (f == F_PRICE || f == F_QUANTITY)
 		{
+			if (v->kind == JV_STRING && v->end - v->start == 2)
+			{
+				/* an empty cell of a CSV export: absent */
+				v->kind = JV_NONE;
+				continue;
+			}
+			if (v->kind == JV_STRING && !SilverStringNumber(ev, f, row))
+				return false;
 			if (v->kind != JV_NUMBER)
-				expected = "a number";
-		}
-		else if (f == F_QUANTITY)
-		{
-			if (v->kind != JV_NUMBER)
-				expected = "an integer";
+				expected = f == F_PRICE ? "a number or a string holding one" :
+					"an integer or a string holding one";
 		}
 		else if (v->kind != JV_STRING && !(v->kind == JV_NUMBER && v->integral))
 			expected = "a string or an integer";

@@ -113,6 +113,36 @@ FROM (VALUES (1, '2'), (2, '2.0'), (3, '2e0'), (4, '20e-1'), (5, '0.2E+1'), (6, 
 	 LATERAL p(e(',"quantity":' || q)) x
 ORDER BY n;
 
+-- price and quantity as strings holding exactly a JSON number (CSV exports),
+-- read by the same rules as numbers; "" is an empty cell: absent
+SELECT n, (x).reason, (x).detail, (x).price, (x).quantity, (x).revenue
+FROM (VALUES
+ (1, p(e(',"price":"35.79","quantity":"2"'))),
+ (2, p(e(',"price":"3579e-2","quantity":"20e-1"'))),
+ (3, p(e(',"price":"\u0033\u0035.790","quantity":"\u0032"'))),
+ (4, p(e(',"price":"","quantity":""'))),
+ (5, p(e(',"price":"0","quantity":"2147483647"'))),
+ (6, p(e(',"price":"abc"'))),
+ (7, p(e(',"price":" 1"'))),
+ (8, p(e(',"price":"1 "'))),
+ (9, p(e(',"price":"+1"'))),
+ (10, p(e(',"price":"0x1A"'))),
+ (11, p(e(',"price":"01"'))),
+ (12, p(e(',"price":".5"'))),
+ (13, p(e(',"price":"1."'))),
+ (14, p(e(',"price":"-"'))),
+ (15, p(e(',"price":"-1"'))),
+ (16, p(e(',"price":"1000000000000000.01"'))),
+ (17, p(e(',"price":"1e2000"'))),
+ (18, p(e(',"price":true'))),
+ (19, p(e(',"quantity":"2.5"'))),
+ (20, p(e(',"quantity":"0"'))),
+ (21, p(e(',"quantity":"NaN"'))),
+ (22, p(e(',"quantity":[2]'))),
+ (23, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":"2026-01-15T10:00:00Z","order_id":"o1","price":"12.50","quantity":"3"}')),
+ (24, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":"2026-01-15T10:00:00Z","order_id":"o1","price":"","quantity":"3"}'))
+) v(n, x) ORDER BY n;
+
 -- purchases: a price is required; an order_id too (by default), which may be an integer
 SELECT n, (x).reason, (x).detail, (x).order_id, (x).price, (x).revenue
 FROM (VALUES
@@ -209,6 +239,10 @@ SELECT n, reason, event_id, event_id = derived(user_id, ts, event_type, product_
 FROM ids ORDER BY n;
 SELECT count(DISTINCT event_id) AS ids, count(*) FILTER (WHERE event_id = (SELECT event_id FROM ids WHERE n = 1)) AS same_as_1
 FROM ids;
+-- a price or quantity sent as a string holding a number: the same id
+SELECT (p('{"type":"view","userId":541312140,"event_time":"2019-10-01 00:00:04 UTC","product_id":44600062,"price":"35.790","quantity":"2"}')).event_id
+	 = (p('{"type":"view","userId":541312140,"event_time":"2019-10-01 00:00:04 UTC","product_id":44600062,"price":35.79,"quantity":2}')).event_id
+	AS same_id;
 -- inputs of every length from one to four SHA-256 blocks (the padding's cases)
 SELECT count(*) AS ids, count(DISTINCT (x).event_id) AS distinct_ids,
 	   count(*) FILTER (WHERE (x).event_id = derived((x).user_id, (x).ts, (x).event_type, (x).product_id,

@@ -17,7 +17,7 @@ INSERT INTO cases VALUES
  (9,  convert_to('{"event_id":"a","event_type":"page_view","user_id":null,"ts":"2026-01-15T10:00:00Z"}', 'UTF8')),
  (10, convert_to('{"event_id":"a","event_type":"page_view","user_id":{"id":1},"ts":"2026-01-15T10:00:00Z"}', 'UTF8')),
  (11, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":true}', 'UTF8')),
- (12, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":"12.50"}', 'UTF8')),
+ (12, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":"12.50 EUR"}', 'UTF8')),
  (13, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","quantity":1.5}', 'UTF8')),
  (14, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":-3.5}', 'UTF8')),
  (15, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","quantity":0}', 'UTF8')),
