@@ -32,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -55,6 +56,14 @@ PG_FUNCTION_INFO_V1(clickstream_parse_event);
 #define SILVER_ID_HASH_BYTES 16
 /* In a derived id's input, a field that is absent (never valid UTF-8). */
 #define SILVER_ID_ABSENT '\xff'
+/*
+ * Epoch times accepted, in microseconds since 1970-01-01 UTC: 1e14 to 1e17
+ * (1e11 to 1e14 ms, 1e8 to 1e11 s), 1973-03-03 09:46:40 to 5138-11-16
+ * 09:46:40 UTC.  Its ends are 1000 times apart, as the units are: a number
+ * sent in another unit than clickstream.epoch_unit falls outside.
+ */
+#define SILVER_EPOCH_MIN_US INT64CONST(100000000000000)
+#define SILVER_EPOCH_MAX_US INT64CONST(100000000000000000)
 
 #define SILVER_KEY(name) name, sizeof(name) - 1
 
@@ -111,7 +120,8 @@ typedef enum SilverTs
 {
 	SILVER_TS_OK,
 	SILVER_TS_INVALID,
-	SILVER_TS_NO_ZONE			/* valid, but without a zone, and refused */
+	SILVER_TS_NO_ZONE,			/* valid, but without a zone, and refused */
+	SILVER_TS_EPOCH_RANGE		/* an epoch number outside the accepted times */
 } SilverTs;
 
 static pg_tz *SilverTimezone(void);
@@ -326,11 +336,11 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
  * exactly: its value times 10^scale, truncated toward zero, as a magnitude
  * (*result) and a sign (*negative); *exact says that nothing was truncated.
  * Returns false when the text is not such a number or the magnitude is above
- * limit.  Never goes through a double.
+ * limit (then *too_large is true).  Never goes through a double.
  */
 static bool
 SilverDecimal(const char *p, const char *end, int scale, int64 limit,
-			  int64 *result, bool *negative, bool *exact)
+			  int64 *result, bool *negative, bool *exact, bool *too_large)
 {
 	const char *ip;
 	const char *fp = NULL;
@@ -343,6 +353,7 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 
 	*negative = false;
 	*exact = true;
+	*too_large = false;
 	if (p < end && *p == '-')
 		*negative = true, p++;
 	ip = p;
@@ -389,7 +400,7 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 		if (i < kept)
 		{
 			if (acc > (limit - d) / 10)
-				return false;
+				return !(*too_large = true);
 			acc = acc * 10 + d;
 		}
 		else if (d != 0)
@@ -398,37 +409,66 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 	for (int64 i = 0; i < shift && acc != 0; i++)
 	{
 		if (acc > limit / 10)
-			return false;
+			return !(*too_large = true);
 		acc *= 10;
 	}
 	*result = acc;
 	return true;
 }
 
+/* Microseconds per unit of clickstream.epoch_unit, as a power of ten. */
+static const int silver_epoch_scale[] = {[EPOCH_UNIT_MS] = 3,[EPOCH_UNIT_S] = 6,[EPOCH_UNIT_US] = 0};
+
 /*
- * Turn an epoch number (the text of a JSON number, or of a string holding
- * one) in clickstream.epoch_unit into a timestamp within years 1..9999.
- * Read exactly; fractions of a microsecond are truncated toward zero.
+ * Read an epoch number (the text of a JSON number, or of a string holding
+ * one) in unit as microseconds since 1970-01-01 UTC, exactly; fractions of a
+ * microsecond are truncated toward zero.  Returns false when the text is no
+ * number; *in_years is false when it is outside years 1..9999.
  */
 static bool
-SilverEpoch(const char *p, const char *end, TimestampTz *result)
+SilverEpochMicros(const char *p, const char *end, int unit, int64 *us, bool *in_years)
 {
 	/* 0001-01-01 and 10000-01-01 in Unix epoch microseconds */
 	const int64 lo = INT64CONST(62135596800000000);
 	const int64 hi = INT64CONST(253402300800000000);
-	static const int scale[] = {[EPOCH_UNIT_MS] = 3,[EPOCH_UNIT_S] = 6,[EPOCH_UNIT_US] = 0};
-	int64		us;
 	bool		negative;
 	bool		exact;
+	bool		too_large;
 
-	if (!SilverDecimal(p, end, scale[cs_epoch_unit], hi, &us, &negative, &exact))
-		return false;
-	if (negative ? us > lo : us >= hi)
-		return false;
+	*in_years = false;
+	if (!SilverDecimal(p, end, silver_epoch_scale[unit], hi, us, &negative, &exact, &too_large))
+		return too_large;
+	if (negative ? *us > lo : *us >= hi)
+		return true;
 	if (negative)
-		us = -us;
-	*result = us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+		*us = -*us;
+	*in_years = true;
 	return true;
+}
+
+/* A timestamp from microseconds since 1970-01-01 UTC. */
+static inline TimestampTz
+SilverFromUnixMicros(int64 us)
+{
+	return us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+}
+
+/*
+ * Turn an epoch number in clickstream.epoch_unit into a timestamp, when it
+ * is within the accepted times (SILVER_EPOCH_MIN_US to SILVER_EPOCH_MAX_US).
+ */
+static SilverTs
+SilverEpoch(const char *p, const char *end, TimestampTz *result)
+{
+	int64		us;
+	bool		in_years;
+
+	if (!SilverEpochMicros(p, end, cs_epoch_unit, &us, &in_years))
+		return SILVER_TS_INVALID;
+	if (!in_years || us < SILVER_EPOCH_MIN_US || us >= SILVER_EPOCH_MAX_US)
+		return SILVER_TS_EPOCH_RANGE;
+	*result = SilverFromUnixMicros(us);
+	return SILVER_TS_OK;
 }
 
 /* Read the ts value: an ISO-8601 string, or an epoch number (or string of one). */
@@ -439,7 +479,7 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 	const char *end;
 
 	if (v->kind != JV_STRING)
-		return SilverEpoch(v->start, v->end, result) ? SILVER_TS_OK : SILVER_TS_INVALID;
+		return SilverEpoch(v->start, v->end, result);
 	if (v->escaped)
 	{
 		JsonUnescape(v, scratch);
@@ -451,16 +491,21 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 		p = v->start + 1;
 		end = v->end - 1;
 	}
-	if (end > p && (isdigit((unsigned char) *p) || *p == '-') && SilverEpoch(p, end, result))
-		return SILVER_TS_OK;
+	if (end > p && (isdigit((unsigned char) *p) || *p == '-'))
+	{
+		SilverTs	epoch = SilverEpoch(p, end, result);
+
+		if (epoch != SILVER_TS_INVALID)
+			return epoch;
+	}
 	return SilverParseIso(p, end, result);
 }
 
-/* The name of clickstream.epoch_unit, for messages. */
+/* The name of a clickstream.epoch_unit, for messages. */
 static const char *
-SilverEpochUnitName(void)
+SilverEpochUnitName(int unit)
 {
-	switch (cs_epoch_unit)
+	switch (unit)
 	{
 		case EPOCH_UNIT_S:
 			return "seconds";
@@ -886,6 +931,60 @@ SilverCheckFields(SilverEvent *ev, SilverRow *row, SilverValues *values)
 	return true;
 }
 
+/* A timestamp in ISO style and UTC, for messages, whatever DateStyle says. */
+static char *
+SilverIsoText(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[MAXDATELEN + 1];
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup("(out of range)");
+	tm.tm_isdst = 0;			/* print the zone: +00 */
+	EncodeDateTime(&tm, fsec, true, 0, NULL, USE_ISO_DATES, buf);
+	return pstrdup(buf);
+}
+
+/*
+ * The detail of an epoch ts outside the accepted times: what it is in
+ * clickstream.epoch_unit, and the unit it fits, if one does.
+ */
+static char *
+SilverEpochDetail(const JsonValue *v, SilverRow *row)
+{
+	static const char *const units[] = {[EPOCH_UNIT_MS] = "ms",[EPOCH_UNIT_S] = "s",[EPOCH_UNIT_US] = "us"};
+	StringInfoData detail;
+	const char *p;
+	int			len;
+	int64		us;
+	bool		in_years;
+
+	initStringInfo(&detail);
+	SilverValueBytes(v, &row->scratch, &p, &len);
+	appendStringInfo(&detail, "ts %.*s as %s ", SilverExcerpt(v), v->start,
+					 SilverEpochUnitName(cs_epoch_unit));
+	if (SilverEpochMicros(p, p + len, cs_epoch_unit, &us, &in_years) && in_years)
+		appendStringInfo(&detail, "is %s", SilverIsoText(SilverFromUnixMicros(us)));
+	else
+		appendStringInfoString(&detail, "is outside years 1 to 9999");
+	for (int unit = 0; unit < lengthof(units); unit++)
+	{
+		if (unit == cs_epoch_unit ||
+			!SilverEpochMicros(p, p + len, unit, &us, &in_years) || !in_years ||
+			us < SILVER_EPOCH_MIN_US || us >= SILVER_EPOCH_MAX_US)
+			continue;
+		appendStringInfo(&detail, "; as %s it is %s: set clickstream.epoch_unit = '%s'",
+						 SilverEpochUnitName(unit), SilverIsoText(SilverFromUnixMicros(us)),
+						 units[unit]);
+		return detail.data;
+	}
+	appendStringInfo(&detail, ", outside the epoch times accepted in any unit (%s to %s): send it as an ISO-8601 string",
+					 SilverIsoText(SilverFromUnixMicros(SILVER_EPOCH_MIN_US)),
+					 SilverIsoText(SilverFromUnixMicros(SILVER_EPOCH_MAX_US)));
+	return detail.data;
+}
+
 /*
  * Validate the values of checked fields and derive what the row needs:
  * price and quantity in range (read exactly), the timestamp (not too far
@@ -934,7 +1033,8 @@ SilverCheckValues(SilverEvent *ev, SilverRow *row, SilverValues *values)
 		int64		q = 0;
 		bool		negative = false;
 		bool		exact = true;
-		bool		fits = SilverDecimal(v->start, v->end, 0, PG_INT32_MAX, &q, &negative, &exact);
+		bool		too_large;
+		bool		fits = SilverDecimal(v->start, v->end, 0, PG_INT32_MAX, &q, &negative, &exact, &too_large);
 
 		if (fits && !exact)
 		{
@@ -960,11 +1060,16 @@ SilverCheckValues(SilverEvent *ev, SilverRow *row, SilverValues *values)
 					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
 		return false;
 	}
+	if (ts == SILVER_TS_EPOCH_RANGE)
+	{
+		SilverReject(row, "invalid_timestamp", "%s", SilverEpochDetail(&fields[F_TS], row));
+		return false;
+	}
 	if (ts != SILVER_TS_OK)
 	{
 		SilverReject(row, "invalid_timestamp",
 					 "ts %.*s is neither ISO-8601 nor epoch %s (years 1 to 9999)",
-					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start, SilverEpochUnitName());
+					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start, SilverEpochUnitName(cs_epoch_unit));
 		return false;
 	}
 	if (values->ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)

@@ -105,6 +105,27 @@ FROM (VALUES
  (22, p(e(',"ts":"1569888004123 "')))
 ) v(n, x) ORDER BY n;
 
+-- epoch numbers must fall within 1973-03-03 09:46:40 and 5138-11-16 09:46:40
+-- UTC in clickstream.epoch_unit (1e11 to 1e14 ms): a number in another unit
+-- (seconds, microseconds) is refused, never misdated, and the detail names the
+-- unit it fits; ISO strings keep years 1 to 9999
+SELECT n, (x).reason, (x).detail, to_char((x).ts, 'YYYY-MM-DD HH24:MI:SS.US') AS ts_utc
+FROM (VALUES
+ (1, p(e(',"ts":1764496800'))),
+ (2, p(e(',"ts":"1764496800"'))),
+ (3, p(e(',"ts":1764496800.5'))),
+ (4, p(e(',"ts":1764496800000000'))),
+ (5, p(e(',"ts":0'))),
+ (6, p(e(',"ts":-1764496800000'))),
+ (7, p(e(',"ts":1e20'))),
+ (8, p(e(',"ts":100000000000'))),
+ (9, p(e(',"ts":99999999999.999'))),
+ (10, p(e(',"ts":99999999999999.999'))),
+ (11, p(e(',"ts":1e14'))),
+ (12, p(e(',"ts":"1950-06-01T00:00:00Z"'))),
+ (13, p(e(',"ts":"0001-01-01T00:00:00Z"')))
+) v(n, x) ORDER BY n;
+
 -- quantity: one exact rule, whatever the notation
 SELECT n, q, (x).reason, (x).detail, (x).quantity
 FROM (VALUES (1, '2'), (2, '2.0'), (3, '2e0'), (4, '20e-1'), (5, '0.2E+1'), (6, '2.0000000000000001'),
@@ -178,14 +199,14 @@ SELECT n, (x).reason, (x).detail, (x).user_id, to_char((x).ts, 'YYYY-MM-DD HH24:
 	   (x).event_type, (x).category, (x).attrs
 FROM (VALUES
  (1, p('{"event_id":"a","type":"view","userId":7,"event_time":"2019-10-01 00:00:04 UTC","category_code":"a.b"}')),
- (2, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"user_id":3,"timestamp":5,"event_time":6,"ts":null}')),
- (3, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"timestamp":5,"ts":7,"event_time":6}')),
- (4, p('{"event_id":"a","event_type":"page_view","user_id":null,"uid":"x","ts":1}')),
- (5, p('{"event_id":"a","event_type":"page_view","uid":"x","uid":"y","ts":1}')),
- (6, p('{"event_id":"a","event_type":"page_view","event\u005ftime":1,"UserId":"x","uid":"z"}')),
+ (2, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"user_id":3,"timestamp":1569888005,"event_time":1569888006,"ts":null}')),
+ (3, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"timestamp":1569888005,"ts":1569888007,"event_time":1569888006}')),
+ (4, p('{"event_id":"a","event_type":"page_view","user_id":null,"uid":"x","ts":1569888001}')),
+ (5, p('{"event_id":"a","event_type":"page_view","uid":"x","uid":"y","ts":1569888001}')),
+ (6, p('{"event_id":"a","event_type":"page_view","event\u005ftime":1569888001,"UserId":"x","uid":"z"}')),
  (7, p('{"event_id":"a","event_type":"page_view","user_id":"u","Event_Time":1}')),
- (8, p('{"event_id":"a","event_type":"page_view","userId":1.5,"ts":1}')),
- (9, p('{"event_id":"a","event_type":"page_view","userId":"","ts":1}')),
+ (8, p('{"event_id":"a","event_type":"page_view","userId":1.5,"ts":1569888001}')),
+ (9, p('{"event_id":"a","event_type":"page_view","userId":"","ts":1569888001}')),
  (10, p('{"event_id":"a","event_type":"page_view","uid":"u","event_time":"2019-10-01 00:00:04"}'))
 ) v(n, x) ORDER BY n;
 
@@ -193,22 +214,25 @@ FROM (VALUES
 -- purchase is a purchase
 SELECT n, (x).reason, (x).event_type, (x).revenue
 FROM (VALUES
- (1, p('{"event_id":"a","event_type":"view","user_id":"u","ts":1}')),
- (2, p('{"event_id":"a","event_type":"pageview","user_id":"u","ts":1}')),
- (3, p('{"event_id":"a","event_type":"cart","user_id":"u","ts":1}')),
- (4, p('{"event_id":"a","event_type":"remove_from_cart","user_id":"u","ts":1}')),
- (5, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1,"price":4,"order_id":"o"}')),
- (6, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1}')),
- (7, p('{"event_id":"a","event_type":"View","user_id":"u","ts":1}')),
- (8, p('{"event_id":"a","event_type":"vi\u0065w","user_id":"u","ts":1}'))
+ (1, p('{"event_id":"a","event_type":"view","user_id":"u","ts":1569888001}')),
+ (2, p('{"event_id":"a","event_type":"pageview","user_id":"u","ts":1569888001}')),
+ (3, p('{"event_id":"a","event_type":"cart","user_id":"u","ts":1569888001}')),
+ (4, p('{"event_id":"a","event_type":"remove_from_cart","user_id":"u","ts":1569888001}')),
+ (5, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1569888001,"price":4,"order_id":"o"}')),
+ (6, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1569888001}')),
+ (7, p('{"event_id":"a","event_type":"View","user_id":"u","ts":1569888001}')),
+ (8, p('{"event_id":"a","event_type":"vi\u0065w","user_id":"u","ts":1569888001}'))
 ) v(n, x) ORDER BY n;
 
 -- epoch seconds, exactly; a timestamp without zone read as UTC
 SELECT n, (x).reason, to_char((x).ts, 'YYYY-MM-DD HH24:MI:SS.US') AS ts_utc
 FROM (VALUES (1, p(e(',"ts":1569888004'))), (2, p(e(',"ts":1569888004.1234567'))),
 			 (3, p(e(',"ts":"1.569888004e9"'))), (4, p(e(',"ts":"2019-10-01 00:00:04"'))),
-			 (5, p(e(',"ts":"2019-10-01 00:00:04.5"'))), (6, p(e(',"ts":253402300800')))) v(n, x)
+			 (5, p(e(',"ts":"2019-10-01 00:00:04.5"'))), (6, p(e(',"ts":253402300800'))),
+			 (7, p(e(',"ts":1764496800000'))), (8, p(e(',"ts":99999999.999999'))),
+			 (9, p(e(',"ts":100000000')))) v(n, x)
 ORDER BY n;
+SELECT (p(e(',"ts":1764496800000'))).detail;
 
 -- derived event ids: deterministic, the documented SHA-256 (reproduced in
 -- SQL here), an event_id sent is kept, "" and null count as missing
@@ -248,7 +272,7 @@ SELECT count(*) AS ids, count(DISTINCT (x).event_id) AS distinct_ids,
 	   count(*) FILTER (WHERE (x).event_id = derived((x).user_id, (x).ts, (x).event_type, (x).product_id,
 													 (x).price, (x).quantity)) AS documented
 FROM generate_series(1, 220) n,
-	 LATERAL p(format('{"type":"view","uid":"%s","ts":%s,"product_id":7}', repeat('é', n % 3) || repeat('u', n), n)) x;
+	 LATERAL p(format('{"type":"view","uid":"%s","ts":%s,"product_id":7}', repeat('é', n % 3) || repeat('u', n), 1569888000 + n)) x;
 
 -- require_order_id off: a purchase without order_id is accepted (still not
 -- without a price)
@@ -258,9 +282,9 @@ SELECT pg_sleep(0.5);
 SHOW clickstream.require_order_id;
 SELECT n, (x).reason, (x).order_id, (x).revenue
 FROM (VALUES
- (1, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1,"price":3}')),
- (2, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1,"price":3,"order_id":""}')),
- (3, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1}'))
+ (1, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001,"price":3}')),
+ (2, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001,"price":3,"order_id":""}')),
+ (3, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001}'))
 ) v(n, x) ORDER BY n;
 
 -- time zone local: wall-clock time in clickstream.timezone
