@@ -88,15 +88,17 @@ const SilverFieldDef silver_fields[NUM_FIELDS] = {
 };
 
 /*
- * The known fields of one payload: each one's value and key as scanned, and
- * the rank of the name it came under (0: the canonical name, then the
- * aliases in the order of clickstream.field_aliases).
+ * The known fields of one payload: each one's value and key as scanned, the
+ * rank of the name it came under (0: the canonical name, then the aliases in
+ * the order of clickstream.field_aliases), and the path alias it was found
+ * through in a nested object (NULL: a member of the event object).
  */
 typedef struct SilverEvent
 {
 	JsonValue	fields[NUM_FIELDS];
 	JsonValue	keys[NUM_FIELDS];
 	int			ranks[NUM_FIELDS];
+	const char *paths[NUM_FIELDS];
 } SilverEvent;
 
 /* What the validation of an event derives, for the build. */
@@ -153,7 +155,7 @@ static struct
 	const SilverMap *map;		/* the map the guesses are about */
 	uint32		generation;		/* silver_field_map_generation it had */
 	int			prev;			/* slot of the previous key */
-	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + 2];	/* entry, or -1 */
+	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + SILVER_MAX_PREFIXES + 2];	/* entry, or -1 */
 }			silver_guess;
 
 /* Start guessing the keys of a new object. */
@@ -666,47 +668,122 @@ SilverAttr(SilverRow *row, const JsonValue *key, const JsonValue *value)
 }
 
 /*
- * Record a member of the event object: a field (under its name or an alias)
- * or one for attrs.  The same name twice: the last one wins, as in jsonb.
- * Two names of one field: a value wins over null, then the canonical name
- * over its aliases, then the alias listed first; the losing member, unless
- * null, is kept in attrs.
+ * Record the value of a field, found under entry's name: a member of the
+ * event object, or (path) a member of a nested object reached through a path
+ * alias.  The same name twice: the last one wins, as in jsonb.  Two names of
+ * one field: a value wins over null, then the canonical name over its
+ * aliases, then the alias listed first, then a member of the event object
+ * over a path (a key "properties.price" over properties.price); a losing
+ * member of the event object, unless null, is kept in attrs (a nested one is
+ * there already, in its object).
+ */
+static void
+SilverRecordField(SilverRow *row, SilverEvent *ev, const SilverMapEntry *entry,
+				  const JsonValue *key, const JsonValue *value, bool path)
+{
+	int			f = entry->field;
+	JsonValue  *held = &ev->fields[f];
+
+	/* ranks and paths are set only with a value */
+	if (held->kind != JV_NONE &&
+		(entry->rank != ev->ranks[f] || path != (ev->paths[f] != NULL)))
+	{
+		bool		held_path = ev->paths[f] != NULL;
+		bool		wins;
+
+		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
+			wins = held->kind == JV_NULL;
+		else if (entry->rank != ev->ranks[f])
+			wins = entry->rank < ev->ranks[f];
+		else
+			wins = !path;
+		if (!wins)
+		{
+			if (value->kind != JV_NULL && !path)
+				SilverAttr(row, key, value);
+			return;
+		}
+		if (held->kind != JV_NULL && !held_path)
+			SilverAttr(row, &ev->keys[f], held);
+	}
+	*held = *value;
+	ev->keys[f] = *key;
+	ev->ranks[f] = entry->rank;
+	ev->paths[f] = path ? entry->name : NULL;
+}
+
+/*
+ * Look into a nested object reached by the path (its pathlen bytes in a
+ * buffer of SILVER_MAX_ID_BYTES + 1) that some path alias starts with: record
+ * its members that a path alias names, and look into those that other
+ * paths go through.  The object was validated by the scan of the payload.
+ */
+static void
+SilverNested(SilverRow *row, SilverEvent *ev, char *path, int pathlen,
+			 const JsonValue *object)
+{
+	JsonScan	scan;
+	JsonValue	key,
+				value;
+
+	JsonScanStart(&scan, object->start, object->end - object->start);
+	JsonObjectBegin(&scan);
+	while (JsonObjectNext(&scan, &key, &value))
+	{
+		const SilverMapEntry *entry;
+		const char *name = key.start + 1;
+		int			len = key.end - key.start - 2;
+
+		if (key.escaped)
+		{
+			JsonUnescape(&key, &row->scratch);
+			name = row->scratch.data;
+			len = row->scratch.len;
+		}
+		/* no alias is longer than an identifier */
+		if (pathlen + 1 + len > SILVER_MAX_ID_BYTES)
+			continue;
+		path[pathlen] = '.';
+		memcpy(path + pathlen + 1, name, len);
+		entry = SilverMapFind(silver_guess.map, path, pathlen + 1 + len);
+		if (entry == NULL)
+			continue;
+		if (entry->field >= 0)
+			SilverRecordField(row, ev, entry, &key, &value, true);
+		if (entry->prefix && value.kind == JV_OBJECT)
+			SilverNested(row, ev, path, pathlen + 1 + len, &value);
+	}
+}
+
+/*
+ * Record a member of the event object: a field (under its name or an
+ * alias), or one for attrs; an object that path aliases go through is kept
+ * in attrs whole, and looked into.
  */
 static void
 SilverMember(SilverRow *row, SilverEvent *ev, const JsonValue *key,
 			 const JsonValue *value)
 {
 	const SilverMapEntry *entry = SilverLookupKey(key, &row->scratch);
-	JsonValue  *held;
-	int			f;
 
 	if (entry == NULL)
 	{
 		SilverAttr(row, key, value);
 		return;
 	}
-	f = entry->field;
-	held = &ev->fields[f];
-	if (held->kind != JV_NONE && entry->rank != ev->ranks[f])
+	if (unlikely(entry->prefix) && value->kind == JV_OBJECT)
 	{
-		bool		wins;
+		char		path[SILVER_MAX_ID_BYTES + 1];
 
-		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
-			wins = held->kind == JV_NULL;
-		else
-			wins = entry->rank < ev->ranks[f];
-		if (!wins)
-		{
-			if (value->kind != JV_NULL)
-				SilverAttr(row, key, value);
-			return;
-		}
-		if (held->kind != JV_NULL)
-			SilverAttr(row, &ev->keys[f], held);
+		memcpy(path, entry->name, entry->len);
+		SilverNested(row, ev, path, entry->len, value);
 	}
-	*held = *value;
-	ev->keys[f] = *key;
-	ev->ranks[f] = entry->rank;
+	if (entry->field < 0)
+	{
+		SilverAttr(row, key, value);
+		return;
+	}
+	SilverRecordField(row, ev, entry, key, value, false);
 }
 
 /*
@@ -789,6 +866,10 @@ SilverFieldName(const SilverEvent *ev, int f)
 
 	if (ev->fields[f].kind == JV_NONE || ev->ranks[f] == 0)
 		return psprintf("\"%s\"", silver_fields[f].name);
+	if (ev->paths[f] != NULL)
+		return psprintf("\"%s\" (sent as \"%.*s\")", silver_fields[f].name,
+						pg_mbcliplen(ev->paths[f], strlen(ev->paths[f]), SILVER_EXCERPT),
+						ev->paths[f]);
 	return psprintf("\"%s\" (sent as %.*s)", silver_fields[f].name,
 					pg_mbcliplen(key->start, key->end - key->start, SILVER_EXCERPT),
 					key->start);

@@ -210,6 +210,39 @@ FROM (VALUES
  (10, p('{"event_id":"a","event_type":"page_view","uid":"u","event_time":"2019-10-01 00:00:04"}'))
 ) v(n, x) ORDER BY n;
 
+-- path aliases (a dot): fields nested in objects, as Segment and RudderStack
+-- send them; the objects stay in attrs whole
+ALTER SYSTEM SET clickstream.field_aliases = 'event_id=messageId, event_type=event, user_id=userId|anonymousId, ts=timestamp, price=properties.price, quantity=properties.quantity, product_id=properties.product_id, order_id=properties.order_id, page_url=context.page.url, utm_source=context.campaign.source, category=properties.category|properties.product.category';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT n, (x).reason, (x).detail, (x).event_id, (x).user_id, (x).price, (x).quantity, (x).product_id,
+	   (x).order_id, (x).page_url, (x).utm_source, (x).category, (x).revenue, (x).attrs
+FROM (VALUES
+ (1, p('{"messageId":"m1","event":"Order Completed","userId":123,"timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1","price":9.99,"product_id":"p1"},"context":{"page":{"url":"https://x"},"campaign":{"source":"google"}}}')),
+ (2, p('{"messageId":"m2","event":"purchase","anonymousId":"a1","timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1","price":"2.50","quantity":"4"}}')),
+ (3, p('{"messageId":"m3","event":"purchase","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1"}}')),
+ (4, p('{"messageId":"m4","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":5,"context":[{"page":{"url":"https://x"}}]}')),
+ (5, p('{"messageId":"m5","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":"https://x","campaign":{"source":null}}}')),
+ (6, p('{"messageId":"m6","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":null},"price":null}')),
+ (7, p('{"messageId":"m7","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","price":1,"properties":{"price":2}}')),
+ (8, p('{"messageId":"m8","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":2},"price":null}')),
+ (9, p('{"messageId":"m9","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties.price":3,"properties":{"price":2}}')),
+ (10, p('{"messageId":"m10","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":2},"properties.price":3}')),
+ (11, p('{"messageId":"m11","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties.price":3}')),
+ (12, p('{"messageId":"m12","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","prop\u0065rties":{"pr\u0069ce":4,"price":5}}')),
+ (13, p('{"messageId":"m13","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"category":"c1","product":{"category":"c2"}}}')),
+ (14, p('{"messageId":"m14","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"product":{"category":"c2"},"category":null}}')),
+ (15, p('{"messageId":"m15","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":"abc"}}')),
+ (16, p('{"messageId":"m16","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":{"url":{"href":"https://x"}}}}')),
+ (17, p('{"event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"messageId":"m"}}')),
+ (18, p('{"messageId":"","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z"}'))
+) v(n, x) ORDER BY n;
+-- a missing field lists its path aliases
+SELECT (p('{"messageId":"m","event":"page","userId":"u"}')).detail;
+ALTER SYSTEM SET clickstream.field_aliases = 'ts=event_time|timestamp, user_id=userId|uid, category=category_code, event_type=type';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+
 -- event type aliases: silver stores the canonical type; an alias of
 -- purchase is a purchase
 SELECT n, (x).reason, (x).event_type, (x).revenue
