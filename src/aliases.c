@@ -228,7 +228,8 @@ AliasesMapAdd(SilverMap *map, const char *name, int len, int field, int rank,
 
 /*
  * Check hook of clickstream.field_aliases: build the map of every name of
- * the fields, the canonical ones (rank 0) and their aliases (rank 1, 2, ...).
+ * the fields, the canonical ones (rank 0) and their aliases (rank 1, 2, ...),
+ * and of the prefixes of the aliases that are paths (with a dot).
  */
 bool
 AliasesCheckFields(const char *value, void **extra)
@@ -238,6 +239,7 @@ AliasesCheckFields(const char *value, void **extra)
 	int			n = NUM_FIELDS;
 	Size		strbytes = 0;
 	int			given[NUM_FIELDS];
+	int			dots = 0;
 	SilverMap  *map;
 	char	   *strs;
 
@@ -277,8 +279,21 @@ AliasesCheckFields(const char *value, void **extra)
 			/* the name, and its place in the field's list of aliases */
 			strbytes += 2 * (strlen(items[i].aliases[a]) + 2);
 			n++;
+			/* a path: its prefixes before each dot */
+			for (const char *p = items[i].aliases[a]; *p; p++)
+				if (*p == '.')
+				{
+					strbytes += p - items[i].aliases[a] + 1;
+					dots++;
+				}
 		}
 	}
+	if (dots > SILVER_MAX_PREFIXES)
+	{
+		GUC_check_errdetail("The aliases have more than %d dots in all.", SILVER_MAX_PREFIXES);
+		return false;
+	}
+	n += dots;
 
 	map = AliasesMapAlloc(n, strbytes, &strs);
 	if (map == NULL)
@@ -320,6 +335,32 @@ AliasesCheckFields(const char *value, void **extra)
 		}
 		*strs++ = '\0';
 		map->aliases_of[f] = list;
+	}
+
+	/* the prefixes of the paths, once each, after every name */
+	for (int f = 0; f < NUM_FIELDS; f++)
+	{
+		if (given[f] < 0)
+			continue;
+		for (int a = 0; a < items[given[f]].naliases; a++)
+		{
+			const char *alias = items[given[f]].aliases[a];
+
+			for (const char *p = alias; *p; p++)
+			{
+				const SilverMapEntry *found;
+
+				if (*p != '.')
+					continue;
+				found = SilverMapFind(map, alias, p - alias);
+				if (found == NULL)
+				{
+					AliasesMapAdd(map, AliasesCopy(&strs, alias, p - alias), p - alias, -1, 0, NULL, 0);
+					found = &map->entries[map->nentries - 1];
+				}
+				map->entries[found - map->entries].prefix = true;
+			}
+		}
 	}
 	*extra = map;
 	return true;

@@ -32,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -55,6 +56,14 @@ PG_FUNCTION_INFO_V1(clickstream_parse_event);
 #define SILVER_ID_HASH_BYTES 16
 /* In a derived id's input, a field that is absent (never valid UTF-8). */
 #define SILVER_ID_ABSENT '\xff'
+/*
+ * Epoch times accepted, in microseconds since 1970-01-01 UTC: 1e14 to 1e17
+ * (1e11 to 1e14 ms, 1e8 to 1e11 s), 1973-03-03 09:46:40 to 5138-11-16
+ * 09:46:40 UTC.  Its ends are 1000 times apart, as the units are: a number
+ * sent in another unit than clickstream.epoch_unit falls outside.
+ */
+#define SILVER_EPOCH_MIN_US INT64CONST(100000000000000)
+#define SILVER_EPOCH_MAX_US INT64CONST(100000000000000000)
 
 #define SILVER_KEY(name) name, sizeof(name) - 1
 
@@ -79,15 +88,17 @@ const SilverFieldDef silver_fields[NUM_FIELDS] = {
 };
 
 /*
- * The known fields of one payload: each one's value and key as scanned, and
- * the rank of the name it came under (0: the canonical name, then the
- * aliases in the order of clickstream.field_aliases).
+ * The known fields of one payload: each one's value and key as scanned, the
+ * rank of the name it came under (0: the canonical name, then the aliases in
+ * the order of clickstream.field_aliases), and the path alias it was found
+ * through in a nested object (NULL: a member of the event object).
  */
 typedef struct SilverEvent
 {
 	JsonValue	fields[NUM_FIELDS];
 	JsonValue	keys[NUM_FIELDS];
 	int			ranks[NUM_FIELDS];
+	const char *paths[NUM_FIELDS];
 } SilverEvent;
 
 /* What the validation of an event derives, for the build. */
@@ -111,7 +122,8 @@ typedef enum SilverTs
 {
 	SILVER_TS_OK,
 	SILVER_TS_INVALID,
-	SILVER_TS_NO_ZONE			/* valid, but without a zone, and refused */
+	SILVER_TS_NO_ZONE,			/* valid, but without a zone, and refused */
+	SILVER_TS_EPOCH_RANGE		/* an epoch number outside the accepted times */
 } SilverTs;
 
 static pg_tz *SilverTimezone(void);
@@ -143,7 +155,7 @@ static struct
 	const SilverMap *map;		/* the map the guesses are about */
 	uint32		generation;		/* silver_field_map_generation it had */
 	int			prev;			/* slot of the previous key */
-	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + 2];	/* entry, or -1 */
+	int16		next[NUM_FIELDS + SILVER_MAX_NAMES + SILVER_MAX_PREFIXES + 2];	/* entry, or -1 */
 }			silver_guess;
 
 /* Start guessing the keys of a new object. */
@@ -326,11 +338,11 @@ SilverParseIso(const char *p, const char *end, TimestampTz *result)
  * exactly: its value times 10^scale, truncated toward zero, as a magnitude
  * (*result) and a sign (*negative); *exact says that nothing was truncated.
  * Returns false when the text is not such a number or the magnitude is above
- * limit.  Never goes through a double.
+ * limit (then *too_large is true).  Never goes through a double.
  */
 static bool
 SilverDecimal(const char *p, const char *end, int scale, int64 limit,
-			  int64 *result, bool *negative, bool *exact)
+			  int64 *result, bool *negative, bool *exact, bool *too_large)
 {
 	const char *ip;
 	const char *fp = NULL;
@@ -343,6 +355,7 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 
 	*negative = false;
 	*exact = true;
+	*too_large = false;
 	if (p < end && *p == '-')
 		*negative = true, p++;
 	ip = p;
@@ -389,7 +402,7 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 		if (i < kept)
 		{
 			if (acc > (limit - d) / 10)
-				return false;
+				return !(*too_large = true);
 			acc = acc * 10 + d;
 		}
 		else if (d != 0)
@@ -398,37 +411,66 @@ SilverDecimal(const char *p, const char *end, int scale, int64 limit,
 	for (int64 i = 0; i < shift && acc != 0; i++)
 	{
 		if (acc > limit / 10)
-			return false;
+			return !(*too_large = true);
 		acc *= 10;
 	}
 	*result = acc;
 	return true;
 }
 
+/* Microseconds per unit of clickstream.epoch_unit, as a power of ten. */
+static const int silver_epoch_scale[] = {[EPOCH_UNIT_MS] = 3,[EPOCH_UNIT_S] = 6,[EPOCH_UNIT_US] = 0};
+
 /*
- * Turn an epoch number (the text of a JSON number, or of a string holding
- * one) in clickstream.epoch_unit into a timestamp within years 1..9999.
- * Read exactly; fractions of a microsecond are truncated toward zero.
+ * Read an epoch number (the text of a JSON number, or of a string holding
+ * one) in unit as microseconds since 1970-01-01 UTC, exactly; fractions of a
+ * microsecond are truncated toward zero.  Returns false when the text is no
+ * number; *in_years is false when it is outside years 1..9999.
  */
 static bool
-SilverEpoch(const char *p, const char *end, TimestampTz *result)
+SilverEpochMicros(const char *p, const char *end, int unit, int64 *us, bool *in_years)
 {
 	/* 0001-01-01 and 10000-01-01 in Unix epoch microseconds */
 	const int64 lo = INT64CONST(62135596800000000);
 	const int64 hi = INT64CONST(253402300800000000);
-	static const int scale[] = {[EPOCH_UNIT_MS] = 3,[EPOCH_UNIT_S] = 6,[EPOCH_UNIT_US] = 0};
-	int64		us;
 	bool		negative;
 	bool		exact;
+	bool		too_large;
 
-	if (!SilverDecimal(p, end, scale[cs_epoch_unit], hi, &us, &negative, &exact))
-		return false;
-	if (negative ? us > lo : us >= hi)
-		return false;
+	*in_years = false;
+	if (!SilverDecimal(p, end, silver_epoch_scale[unit], hi, us, &negative, &exact, &too_large))
+		return too_large;
+	if (negative ? *us > lo : *us >= hi)
+		return true;
 	if (negative)
-		us = -us;
-	*result = us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+		*us = -*us;
+	*in_years = true;
 	return true;
+}
+
+/* A timestamp from microseconds since 1970-01-01 UTC. */
+static inline TimestampTz
+SilverFromUnixMicros(int64 us)
+{
+	return us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+}
+
+/*
+ * Turn an epoch number in clickstream.epoch_unit into a timestamp, when it
+ * is within the accepted times (SILVER_EPOCH_MIN_US to SILVER_EPOCH_MAX_US).
+ */
+static SilverTs
+SilverEpoch(const char *p, const char *end, TimestampTz *result)
+{
+	int64		us;
+	bool		in_years;
+
+	if (!SilverEpochMicros(p, end, cs_epoch_unit, &us, &in_years))
+		return SILVER_TS_INVALID;
+	if (!in_years || us < SILVER_EPOCH_MIN_US || us >= SILVER_EPOCH_MAX_US)
+		return SILVER_TS_EPOCH_RANGE;
+	*result = SilverFromUnixMicros(us);
+	return SILVER_TS_OK;
 }
 
 /* Read the ts value: an ISO-8601 string, or an epoch number (or string of one). */
@@ -439,7 +481,7 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 	const char *end;
 
 	if (v->kind != JV_STRING)
-		return SilverEpoch(v->start, v->end, result) ? SILVER_TS_OK : SILVER_TS_INVALID;
+		return SilverEpoch(v->start, v->end, result);
 	if (v->escaped)
 	{
 		JsonUnescape(v, scratch);
@@ -451,16 +493,21 @@ SilverParseTs(const JsonValue *v, StringInfo scratch, TimestampTz *result)
 		p = v->start + 1;
 		end = v->end - 1;
 	}
-	if (end > p && (isdigit((unsigned char) *p) || *p == '-') && SilverEpoch(p, end, result))
-		return SILVER_TS_OK;
+	if (end > p && (isdigit((unsigned char) *p) || *p == '-'))
+	{
+		SilverTs	epoch = SilverEpoch(p, end, result);
+
+		if (epoch != SILVER_TS_INVALID)
+			return epoch;
+	}
 	return SilverParseIso(p, end, result);
 }
 
-/* The name of clickstream.epoch_unit, for messages. */
+/* The name of a clickstream.epoch_unit, for messages. */
 static const char *
-SilverEpochUnitName(void)
+SilverEpochUnitName(int unit)
 {
-	switch (cs_epoch_unit)
+	switch (unit)
 	{
 		case EPOCH_UNIT_S:
 			return "seconds";
@@ -621,47 +668,122 @@ SilverAttr(SilverRow *row, const JsonValue *key, const JsonValue *value)
 }
 
 /*
- * Record a member of the event object: a field (under its name or an alias)
- * or one for attrs.  The same name twice: the last one wins, as in jsonb.
- * Two names of one field: a value wins over null, then the canonical name
- * over its aliases, then the alias listed first; the losing member, unless
- * null, is kept in attrs.
+ * Record the value of a field, found under entry's name: a member of the
+ * event object, or (path) a member of a nested object reached through a path
+ * alias.  The same name twice: the last one wins, as in jsonb.  Two names of
+ * one field: a value wins over null, then the canonical name over its
+ * aliases, then the alias listed first, then a member of the event object
+ * over a path (a key "properties.price" over properties.price); a losing
+ * member of the event object, unless null, is kept in attrs (a nested one is
+ * there already, in its object).
+ */
+static void
+SilverRecordField(SilverRow *row, SilverEvent *ev, const SilverMapEntry *entry,
+				  const JsonValue *key, const JsonValue *value, bool path)
+{
+	int			f = entry->field;
+	JsonValue  *held = &ev->fields[f];
+
+	/* ranks and paths are set only with a value */
+	if (held->kind != JV_NONE &&
+		(entry->rank != ev->ranks[f] || path != (ev->paths[f] != NULL)))
+	{
+		bool		held_path = ev->paths[f] != NULL;
+		bool		wins;
+
+		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
+			wins = held->kind == JV_NULL;
+		else if (entry->rank != ev->ranks[f])
+			wins = entry->rank < ev->ranks[f];
+		else
+			wins = !path;
+		if (!wins)
+		{
+			if (value->kind != JV_NULL && !path)
+				SilverAttr(row, key, value);
+			return;
+		}
+		if (held->kind != JV_NULL && !held_path)
+			SilverAttr(row, &ev->keys[f], held);
+	}
+	*held = *value;
+	ev->keys[f] = *key;
+	ev->ranks[f] = entry->rank;
+	ev->paths[f] = path ? entry->name : NULL;
+}
+
+/*
+ * Look into a nested object reached by the path (its pathlen bytes in a
+ * buffer of SILVER_MAX_ID_BYTES + 1) that some path alias starts with: record
+ * its members that a path alias names, and look into those that other
+ * paths go through.  The object was validated by the scan of the payload.
+ */
+static void
+SilverNested(SilverRow *row, SilverEvent *ev, char *path, int pathlen,
+			 const JsonValue *object)
+{
+	JsonScan	scan;
+	JsonValue	key,
+				value;
+
+	JsonScanStart(&scan, object->start, object->end - object->start);
+	JsonObjectBegin(&scan);
+	while (JsonObjectNext(&scan, &key, &value))
+	{
+		const SilverMapEntry *entry;
+		const char *name = key.start + 1;
+		int			len = key.end - key.start - 2;
+
+		if (key.escaped)
+		{
+			JsonUnescape(&key, &row->scratch);
+			name = row->scratch.data;
+			len = row->scratch.len;
+		}
+		/* no alias is longer than an identifier */
+		if (pathlen + 1 + len > SILVER_MAX_ID_BYTES)
+			continue;
+		path[pathlen] = '.';
+		memcpy(path + pathlen + 1, name, len);
+		entry = SilverMapFind(silver_guess.map, path, pathlen + 1 + len);
+		if (entry == NULL)
+			continue;
+		if (entry->field >= 0)
+			SilverRecordField(row, ev, entry, &key, &value, true);
+		if (entry->prefix && value.kind == JV_OBJECT)
+			SilverNested(row, ev, path, pathlen + 1 + len, &value);
+	}
+}
+
+/*
+ * Record a member of the event object: a field (under its name or an
+ * alias), or one for attrs; an object that path aliases go through is kept
+ * in attrs whole, and looked into.
  */
 static void
 SilverMember(SilverRow *row, SilverEvent *ev, const JsonValue *key,
 			 const JsonValue *value)
 {
 	const SilverMapEntry *entry = SilverLookupKey(key, &row->scratch);
-	JsonValue  *held;
-	int			f;
 
 	if (entry == NULL)
 	{
 		SilverAttr(row, key, value);
 		return;
 	}
-	f = entry->field;
-	held = &ev->fields[f];
-	if (held->kind != JV_NONE && entry->rank != ev->ranks[f])
+	if (unlikely(entry->prefix) && value->kind == JV_OBJECT)
 	{
-		bool		wins;
+		char		path[SILVER_MAX_ID_BYTES + 1];
 
-		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
-			wins = held->kind == JV_NULL;
-		else
-			wins = entry->rank < ev->ranks[f];
-		if (!wins)
-		{
-			if (value->kind != JV_NULL)
-				SilverAttr(row, key, value);
-			return;
-		}
-		if (held->kind != JV_NULL)
-			SilverAttr(row, &ev->keys[f], held);
+		memcpy(path, entry->name, entry->len);
+		SilverNested(row, ev, path, entry->len, value);
 	}
-	*held = *value;
-	ev->keys[f] = *key;
-	ev->ranks[f] = entry->rank;
+	if (entry->field < 0)
+	{
+		SilverAttr(row, key, value);
+		return;
+	}
+	SilverRecordField(row, ev, entry, key, value, false);
 }
 
 /*
@@ -744,6 +866,10 @@ SilverFieldName(const SilverEvent *ev, int f)
 
 	if (ev->fields[f].kind == JV_NONE || ev->ranks[f] == 0)
 		return psprintf("\"%s\"", silver_fields[f].name);
+	if (ev->paths[f] != NULL)
+		return psprintf("\"%s\" (sent as \"%.*s\")", silver_fields[f].name,
+						pg_mbcliplen(ev->paths[f], strlen(ev->paths[f]), SILVER_EXCERPT),
+						ev->paths[f]);
 	return psprintf("\"%s\" (sent as %.*s)", silver_fields[f].name,
 					pg_mbcliplen(key->start, key->end - key->start, SILVER_EXCERPT),
 					key->start);
@@ -755,6 +881,45 @@ SilverPresent(const JsonValue *v)
 {
 	return v->kind != JV_NONE && v->kind != JV_NULL &&
 		!(v->kind == JV_STRING && v->end - v->start == 2);
+}
+
+/*
+ * Read a price or quantity sent as a string that holds exactly a JSON number
+ * (after unescaping): the field becomes that number, read by the same rules
+ * as one sent as a number.  Returns false, the payload rejected, when the
+ * string holds anything else.
+ */
+static bool
+SilverStringNumber(SilverEvent *ev, int f, SilverRow *row)
+{
+	JsonValue  *v = &ev->fields[f];
+	const char *p;
+	int			len;
+	JsonScan	scan;
+	JsonValue	num;
+
+	SilverValueBytes(v, &row->scratch, &p, &len);
+	JsonScanStart(&scan, p, len);
+	if (len > 0 && (*p == '-' || isdigit((unsigned char) *p)) &&
+		JsonScanValue(&scan, &num, 0) && scan.p == scan.end)
+	{
+		if (v->escaped)
+		{
+			/* scratch is reused before the value is read: keep a copy */
+			num.start = pnstrdup(p, len);
+			num.end = num.start + len;
+		}
+		*v = num;
+		return true;
+	}
+	if (scan.error != NULL && strcmp(scan.reason, "number_out_of_range") == 0)
+		SilverReject(row, "number_out_of_range", "field %s holds a number with too many digits or too large an exponent",
+					 SilverFieldName(ev, f));
+	else
+		SilverReject(row, "wrong_type", "field %s must be %s or a string holding one, not %.*s",
+					 SilverFieldName(ev, f), f == F_PRICE ? "a number" : "an integer",
+					 SilverExcerpt(v), v->start);
+	return false;
 }
 
 /*
@@ -810,15 +975,19 @@ SilverCheckFields(SilverEvent *ev, SilverRow *row, SilverValues *values)
 			if (v->kind != JV_STRING && v->kind != JV_NUMBER)
 				expected = "a string (ISO-8601) or a number (epoch)";
 		}
-		else if (f == F_PRICE)
+		else if (f == F_PRICE || f == F_QUANTITY)
 		{
+			if (v->kind == JV_STRING && v->end - v->start == 2)
+			{
+				/* an empty cell of a CSV export: absent */
+				v->kind = JV_NONE;
+				continue;
+			}
+			if (v->kind == JV_STRING && !SilverStringNumber(ev, f, row))
+				return false;
 			if (v->kind != JV_NUMBER)
-				expected = "a number";
-		}
-		else if (f == F_QUANTITY)
-		{
-			if (v->kind != JV_NUMBER)
-				expected = "an integer";
+				expected = f == F_PRICE ? "a number or a string holding one" :
+					"an integer or a string holding one";
 		}
 		else if (v->kind != JV_STRING && !(v->kind == JV_NUMBER && v->integral))
 			expected = "a string or an integer";
@@ -841,6 +1010,60 @@ SilverCheckFields(SilverEvent *ev, SilverRow *row, SilverValues *values)
 		}
 	}
 	return true;
+}
+
+/* A timestamp in ISO style and UTC, for messages, whatever DateStyle says. */
+static char *
+SilverIsoText(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[MAXDATELEN + 1];
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup("(out of range)");
+	tm.tm_isdst = 0;			/* print the zone: +00 */
+	EncodeDateTime(&tm, fsec, true, 0, NULL, USE_ISO_DATES, buf);
+	return pstrdup(buf);
+}
+
+/*
+ * The detail of an epoch ts outside the accepted times: what it is in
+ * clickstream.epoch_unit, and the unit it fits, if one does.
+ */
+static char *
+SilverEpochDetail(const JsonValue *v, SilverRow *row)
+{
+	static const char *const units[] = {[EPOCH_UNIT_MS] = "ms",[EPOCH_UNIT_S] = "s",[EPOCH_UNIT_US] = "us"};
+	StringInfoData detail;
+	const char *p;
+	int			len;
+	int64		us;
+	bool		in_years;
+
+	initStringInfo(&detail);
+	SilverValueBytes(v, &row->scratch, &p, &len);
+	appendStringInfo(&detail, "ts %.*s as %s ", SilverExcerpt(v), v->start,
+					 SilverEpochUnitName(cs_epoch_unit));
+	if (SilverEpochMicros(p, p + len, cs_epoch_unit, &us, &in_years) && in_years)
+		appendStringInfo(&detail, "is %s", SilverIsoText(SilverFromUnixMicros(us)));
+	else
+		appendStringInfoString(&detail, "is outside years 1 to 9999");
+	for (int unit = 0; unit < lengthof(units); unit++)
+	{
+		if (unit == cs_epoch_unit ||
+			!SilverEpochMicros(p, p + len, unit, &us, &in_years) || !in_years ||
+			us < SILVER_EPOCH_MIN_US || us >= SILVER_EPOCH_MAX_US)
+			continue;
+		appendStringInfo(&detail, "; as %s it is %s: set clickstream.epoch_unit = '%s'",
+						 SilverEpochUnitName(unit), SilverIsoText(SilverFromUnixMicros(us)),
+						 units[unit]);
+		return detail.data;
+	}
+	appendStringInfo(&detail, ", outside the epoch times accepted in any unit (%s to %s): send it as an ISO-8601 string",
+					 SilverIsoText(SilverFromUnixMicros(SILVER_EPOCH_MIN_US)),
+					 SilverIsoText(SilverFromUnixMicros(SILVER_EPOCH_MAX_US)));
+	return detail.data;
 }
 
 /*
@@ -891,7 +1114,8 @@ SilverCheckValues(SilverEvent *ev, SilverRow *row, SilverValues *values)
 		int64		q = 0;
 		bool		negative = false;
 		bool		exact = true;
-		bool		fits = SilverDecimal(v->start, v->end, 0, PG_INT32_MAX, &q, &negative, &exact);
+		bool		too_large;
+		bool		fits = SilverDecimal(v->start, v->end, 0, PG_INT32_MAX, &q, &negative, &exact, &too_large);
 
 		if (fits && !exact)
 		{
@@ -917,11 +1141,16 @@ SilverCheckValues(SilverEvent *ev, SilverRow *row, SilverValues *values)
 					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start);
 		return false;
 	}
+	if (ts == SILVER_TS_EPOCH_RANGE)
+	{
+		SilverReject(row, "invalid_timestamp", "%s", SilverEpochDetail(&fields[F_TS], row));
+		return false;
+	}
 	if (ts != SILVER_TS_OK)
 	{
 		SilverReject(row, "invalid_timestamp",
 					 "ts %.*s is neither ISO-8601 nor epoch %s (years 1 to 9999)",
-					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start, SilverEpochUnitName());
+					 SilverExcerpt(&fields[F_TS]), fields[F_TS].start, SilverEpochUnitName(cs_epoch_unit));
 		return false;
 	}
 	if (values->ts > GetCurrentTransactionStartTimestamp() + (int64) cs_max_clock_skew * USECS_PER_SEC)

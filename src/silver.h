@@ -14,6 +14,8 @@
 #define SILVER_MAX_ID_BYTES 512
 /* Most names a setting may give (a map is looked up by hash: any size is fast). */
 #define SILVER_MAX_NAMES 1000
+/* Most path prefixes (dots in all the aliases) field aliases may have. */
+#define SILVER_MAX_PREFIXES 1000
 
 /* The known keys of the event format, in the order of silver_fields. */
 typedef enum SilverField
@@ -37,7 +39,10 @@ extern const SilverFieldDef silver_fields[NUM_FIELDS];
 
 /*
  * A name of a map: a key of the payload naming a field (field aliases), or
- * an event type naming a canonical one (event type aliases).
+ * an event type naming a canonical one (event type aliases).  A field alias
+ * with a dot is also a path into nested objects (properties.price): each of
+ * its prefixes before a dot is an entry marked prefix, of no field (-1)
+ * unless it is also a name.
  */
 typedef struct SilverMapEntry
 {
@@ -45,6 +50,7 @@ typedef struct SilverMapEntry
 	int			len;
 	int			field;			/* field aliases: the field it names */
 	int			rank;			/* 0: the canonical name, then the aliases */
+	bool		prefix;			/* field aliases: a path alias starts with name. */
 	const char *value;			/* event type aliases: the canonical type */
 	int			value_len;
 } SilverMapEntry;

@@ -105,6 +105,27 @@ FROM (VALUES
  (22, p(e(',"ts":"1569888004123 "')))
 ) v(n, x) ORDER BY n;
 
+-- epoch numbers must fall within 1973-03-03 09:46:40 and 5138-11-16 09:46:40
+-- UTC in clickstream.epoch_unit (1e11 to 1e14 ms): a number in another unit
+-- (seconds, microseconds) is refused, never misdated, and the detail names the
+-- unit it fits; ISO strings keep years 1 to 9999
+SELECT n, (x).reason, (x).detail, to_char((x).ts, 'YYYY-MM-DD HH24:MI:SS.US') AS ts_utc
+FROM (VALUES
+ (1, p(e(',"ts":1764496800'))),
+ (2, p(e(',"ts":"1764496800"'))),
+ (3, p(e(',"ts":1764496800.5'))),
+ (4, p(e(',"ts":1764496800000000'))),
+ (5, p(e(',"ts":0'))),
+ (6, p(e(',"ts":-1764496800000'))),
+ (7, p(e(',"ts":1e20'))),
+ (8, p(e(',"ts":100000000000'))),
+ (9, p(e(',"ts":99999999999.999'))),
+ (10, p(e(',"ts":99999999999999.999'))),
+ (11, p(e(',"ts":1e14'))),
+ (12, p(e(',"ts":"1950-06-01T00:00:00Z"'))),
+ (13, p(e(',"ts":"0001-01-01T00:00:00Z"')))
+) v(n, x) ORDER BY n;
+
 -- quantity: one exact rule, whatever the notation
 SELECT n, q, (x).reason, (x).detail, (x).quantity
 FROM (VALUES (1, '2'), (2, '2.0'), (3, '2e0'), (4, '20e-1'), (5, '0.2E+1'), (6, '2.0000000000000001'),
@@ -112,6 +133,36 @@ FROM (VALUES (1, '2'), (2, '2.0'), (3, '2e0'), (4, '20e-1'), (5, '0.2E+1'), (6, 
 			 (12, '2147483648'), (13, '1e30'), (14, '-0.0'), (15, '12.5e-1')) q(n, q),
 	 LATERAL p(e(',"quantity":' || q)) x
 ORDER BY n;
+
+-- price and quantity as strings holding exactly a JSON number (CSV exports),
+-- read by the same rules as numbers; "" is an empty cell: absent
+SELECT n, (x).reason, (x).detail, (x).price, (x).quantity, (x).revenue
+FROM (VALUES
+ (1, p(e(',"price":"35.79","quantity":"2"'))),
+ (2, p(e(',"price":"3579e-2","quantity":"20e-1"'))),
+ (3, p(e(',"price":"\u0033\u0035.790","quantity":"\u0032"'))),
+ (4, p(e(',"price":"","quantity":""'))),
+ (5, p(e(',"price":"0","quantity":"2147483647"'))),
+ (6, p(e(',"price":"abc"'))),
+ (7, p(e(',"price":" 1"'))),
+ (8, p(e(',"price":"1 "'))),
+ (9, p(e(',"price":"+1"'))),
+ (10, p(e(',"price":"0x1A"'))),
+ (11, p(e(',"price":"01"'))),
+ (12, p(e(',"price":".5"'))),
+ (13, p(e(',"price":"1."'))),
+ (14, p(e(',"price":"-"'))),
+ (15, p(e(',"price":"-1"'))),
+ (16, p(e(',"price":"1000000000000000.01"'))),
+ (17, p(e(',"price":"1e2000"'))),
+ (18, p(e(',"price":true'))),
+ (19, p(e(',"quantity":"2.5"'))),
+ (20, p(e(',"quantity":"0"'))),
+ (21, p(e(',"quantity":"NaN"'))),
+ (22, p(e(',"quantity":[2]'))),
+ (23, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":"2026-01-15T10:00:00Z","order_id":"o1","price":"12.50","quantity":"3"}')),
+ (24, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":"2026-01-15T10:00:00Z","order_id":"o1","price":"","quantity":"3"}'))
+) v(n, x) ORDER BY n;
 
 -- purchases: a price is required; an order_id too (by default), which may be an integer
 SELECT n, (x).reason, (x).detail, (x).order_id, (x).price, (x).revenue
@@ -148,37 +199,73 @@ SELECT n, (x).reason, (x).detail, (x).user_id, to_char((x).ts, 'YYYY-MM-DD HH24:
 	   (x).event_type, (x).category, (x).attrs
 FROM (VALUES
  (1, p('{"event_id":"a","type":"view","userId":7,"event_time":"2019-10-01 00:00:04 UTC","category_code":"a.b"}')),
- (2, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"user_id":3,"timestamp":5,"event_time":6,"ts":null}')),
- (3, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"timestamp":5,"ts":7,"event_time":6}')),
- (4, p('{"event_id":"a","event_type":"page_view","user_id":null,"uid":"x","ts":1}')),
- (5, p('{"event_id":"a","event_type":"page_view","uid":"x","uid":"y","ts":1}')),
- (6, p('{"event_id":"a","event_type":"page_view","event\u005ftime":1,"UserId":"x","uid":"z"}')),
+ (2, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"user_id":3,"timestamp":1569888005,"event_time":1569888006,"ts":null}')),
+ (3, p('{"event_id":"a","event_type":"page_view","uid":1,"userId":2,"timestamp":1569888005,"ts":1569888007,"event_time":1569888006}')),
+ (4, p('{"event_id":"a","event_type":"page_view","user_id":null,"uid":"x","ts":1569888001}')),
+ (5, p('{"event_id":"a","event_type":"page_view","uid":"x","uid":"y","ts":1569888001}')),
+ (6, p('{"event_id":"a","event_type":"page_view","event\u005ftime":1569888001,"UserId":"x","uid":"z"}')),
  (7, p('{"event_id":"a","event_type":"page_view","user_id":"u","Event_Time":1}')),
- (8, p('{"event_id":"a","event_type":"page_view","userId":1.5,"ts":1}')),
- (9, p('{"event_id":"a","event_type":"page_view","userId":"","ts":1}')),
+ (8, p('{"event_id":"a","event_type":"page_view","userId":1.5,"ts":1569888001}')),
+ (9, p('{"event_id":"a","event_type":"page_view","userId":"","ts":1569888001}')),
  (10, p('{"event_id":"a","event_type":"page_view","uid":"u","event_time":"2019-10-01 00:00:04"}'))
 ) v(n, x) ORDER BY n;
+
+-- path aliases (a dot): fields nested in objects, as Segment and RudderStack
+-- send them; the objects stay in attrs whole
+ALTER SYSTEM SET clickstream.field_aliases = 'event_id=messageId, event_type=event, user_id=userId|anonymousId, ts=timestamp, price=properties.price, quantity=properties.quantity, product_id=properties.product_id, order_id=properties.order_id, page_url=context.page.url, utm_source=context.campaign.source, category=properties.category|properties.product.category';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT n, (x).reason, (x).detail, (x).event_id, (x).user_id, (x).price, (x).quantity, (x).product_id,
+	   (x).order_id, (x).page_url, (x).utm_source, (x).category, (x).revenue, (x).attrs
+FROM (VALUES
+ (1, p('{"messageId":"m1","event":"Order Completed","userId":123,"timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1","price":9.99,"product_id":"p1"},"context":{"page":{"url":"https://x"},"campaign":{"source":"google"}}}')),
+ (2, p('{"messageId":"m2","event":"purchase","anonymousId":"a1","timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1","price":"2.50","quantity":"4"}}')),
+ (3, p('{"messageId":"m3","event":"purchase","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"order_id":"o1"}}')),
+ (4, p('{"messageId":"m4","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":5,"context":[{"page":{"url":"https://x"}}]}')),
+ (5, p('{"messageId":"m5","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":"https://x","campaign":{"source":null}}}')),
+ (6, p('{"messageId":"m6","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":null},"price":null}')),
+ (7, p('{"messageId":"m7","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","price":1,"properties":{"price":2}}')),
+ (8, p('{"messageId":"m8","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":2},"price":null}')),
+ (9, p('{"messageId":"m9","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties.price":3,"properties":{"price":2}}')),
+ (10, p('{"messageId":"m10","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":2},"properties.price":3}')),
+ (11, p('{"messageId":"m11","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties.price":3}')),
+ (12, p('{"messageId":"m12","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","prop\u0065rties":{"pr\u0069ce":4,"price":5}}')),
+ (13, p('{"messageId":"m13","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"category":"c1","product":{"category":"c2"}}}')),
+ (14, p('{"messageId":"m14","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"product":{"category":"c2"},"category":null}}')),
+ (15, p('{"messageId":"m15","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":"abc"}}')),
+ (16, p('{"messageId":"m16","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":{"url":{"href":"https://x"}}}}')),
+ (17, p('{"event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"messageId":"m"}}')),
+ (18, p('{"messageId":"","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z"}'))
+) v(n, x) ORDER BY n;
+-- a missing field lists its path aliases
+SELECT (p('{"messageId":"m","event":"page","userId":"u"}')).detail;
+ALTER SYSTEM SET clickstream.field_aliases = 'ts=event_time|timestamp, user_id=userId|uid, category=category_code, event_type=type';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
 
 -- event type aliases: silver stores the canonical type; an alias of
 -- purchase is a purchase
 SELECT n, (x).reason, (x).event_type, (x).revenue
 FROM (VALUES
- (1, p('{"event_id":"a","event_type":"view","user_id":"u","ts":1}')),
- (2, p('{"event_id":"a","event_type":"pageview","user_id":"u","ts":1}')),
- (3, p('{"event_id":"a","event_type":"cart","user_id":"u","ts":1}')),
- (4, p('{"event_id":"a","event_type":"remove_from_cart","user_id":"u","ts":1}')),
- (5, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1,"price":4,"order_id":"o"}')),
- (6, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1}')),
- (7, p('{"event_id":"a","event_type":"View","user_id":"u","ts":1}')),
- (8, p('{"event_id":"a","event_type":"vi\u0065w","user_id":"u","ts":1}'))
+ (1, p('{"event_id":"a","event_type":"view","user_id":"u","ts":1569888001}')),
+ (2, p('{"event_id":"a","event_type":"pageview","user_id":"u","ts":1569888001}')),
+ (3, p('{"event_id":"a","event_type":"cart","user_id":"u","ts":1569888001}')),
+ (4, p('{"event_id":"a","event_type":"remove_from_cart","user_id":"u","ts":1569888001}')),
+ (5, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1569888001,"price":4,"order_id":"o"}')),
+ (6, p('{"event_id":"a","event_type":"order_completed","user_id":"u","ts":1569888001}')),
+ (7, p('{"event_id":"a","event_type":"View","user_id":"u","ts":1569888001}')),
+ (8, p('{"event_id":"a","event_type":"vi\u0065w","user_id":"u","ts":1569888001}'))
 ) v(n, x) ORDER BY n;
 
 -- epoch seconds, exactly; a timestamp without zone read as UTC
 SELECT n, (x).reason, to_char((x).ts, 'YYYY-MM-DD HH24:MI:SS.US') AS ts_utc
 FROM (VALUES (1, p(e(',"ts":1569888004'))), (2, p(e(',"ts":1569888004.1234567'))),
 			 (3, p(e(',"ts":"1.569888004e9"'))), (4, p(e(',"ts":"2019-10-01 00:00:04"'))),
-			 (5, p(e(',"ts":"2019-10-01 00:00:04.5"'))), (6, p(e(',"ts":253402300800')))) v(n, x)
+			 (5, p(e(',"ts":"2019-10-01 00:00:04.5"'))), (6, p(e(',"ts":253402300800'))),
+			 (7, p(e(',"ts":1764496800000'))), (8, p(e(',"ts":99999999.999999'))),
+			 (9, p(e(',"ts":100000000')))) v(n, x)
 ORDER BY n;
+SELECT (p(e(',"ts":1764496800000'))).detail;
 
 -- derived event ids: deterministic, the documented SHA-256 (reproduced in
 -- SQL here), an event_id sent is kept, "" and null count as missing
@@ -209,12 +296,16 @@ SELECT n, reason, event_id, event_id = derived(user_id, ts, event_type, product_
 FROM ids ORDER BY n;
 SELECT count(DISTINCT event_id) AS ids, count(*) FILTER (WHERE event_id = (SELECT event_id FROM ids WHERE n = 1)) AS same_as_1
 FROM ids;
+-- a price or quantity sent as a string holding a number: the same id
+SELECT (p('{"type":"view","userId":541312140,"event_time":"2019-10-01 00:00:04 UTC","product_id":44600062,"price":"35.790","quantity":"2"}')).event_id
+	 = (p('{"type":"view","userId":541312140,"event_time":"2019-10-01 00:00:04 UTC","product_id":44600062,"price":35.79,"quantity":2}')).event_id
+	AS same_id;
 -- inputs of every length from one to four SHA-256 blocks (the padding's cases)
 SELECT count(*) AS ids, count(DISTINCT (x).event_id) AS distinct_ids,
 	   count(*) FILTER (WHERE (x).event_id = derived((x).user_id, (x).ts, (x).event_type, (x).product_id,
 													 (x).price, (x).quantity)) AS documented
 FROM generate_series(1, 220) n,
-	 LATERAL p(format('{"type":"view","uid":"%s","ts":%s,"product_id":7}', repeat('é', n % 3) || repeat('u', n), n)) x;
+	 LATERAL p(format('{"type":"view","uid":"%s","ts":%s,"product_id":7}', repeat('é', n % 3) || repeat('u', n), 1569888000 + n)) x;
 
 -- require_order_id off: a purchase without order_id is accepted (still not
 -- without a price)
@@ -224,9 +315,9 @@ SELECT pg_sleep(0.5);
 SHOW clickstream.require_order_id;
 SELECT n, (x).reason, (x).order_id, (x).revenue
 FROM (VALUES
- (1, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1,"price":3}')),
- (2, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1,"price":3,"order_id":""}')),
- (3, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1}'))
+ (1, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001,"price":3}')),
+ (2, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001,"price":3,"order_id":""}')),
+ (3, p('{"event_id":"e","event_type":"purchase","user_id":"u","ts":1569888001}'))
 ) v(n, x) ORDER BY n;
 
 -- time zone local: wall-clock time in clickstream.timezone

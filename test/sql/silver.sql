@@ -17,7 +17,7 @@ INSERT INTO cases VALUES
  (9,  convert_to('{"event_id":"a","event_type":"page_view","user_id":null,"ts":"2026-01-15T10:00:00Z"}', 'UTF8')),
  (10, convert_to('{"event_id":"a","event_type":"page_view","user_id":{"id":1},"ts":"2026-01-15T10:00:00Z"}', 'UTF8')),
  (11, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":true}', 'UTF8')),
- (12, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":"12.50"}', 'UTF8')),
+ (12, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":"12.50 EUR"}', 'UTF8')),
  (13, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","quantity":1.5}', 'UTF8')),
  (14, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","price":-3.5}', 'UTF8')),
  (15, convert_to('{"event_id":"a","event_type":"page_view","user_id":"u","ts":"2026-01-15T10:00:00Z","quantity":0}', 'UTF8')),
@@ -54,8 +54,8 @@ FROM (VALUES
  ('{"event_id":"e3","event_type":"purchase","user_id":"u1","ts":"1768519800250","price":2,"order_id":"o2","coupon":"X","nested":{"a":[1,2,{"b":null}]}}'),
  (' { "event_id" : "e4" , "event_type" : "add_to_cart" , "user_id" : "u2" , "ts" : "2026-01-15 10:00Z" , "quantity" : 2.0 } '),
  ('{"event_\u0069d":"e5","event_type":"page_view","user_id":"u2","ts":"2026-01-15t10:00:00,5-0530"}'),
- ('{"event_id":"e6","event_type":"page_view","user_id":"u2","ts":1.001,"quantity":2.00}'),
- ('{"event_id":"e7","event_type":"page_view","user_id":"u2","ts":-1.5,"price":500.00}'),
+ ('{"event_id":"e6","event_type":"page_view","user_id":"u2","ts":1768519800250.001,"quantity":2.00}'),
+ ('{"event_id":"e7","event_type":"page_view","user_id":"u2","ts":1768519800250.0009,"price":500.00}'),
  ('{"event_id":"e8","event_type":"page_view","user_id":"u2","ts":"2026-01-15T10:00:00+0530","price":500.01}')
 ) v(j), LATERAL clickstream.parse_event(convert_to(v.j, 'UTF8')) e;
 
