@@ -1843,10 +1843,12 @@ WITH recent AS (
 	WHERE e.ts >= now() - interval '5 minutes'
 		AND e.event_date >= (now() AT TIME ZONE current_setting('clickstream.timezone'))::date - 2
 	UNION ALL
-	SELECT p.user_id, p.ts, p.event_type, p.revenue
-	FROM clickstream.bronze b
-	CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
-	WHERE p.reason IS NULL AND p.ts >= now() - interval '5 minutes')
+	-- (one row per event id, as the refresh keeps: the first delivered)
+	(SELECT DISTINCT ON (p.event_id) p.user_id, p.ts, p.event_type, p.revenue
+	 FROM clickstream.bronze b
+	 CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
+	 WHERE p.reason IS NULL AND p.ts >= now() - interval '5 minutes'
+	 ORDER BY p.event_id, b.kafka_timestamp, b.kafka_partition, b.kafka_offset))
 SELECT to_timestamp(floor(extract(epoch FROM r.ts) / 10) * 10) AS bucket,
 	   count(*) AS events,
 	   count(DISTINCT r.user_id) AS users,
@@ -1856,7 +1858,7 @@ FROM recent r
 GROUP BY 1;
 
 COMMENT ON VIEW clickstream.live IS
-'Right now, seconds fresh: per 10-second bucket of the last 5 minutes, events, distinct users, purchases and revenue, from silver and from the bronze rows the refresh has not promoted yet (parsed on the fly). The bronze part is validated but not deduplicated: a redelivered event is counted again until it is promoted, and a user with events on both sides of a bucket is exact. Its cost follows the events of the last 5 minutes, not history.';
+'Right now, seconds fresh: per 10-second bucket of the last 5 minutes, events, distinct users, purchases and revenue, from silver and from the bronze rows the refresh has not promoted yet (parsed on the fly). The bronze part is validated and deduplicated within bronze by event id; a redelivery of an event already promoted is counted again until the refresh drops it. A user with events on both sides is counted once. Its cost follows the events of the last 5 minutes, not history.';
 COMMENT ON COLUMN clickstream.live.bucket IS 'Start of the 10-second bucket (by event time).';
 COMMENT ON COLUMN clickstream.live.events IS 'Events in the bucket.';
 COMMENT ON COLUMN clickstream.live.users IS 'Distinct users with an event in the bucket.';
@@ -1865,10 +1867,11 @@ COMMENT ON COLUMN clickstream.live.revenue IS 'Their revenue.';
 
 CREATE VIEW clickstream.live_summary AS
 WITH unpromoted AS (
-	SELECT p.user_id, p.ts, p.event_type, p.revenue, p.order_id, p.event_id
+	SELECT DISTINCT ON (p.event_id) p.user_id, p.ts, p.event_type, p.revenue, p.order_id, p.event_id
 	FROM clickstream.bronze b
 	CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
-	WHERE p.reason IS NULL AND p.ts >= now() - interval '1 hour'),
+	WHERE p.reason IS NULL AND p.ts >= now() - interval '1 hour'
+	ORDER BY p.event_id, b.kafka_timestamp, b.kafka_partition, b.kafka_offset),
 last5 AS (
 	SELECT e.user_id, e.ts FROM clickstream.events e
 	WHERE e.ts >= now() - interval '5 minutes'
@@ -1892,7 +1895,7 @@ SELECT (SELECT count(*) FROM last5) AS events_5m,
 	   (SELECT min(b.ingested_at) FROM clickstream.bronze b) AS oldest_unpromoted_at;
 
 COMMENT ON VIEW clickstream.live_summary IS
-'Right now, one row: events and distinct users of the last 5 minutes, orders and revenue of the last hour, the newest event time, and how much bronze holds that the refresh has not promoted yet. Silver plus bronze parsed on the fly, like clickstream.live (not deduplicated on the bronze side).';
+'Right now, one row: events and distinct users of the last 5 minutes, orders and revenue of the last hour, the newest event time, and how much bronze holds that the refresh has not promoted yet. Silver plus bronze parsed on the fly, like clickstream.live (bronze deduplicated by event id within itself, not against silver).';
 COMMENT ON COLUMN clickstream.live_summary.events_5m IS 'Events in the last 5 minutes.';
 COMMENT ON COLUMN clickstream.live_summary.users_5m IS 'Distinct users with an event in the last 5 minutes.';
 COMMENT ON COLUMN clickstream.live_summary.orders_1h IS 'Orders with a purchase event in the last hour.';

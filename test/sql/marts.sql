@@ -92,6 +92,9 @@ SELECT feed_events(0, ARRAY[ev('l1', 'liv', to_char(now() AT TIME ZONE 'UTC', 'Y
 	'order_id=lo1', 'price=3')]);
 CALL clickstream.refresh();
 SELECT feed_events(0, ARRAY[ev('l2', 'lou', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))]);
+-- a purchase delivered twice, in two partitions, before the refresh: once
+SELECT feed_events(p, ARRAY[ev('l3', 'lou', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'purchase',
+	'order_id=lo3', 'price=5')]) FROM generate_series(1, 2) p;
 SELECT sum(events) AS events, sum(purchases) AS purchases, sum(revenue) AS revenue FROM clickstream.live;
 SELECT events_5m, users_5m, orders_1h, revenue_1h, unpromoted FROM clickstream.live_summary;
 CALL clickstream.refresh();
