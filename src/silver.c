@@ -667,15 +667,22 @@ SilverAttr(SilverRow *row, const JsonValue *key, const JsonValue *value)
 	appendBinaryStringInfo(&row->attrs, value->start, value->end - value->start);
 }
 
+/* Is a value void for the ranking of names: null, or an empty string? */
+static inline bool
+SilverVoid(const JsonValue *v)
+{
+	return v->kind == JV_NULL || (v->kind == JV_STRING && v->end - v->start == 2);
+}
+
 /*
  * Record the value of a field, found under entry's name: a member of the
  * event object, or (path) a member of a nested object reached through a path
  * alias.  The same name twice: the last one wins, as in jsonb.  Two names of
- * one field: a value wins over null, then the canonical name over its
- * aliases, then the alias listed first, then a member of the event object
- * over a path (a key "properties.price" over properties.price); a losing
- * member of the event object, unless null, is kept in attrs (a nested one is
- * there already, in its object).
+ * one field: a value wins over null or an empty string, then the canonical
+ * name over its aliases, then the alias listed first, then a member of the
+ * event object over a path (a key "properties.price" over properties.price);
+ * a losing member of the event object, unless null, is kept in attrs (a
+ * nested one is there already, in its object).
  */
 static void
 SilverRecordField(SilverRow *row, SilverEvent *ev, const SilverMapEntry *entry,
@@ -691,8 +698,8 @@ SilverRecordField(SilverRow *row, SilverEvent *ev, const SilverMapEntry *entry,
 		bool		held_path = ev->paths[f] != NULL;
 		bool		wins;
 
-		if ((held->kind == JV_NULL) != (value->kind == JV_NULL))
-			wins = held->kind == JV_NULL;
+		if (SilverVoid(held) != SilverVoid(value))
+			wins = SilverVoid(held);
 		else if (entry->rank != ev->ranks[f])
 			wins = entry->rank < ev->ranks[f];
 		else
@@ -710,6 +717,26 @@ SilverRecordField(SilverRow *row, SilverEvent *ev, const SilverMapEntry *entry,
 	ev->keys[f] = *key;
 	ev->ranks[f] = entry->rank;
 	ev->paths[f] = path ? entry->name : NULL;
+}
+
+/*
+ * Forget the fields found through paths under prefix (its len bytes): the
+ * object they were in is given again, and the last copy is the one read.
+ */
+static void
+SilverForgetPaths(SilverEvent *ev, const char *prefix, int len)
+{
+	for (int f = 0; f < NUM_FIELDS; f++)
+	{
+		const char *p = ev->paths[f];
+
+		if (ev->fields[f].kind != JV_NONE && p != NULL &&
+			strncmp(p, prefix, len) == 0 && p[len] == '.')
+		{
+			ev->fields[f].kind = JV_NONE;
+			ev->paths[f] = NULL;
+		}
+	}
 }
 
 /*
@@ -748,17 +775,27 @@ SilverNested(SilverRow *row, SilverEvent *ev, char *path, int pathlen,
 		entry = SilverMapFind(silver_guess.map, path, pathlen + 1 + len);
 		if (entry == NULL)
 			continue;
+		if (entry->prefix)
+		{
+			SilverForgetPaths(ev, path, pathlen + 1 + len);
+			/* an object is no field's value: paths go through it */
+			if (value.kind == JV_OBJECT)
+			{
+				SilverNested(row, ev, path, pathlen + 1 + len, &value);
+				continue;
+			}
+		}
 		if (entry->field >= 0)
 			SilverRecordField(row, ev, entry, &key, &value, true);
-		if (entry->prefix && value.kind == JV_OBJECT)
-			SilverNested(row, ev, path, pathlen + 1 + len, &value);
 	}
 }
 
 /*
  * Record a member of the event object: a field (under its name or an
- * alias), or one for attrs; an object that path aliases go through is kept
- * in attrs whole, and looked into.
+ * alias), or one for attrs.  An object that path aliases go through is no
+ * field's value (category=category.name reads {"category":{"name":...}}): it
+ * is kept in attrs whole, and looked into; given again, its last copy is the
+ * one read.
  */
 static void
 SilverMember(SilverRow *row, SilverEvent *ev, const JsonValue *key,
@@ -771,12 +808,18 @@ SilverMember(SilverRow *row, SilverEvent *ev, const JsonValue *key,
 		SilverAttr(row, key, value);
 		return;
 	}
-	if (unlikely(entry->prefix) && value->kind == JV_OBJECT)
+	if (unlikely(entry->prefix))
 	{
-		char		path[SILVER_MAX_ID_BYTES + 1];
+		SilverForgetPaths(ev, entry->name, entry->len);
+		if (value->kind == JV_OBJECT)
+		{
+			char		path[SILVER_MAX_ID_BYTES + 1];
 
-		memcpy(path, entry->name, entry->len);
-		SilverNested(row, ev, path, entry->len, value);
+			memcpy(path, entry->name, entry->len);
+			SilverNested(row, ev, path, entry->len, value);
+			SilverAttr(row, key, value);
+			return;
+		}
 	}
 	if (entry->field < 0)
 	{

@@ -235,10 +235,32 @@ FROM (VALUES
  (15, p('{"messageId":"m15","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":"abc"}}')),
  (16, p('{"messageId":"m16","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":{"url":{"href":"https://x"}}}}')),
  (17, p('{"event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"messageId":"m"}}')),
- (18, p('{"messageId":"","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z"}'))
+ (18, p('{"messageId":"","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z"}')),
+ -- an anonymous Segment user (userId null), or one with an empty userId:
+ -- anonymousId; an empty canonical price loses to the path's value
+ (19, p('{"messageId":"m19","event":"page","userId":null,"anonymousId":"a19","timestamp":"2026-01-15T10:00:00Z"}')),
+ (20, p('{"messageId":"m20","event":"page","userId":"","anonymousId":"a20","timestamp":"2026-01-15T10:00:00Z"}')),
+ (21, p('{"messageId":"m21","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","price":"","properties":{"price":4}}')),
+ -- an object given twice: its paths read the last copy
+ (22, p('{"messageId":"m22","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":5},"properties":{"x":1}}')),
+ (23, p('{"messageId":"m23","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":5},"properties":"zz"}')),
+ (24, p('{"messageId":"m24","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","context":{"page":{"url":"a"}},"context":{"page":{}}}')),
+ (25, p('{"messageId":"m25","event":"page","userId":"u","timestamp":"2026-01-15T10:00:00Z","properties":{"price":5},"properties":{"price":6}}'))
 ) v(n, x) ORDER BY n;
 -- a missing field lists its path aliases
 SELECT (p('{"messageId":"m","event":"page","userId":"u"}')).detail;
+-- a path that starts with a field's own name: an object there is no value
+-- of the field, the path reads into it
+ALTER SYSTEM SET clickstream.field_aliases = 'category=category.name, page_url=b.a';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT n, (x).reason, (x).detail, (x).category, (x).page_url, (x).attrs
+FROM (VALUES
+ (1, p('{"event_id":"a","event_type":"page_view","user_id":"u","ts":1569888001,"category":{"name":"books","id":7}}')),
+ (2, p('{"event_id":"a","event_type":"page_view","user_id":"u","ts":1569888001,"category":"toys"}')),
+ (3, p('{"event_id":"a","event_type":"page_view","user_id":"u","ts":1569888001,"b":{"a":{"x":1}},"b":[]}')),
+ (4, p('{"event_id":"a","event_type":"page_view","user_id":"u","ts":1569888001,"b":{"a":"/p"}}'))
+) v(n, x) ORDER BY n;
 ALTER SYSTEM SET clickstream.field_aliases = 'ts=event_time|timestamp, user_id=userId|uid, category=category_code, event_type=type';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
