@@ -652,6 +652,7 @@ BronzeFence(BronzeBatch *batch, const char *topic)
 		}
 		part->stored = stored;
 		part->stale = (want == EXPECT_UNKNOWN || stored != want);
+		part->behind = false;
 		batch->any_stale |= part->stale;
 
 		/*
@@ -1016,6 +1017,7 @@ BronzeBatchWrite(BronzeBatch *batch, const char *topic,
 		res[i].bytes = part->bytes;
 		res[i].stale = part->stale;
 		res[i].behind = part->behind;
+		res[i].first_offset = part->first_offset;
 		res[i].stored_offset = part->stored;
 		if (!part->stale)
 		{

@@ -204,6 +204,7 @@ typedef struct BronzePartitionResult
 	int64		bytes;
 	bool		stale;			/* another consumer had moved the position */
 	bool		behind;			/* or Kafka served offsets below it */
+	int64		first_offset;	/* the batch's first message */
 	int64		stored_offset;	/* the position found when stale */
 } BronzePartitionResult;
 

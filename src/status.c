@@ -303,7 +303,7 @@ StatusWorkerError(int consumer, int partition, const char *fmt,...)
 	LWLockRelease(status->lock);
 }
 
-/* Note that a consumer now owns a partition, starting at next_offset. */
+/* Note that a consumer now owns a partition, starting at next_offset (-1: none stored). */
 void
 StatusPartitionAssigned(int consumer, const char *topic, int partition,
 						int64 next_offset)
@@ -315,8 +315,7 @@ StatusPartitionAssigned(int consumer, const char *topic, int partition,
 	if (p != NULL)
 	{
 		p->consumer = consumer;
-		if (next_offset >= 0)
-			p->next_offset = next_offset;
+		p->next_offset = next_offset;
 	}
 	LWLockRelease(status->lock);
 }

@@ -311,7 +311,22 @@ WorkerFlush(void)
 		{
 			KafkaPosition pos = {res[i].partition, -1};
 
-			/* (bronze.c warned, with what to do) */
+			/*
+			 * Resume from the stored position (or the durable watermark).
+			 * Without either (the rows were deleted), from the earliest offset
+			 * with start_offset = earliest, as a partition never read starts;
+			 * with latest, from the batch dropped here, which would otherwise
+			 * be skipped unrecorded.
+			 */
+			BronzeLoadPositions(open_topic, &pos, 1);
+			if (pos.offset >= 0)
+				KafkaSeek(pos.partition, pos.offset);
+			else if (cs_start_offset == START_OFFSET_LATEST)
+				KafkaSeek(pos.partition, res[i].first_offset);
+			else
+				KafkaSeekStart(pos.partition);
+
+			/* (bronze.c warned of offsets below the position, with what to do) */
 			if (res[i].behind)
 				StatusWorkerError(my_consumer, res[i].partition,
 								  "Kafka served offsets below the stored position %lld (topic recreated?); nothing written",
@@ -321,7 +336,11 @@ WorkerFlush(void)
 						(errmsg("clickstream consumer %d: %s[%d] has no stored position any more; %lld messages not written",
 								my_consumer, open_topic, res[i].partition,
 								(long long) res[i].messages),
-						 errdetail("Its row of clickstream.ingest_positions was deleted while the partition was read; it resumes at clickstream.start_offset.")));
+						 errdetail("Its row of clickstream.ingest_positions was deleted while the partition was read; it resumes at %s.",
+								   pos.offset >= 0 ? psprintf("offset %lld, its durable watermark", (long long) pos.offset) :
+								   cs_start_offset == START_OFFSET_LATEST ?
+								   psprintf("offset %lld, the first of the messages not written", (long long) res[i].first_offset) :
+								   "the earliest offset Kafka has (clickstream.start_offset = earliest)")));
 			else
 				ereport(WARNING,
 						(errmsg("clickstream consumer %d: %s[%d] was moved by another consumer; %lld messages not written",
@@ -329,22 +348,6 @@ WorkerFlush(void)
 								(long long) res[i].messages),
 						 errdetail("The stored position is %lld; this consumer resumes from there.",
 								   (long long) res[i].stored_offset)));
-
-			/*
-			 * Resume from the stored position; without one (its row was
-			 * deleted), from clickstream.start_offset, as a partition never
-			 * read starts.
-			 */
-			BronzeLoadPositions(open_topic, &pos, 1);
-			if (pos.offset >= 0)
-				KafkaSeek(pos.partition, pos.offset);
-			else
-			{
-				ereport(LOG,
-						(errmsg("clickstream consumer %d: %s[%d] has no stored position; resuming at clickstream.start_offset",
-								my_consumer, open_topic, res[i].partition)));
-				KafkaSeekStart(pos.partition);
-			}
 			continue;
 		}
 		commit[ncommit].partition = res[i].partition;

@@ -1001,6 +1001,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	tz text := current_setting('clickstream.timezone');
+	shared_slots jsonb;
 BEGIN
 	PERFORM clickstream.marts_scratch();
 	-- statistics of the columns the plans join, group and filter on only:
@@ -1348,37 +1349,50 @@ BEGIN
 
 	-- A user is new to an hour when the hour's bit is new to the user's day.
 	-- Except where two local hours are one row: an hour that starts in a
-	-- skipped interval of less than an hour (Pacific/Chatham's 02:45 to
-	-- 03:45) has the next one's start as its key.  Those slots (of the step's
-	-- days and their neighbours) are looked up in user_days, once per row.
-	INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
+	-- skipped interval (New York's 02:00 to 03:00, Pacific/Chatham's 02:45
+	-- to 03:45) has the next one's start as its key.  Such slots of the
+	-- step's days and their neighbours (rare: none on most days) are looked
+	-- up in user_days, once per row.
 	WITH days AS (
 		SELECT DISTINCT x.day
-		FROM pg_temp.clickstream_user_day_delta d,
+		FROM (SELECT DISTINCT d.day FROM pg_temp.clickstream_user_day_delta d) d,
 			 LATERAL (VALUES (d.day - 1), (d.day), (d.day + 1)) x(day)),
 	slots AS (
 		SELECT x.day, g.b, (x.day + make_interval(hours => g.b)) AT TIME ZONE tz AS hour
-		FROM days x, generate_series(0, 23) g(b)),
-	shared AS MATERIALIZED (
-		SELECT s.day, s.b, s.hour
-		FROM slots s
-		WHERE EXISTS (SELECT FROM slots t WHERE t.hour = s.hour AND (t.day, t.b) <> (s.day, s.b)))
-	SELECT (d.day + make_interval(hours => g.b)) AT TIME ZONE tz, count(*)
-	FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) g(b)
-	WHERE (d.hours & ~d.old_hours) & (1 << g.b) <> 0
-		AND NOT EXISTS (SELECT FROM shared s WHERE s.day = d.day AND s.b = g.b)
-	GROUP BY 1
-	UNION ALL
-	SELECT n.hour, count(*)
-	FROM (SELECT DISTINCT d.user_id, s.hour
-		  FROM pg_temp.clickstream_user_day_delta d
-		  JOIN shared s ON s.day = d.day
-		  WHERE (d.hours & ~d.old_hours) & (1 << s.b) <> 0) n
-	WHERE NOT EXISTS (
-		SELECT FROM shared t
-		JOIN clickstream.user_days u ON u.user_id = n.user_id AND u.day = t.day
-		WHERE t.hour = n.hour AND u.hours & (1 << t.b) <> 0)
-	GROUP BY 1;
+		FROM days x, generate_series(0, 23) g(b))
+	SELECT jsonb_agg(jsonb_build_object('day', s.day, 'b', s.b, 'hour', s.hour))
+	INTO shared_slots
+	FROM slots s
+	WHERE EXISTS (SELECT FROM slots t WHERE t.hour = s.hour AND (t.day, t.b) <> (s.day, s.b));
+
+	IF shared_slots IS NULL THEN
+		INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
+		SELECT (d.day + make_interval(hours => g.b)) AT TIME ZONE tz, count(*)
+		FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) g(b)
+		WHERE (d.hours & ~d.old_hours) & (1 << g.b) <> 0
+		GROUP BY 1;
+	ELSE
+		INSERT INTO pg_temp.clickstream_hour_delta (hour, users)
+		WITH shared AS MATERIALIZED (
+			SELECT x.day, x.b, x.hour
+			FROM jsonb_to_recordset(shared_slots) x(day date, b integer, hour timestamptz))
+		SELECT (d.day + make_interval(hours => g.b)) AT TIME ZONE tz, count(*)
+		FROM pg_temp.clickstream_user_day_delta d, generate_series(0, 23) g(b)
+		WHERE (d.hours & ~d.old_hours) & (1 << g.b) <> 0
+			AND NOT EXISTS (SELECT FROM shared s WHERE s.day = d.day AND s.b = g.b)
+		GROUP BY 1
+		UNION ALL
+		SELECT n.hour, count(*)
+		FROM (SELECT DISTINCT d.user_id, s.hour
+			  FROM pg_temp.clickstream_user_day_delta d
+			  JOIN shared s ON s.day = d.day
+			  WHERE (d.hours & ~d.old_hours) & (1 << s.b) <> 0) n
+		WHERE NOT EXISTS (
+			SELECT FROM shared t
+			JOIN clickstream.user_days u ON u.user_id = n.user_id AND u.day = t.day
+			WHERE t.hour = n.hour AND u.hours & (1 << t.b) <> 0)
+		GROUP BY 1;
+	END IF;
 	INSERT INTO pg_temp.clickstream_hour_delta (hour, events, revenue)
 	SELECT clickstream.local_hour(e.ts), count(*),
 		   coalesce(sum(e.revenue) FILTER (WHERE e.event_type = 'purchase'), 0)

@@ -25,7 +25,7 @@ SELECT
 	-- may be behind by that batch)
 	CASE WHEN w.high_watermark >= coalesce(p.next_offset, wm.durable_offset, w.next_offset)
 		THEN w.high_watermark - coalesce(p.next_offset, wm.durable_offset, w.next_offset)
-		WHEN w.high_watermark_at > coalesce(w.last_batch_at, p.updated_at, '-infinity') THEN NULL
+		WHEN w.high_watermark_at > greatest(w.last_batch_at, p.updated_at, '-infinity') THEN NULL
 		ELSE 0 END AS lag,
 	coalesce(w.messages_per_sec, 0) AS messages_per_sec,
 	coalesce(w.bytes_per_sec, 0) AS bytes_per_sec,

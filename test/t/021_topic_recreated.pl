@@ -94,4 +94,28 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM clickstream.events WHERE 
 unlike(slurp_file($node->logfile), qr/ERROR|FATAL|PANIC/, 'no error in the whole run');
 $node->stop;
 
+# the same with start_offset = latest: the batch read when the rows were
+# found deleted is read again from its first message, not skipped
+my $b2 = start_broker(1);
+my $late = new_node('latest', $b2, 'clickstream.start_offset' => "'latest'");
+$late->start;
+$late->safe_psql('postgres', 'CREATE EXTENSION clickstream');
+wait_for($late, q{SELECT count(*) > 0 FROM clickstream.worker_partitions()}, 't',
+	'latest: the partition is assigned');
+sleep 2;
+produce_lines($b2, events('lat', 20));
+wait_for($late, 'SELECT next_offset FROM clickstream.ingest_positions', '20', 'latest: 20 read');
+$late->safe_psql('postgres', q{
+	DELETE FROM clickstream.ingest_positions;
+	DELETE FROM clickstream.watermarks});
+produce_lines($b2, [ @{ events('lat', 30) }[ 20 .. 29 ] ]);
+wait_for($late, q{SELECT coalesce(max(next_offset), -1) FROM clickstream.ingest_positions}, '30',
+	'latest: the next messages are written');
+$late->safe_psql('postgres', 'CALL clickstream.refresh()');
+is($late->safe_psql('postgres', 'SELECT count(*) FROM clickstream.events'), '30',
+	'latest: all 30 events in silver, none skipped');
+like(slurp_file($late->logfile), qr/it resumes at offset 20, the first of the messages not written/,
+	'latest: the WARNING says where it resumes');
+$late->stop;
+
 done_testing();
