@@ -182,7 +182,7 @@ extern bool KafkaOptionsFileChanged(void);
 extern bool KafkaPoll(int timeout_ms, KafkaMessage *msg);
 extern void KafkaCommit(const KafkaPosition *positions, int n);
 extern void KafkaSeek(int32 partition, int64 offset);
-extern void KafkaSeekStart(int32 partition);
+extern void KafkaSeekBeginning(int32 partition);
 extern int64 KafkaHighWatermark(int32 partition);
 extern void KafkaPauseAll(bool pause);
 extern bool KafkaQueryHighWatermarks(const int32 *partitions, int n, int64 *highs,

@@ -930,12 +930,11 @@ KafkaSeek(int32 partition, int64 offset)
 	rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Restart a partition at clickstream.start_offset (it has no stored position). */
+/* Restart a partition at the earliest offset Kafka has. */
 void
-KafkaSeekStart(int32 partition)
+KafkaSeekBeginning(int32 partition)
 {
-	KafkaSeek(partition, cs_start_offset == START_OFFSET_LATEST ?
-			  RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING);
+	KafkaSeek(partition, RD_KAFKA_OFFSET_BEGINNING);
 }
 
 /*

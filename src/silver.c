@@ -922,8 +922,7 @@ SilverFieldName(const SilverEvent *ev, int f)
 static inline bool
 SilverPresent(const JsonValue *v)
 {
-	return v->kind != JV_NONE && v->kind != JV_NULL &&
-		!(v->kind == JV_STRING && v->end - v->start == 2);
+	return v->kind != JV_NONE && !SilverVoid(v);
 }
 
 /*

@@ -310,6 +310,7 @@ WorkerFlush(void)
 		if (res[i].stale)
 		{
 			KafkaPosition pos = {res[i].partition, -1};
+			const char *resume_at;
 
 			/*
 			 * Resume from the stored position (or the durable watermark).
@@ -320,11 +321,21 @@ WorkerFlush(void)
 			 */
 			BronzeLoadPositions(open_topic, &pos, 1);
 			if (pos.offset >= 0)
+			{
 				KafkaSeek(pos.partition, pos.offset);
+				resume_at = psprintf("offset %lld, its durable watermark", (long long) pos.offset);
+			}
 			else if (cs_start_offset == START_OFFSET_LATEST)
+			{
 				KafkaSeek(pos.partition, res[i].first_offset);
+				resume_at = psprintf("offset %lld, the first of the messages not written",
+									 (long long) res[i].first_offset);
+			}
 			else
-				KafkaSeekStart(pos.partition);
+			{
+				KafkaSeekBeginning(pos.partition);
+				resume_at = "the earliest offset Kafka has (clickstream.start_offset = earliest)";
+			}
 
 			/* (bronze.c warned of offsets below the position, with what to do) */
 			if (res[i].behind)
@@ -337,10 +348,7 @@ WorkerFlush(void)
 								my_consumer, open_topic, res[i].partition,
 								(long long) res[i].messages),
 						 errdetail("Its row of clickstream.ingest_positions was deleted while the partition was read; it resumes at %s.",
-								   pos.offset >= 0 ? psprintf("offset %lld, its durable watermark", (long long) pos.offset) :
-								   cs_start_offset == START_OFFSET_LATEST ?
-								   psprintf("offset %lld, the first of the messages not written", (long long) res[i].first_offset) :
-								   "the earliest offset Kafka has (clickstream.start_offset = earliest)")));
+								   resume_at)));
 			else
 				ereport(WARNING,
 						(errmsg("clickstream consumer %d: %s[%d] was moved by another consumer; %lld messages not written",
