@@ -91,7 +91,13 @@ BEGIN
 	UPDATE clickstream.gold_state g
 	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
 		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
-			<> current_setting('clickstream.timezone'), false),
+			<> current_setting('clickstream.timezone'), false)
+			-- rules of unknown origin (an update from a version that did not
+			-- record them): silver itself says whether its days were dated in
+			-- another zone
+			OR (g.session_rules IS NULL AND EXISTS (
+				SELECT 1 FROM clickstream.events e
+				WHERE e.event_date <> clickstream.local_day(e.ts))),
 		session_rules = clickstream.gold_rules(),
 		silver_partitions = clickstream.silver_partitions(),
 		silver_partition_ids = clickstream.silver_partition_ids(),

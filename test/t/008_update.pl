@@ -203,5 +203,47 @@ like($same, qr/^bad: none$/m, 'in the session that refreshed before the update, 
 like($same, qr/^rebuilt: \d+$/m, 'and rebuild_gold() works there');
 like($same, qr/^events: 60$/m, 'with all the events in silver');
 
+# --- silver dated in another zone than the one at the update: the old
+# version's gold state does not say which zone its rows were dated in, so the
+# rebuild after the update asks silver.  Without that, a session that went on
+# after the update lost its events dated the day before (the refresh looked
+# for them on their day in the new zone only).
+$node->safe_psql('postgres', 'CREATE DATABASE zones');
+$node->safe_psql('zones', qq{
+	CREATE EXTENSION clickstream VERSION '$first';
+	CREATE FUNCTION public.feed_at(first int, last int) RETURNS void LANGUAGE sql AS \$\$
+		INSERT INTO clickstream.bronze (kafka_topic, kafka_partition, kafka_offset, kafka_key, payload)
+		SELECT 't', 0, i, NULL,
+			   convert_to(json_build_object('event_id', 'z' || i, 'event_type', 'page_view',
+					'user_id', 'u' || i % 4, 'ts', timestamptz '2026-03-01 03:00Z' + i * interval '3 minutes',
+					'page_url', '/p/' || i % 3)::text, 'UTF8')
+		FROM generate_series(first, last) i;
+		INSERT INTO clickstream.ingest_positions (topic, partition, next_offset) VALUES ('t', 0, last + 1)
+		ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset;
+	\$\$;
+});
+$node->safe_psql('postgres', "ALTER SYSTEM SET clickstream.timezone = 'America/New_York'");
+$node->reload;
+$node->poll_query_until('zones', "SELECT current_setting('clickstream.timezone') = 'America/New_York'")
+  or die 'the time zone was not reloaded';
+# 03:00 to 04:57 UTC is 22:00 to 23:57 on 2026-02-28 in New York
+$node->safe_psql('zones', 'SELECT public.feed_at(0, 39); CALL clickstream.refresh();');
+is($node->safe_psql('zones', 'SELECT string_agg(DISTINCT event_date::text, \',\') FROM clickstream.events'),
+	'2026-02-28', 'under the old version, silver dated in New York');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET clickstream.timezone');
+$node->reload;
+$node->poll_query_until('zones', "SELECT current_setting('clickstream.timezone') = 'UTC'")
+  or die 'the time zone was not reloaded';
+$node->safe_psql('zones', 'ALTER EXTENSION clickstream UPDATE');
+$node->safe_psql('zones', 'CALL clickstream.refresh()');
+is($node->safe_psql('zones', 'SELECT timezone_changed FROM clickstream.gold_state'), 't',
+	'the rebuild after the update sees silver dated in another zone');
+# every user's session goes on, in UTC on 2026-03-01 as before
+$node->safe_psql('zones', 'SELECT public.feed_at(40, 59); CALL clickstream.refresh();');
+is($node->safe_psql('zones', "SELECT string_agg(mart, ', ') FROM clickstream.verify_gold() WHERE NOT ok"),
+	'', 'a session that goes on after the update has its events of the day before: gold is exact');
+is($node->safe_psql('zones', 'SELECT count(*), sum(events) FROM clickstream.sessions'), '4|60',
+	'one session per user, with every event');
+
 $node->stop;
 done_testing();
