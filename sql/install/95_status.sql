@@ -20,10 +20,13 @@ SELECT
 	coalesce(p.next_offset, wm.durable_offset) AS committed_offset,
 	wm.durable_offset,
 	w.high_watermark,
-	-- NULL, not 0, when the position is past the end of the partition as
-	-- the broker reported it after the last batch (a sample taken before it
-	-- may be behind by that batch)
-	CASE WHEN w.high_watermark >= coalesce(p.next_offset, wm.durable_offset, w.next_offset)
+	-- NULL, not 0, when the broker has not reported the end of the partition
+	-- since the server started (worker disabled or stopped, broker
+	-- unreachable), or when the position is past that end as the broker
+	-- reported it after the last batch (a sample taken before it may be
+	-- behind by that batch)
+	CASE WHEN w.high_watermark IS NULL THEN NULL
+		WHEN w.high_watermark >= coalesce(p.next_offset, wm.durable_offset, w.next_offset)
 		THEN w.high_watermark - coalesce(p.next_offset, wm.durable_offset, w.next_offset)
 		WHEN w.high_watermark_at > greatest(w.last_batch_at, p.updated_at, '-infinity') THEN NULL
 		ELSE 0 END AS lag,
@@ -50,7 +53,7 @@ COMMENT ON COLUMN clickstream.status.consumer IS 'Worker the partition is assign
 COMMENT ON COLUMN clickstream.status.committed_offset IS 'Next offset to consume, stored with the bronze rows (clickstream.ingest_positions).';
 COMMENT ON COLUMN clickstream.status.durable_offset IS 'Durable watermark: every message below it is in silver or dead_letters (clickstream.watermarks).';
 COMMENT ON COLUMN clickstream.status.high_watermark IS 'Offset after the last message of the partition, as the broker last reported it (asked every 2 seconds by the worker, whether or not it writes; see high_watermark_at).';
-COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset; as old as high_watermark_at. NULL when the committed position is past the high watermark (the topic was recreated, or the broker lost messages): last_error says so.';
+COMMENT ON COLUMN clickstream.status.lag IS 'Messages in Kafka not yet ingested: high_watermark - committed_offset; as old as high_watermark_at. NULL when it is not known: no high watermark since the server started (the worker is disabled or stopped, or the broker unreachable: see clickstream.workers), or the committed position is past the high watermark (the topic was recreated, or the broker lost messages: last_error says so).';
 COMMENT ON COLUMN clickstream.status.messages_per_sec IS 'Messages ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.bytes_per_sec IS 'Payload bytes ingested per second over the last minute.';
 COMMENT ON COLUMN clickstream.status.last_batch_at IS 'Commit time of the last batch of the partition.';

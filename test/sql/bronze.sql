@@ -51,7 +51,8 @@ INSERT INTO clickstream.dead_letters (stage, reason) VALUES ('elsewhere', 'x');
 SELECT stage, reason, count(*) FROM clickstream.dead_letters GROUP BY 1, 2;
 DELETE FROM clickstream.dead_letters;
 
--- status: a stored position without a running consumer still shows up
+-- status: a stored position without a running consumer still shows up (its
+-- lag is unknown without a high watermark from the broker: NULL, not 0)
 INSERT INTO clickstream.ingest_positions (topic, partition, next_offset) VALUES ('t', 3, 42);
 INSERT INTO clickstream.watermarks (topic, partition, durable_offset) VALUES ('t', 3, 40);
 SELECT topic, partition, committed_offset, durable_offset, lag, messages_per_sec

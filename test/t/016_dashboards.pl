@@ -155,8 +155,16 @@ sub check_query
 	}
 	my @empty = grep { $node->safe_psql('clickstream', "SELECT NOT EXISTS (SELECT FROM $_)") eq 't' } @$reads;
 	is(join(', ', @empty), '', "$label: the data gives it something to show");
-	# a row of NULLs is "No data" too (an aggregate over nothing)
-	ok((grep { /[^\t]/ } @$rows), "$label: shows data") or diag("query was:\n$sql");
+	# a row of NULLs is "No data" too (an aggregate over nothing); the lag
+	# is unknown without a broker (this test has none): the panel says so
+	if ($label eq 'overview / Kafka lag')
+	{
+		is(join('|', @$rows), '', "$label: unknown, with no high watermark from a broker");
+	}
+	else
+	{
+		ok((grep { /[^\t]/ } @$rows), "$label: shows data") or diag("query was:\n$sql");
+	}
 	ok((grep { $_ eq 'time' } @$columns), "$label: has the time column of a time series")
 	  if $want_time;
 	push @timings, [ $ms // 0, $label ];
