@@ -84,6 +84,12 @@ INSERT INTO clickstream.quality_checks (name, layer, severity, description, quer
  $q$SELECT count(*) FROM clickstream.watermarks w
     JOIN clickstream.ingest_positions p USING (topic, partition)
     WHERE w.durable_offset > p.next_offset$q$, true),
+('refresh_not_failing', 'pipeline', 'error',
+ 'The last clickstream.refresh() that ended did not fail: while it fails, bronze grows and silver and gold fall behind (clickstream.refresh_history.error says why).',
+ $q$SELECT count(*) FROM (SELECT h.status FROM clickstream.refresh_history h
+    WHERE h.kind = 'refresh' AND h.status IN ('succeeded', 'failed')
+    ORDER BY h.run_id DESC LIMIT 1) last
+    WHERE last.status = 'failed'$q$, true),
 ('bronze_below_watermark', 'bronze', 'error',
  'Bronze holds no message below the durable watermark (those are in silver or dead_letters already).',
  $q$SELECT count(*) FROM clickstream.bronze b

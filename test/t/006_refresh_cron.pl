@@ -101,6 +101,10 @@ is($out, '0', 'and its session holds no lock afterwards');
 like($node->safe_psql('postgres',
 		"SELECT status || ': ' || error FROM clickstream.refresh_history ORDER BY run_id DESC LIMIT 1"),
 	qr/^failed: canceling statement due to statement timeout/, 'the run is recorded as failed');
+my $refresh_check = q{SELECT failures || ' ' || passed FROM clickstream.check_quality()
+	WHERE check_name = 'refresh_not_failing'};
+is($node->safe_psql('postgres', $refresh_check), '1 false',
+	'check_quality() reports that the last refresh failed');
 $node->safe_psql('postgres', 'DROP TRIGGER slow ON clickstream.events');
 
 # --- bronze does not grow: promoted rows leave it, their space is reused ------
@@ -120,6 +124,7 @@ for my $round (1 .. 4)
 note "bronze size before each refresh: @sizes";
 is($node->safe_psql('postgres', 'SELECT count(*) FROM clickstream.bronze'), '0',
 	'every round was promoted');
+is($node->safe_psql('postgres', $refresh_check), '0 true', 'and the refresh check passes again');
 ok($sizes[3] <= $sizes[0] * 1.5 + 8192 * 16,
 	"bronze holds one round's data at most, not all of them ($sizes[0] -> $sizes[3] bytes)");
 
