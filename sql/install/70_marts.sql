@@ -408,7 +408,7 @@ COMMENT ON COLUMN clickstream.traffic_daily.utm_campaign IS 'utm_campaign of the
 COMMENT ON COLUMN clickstream.traffic_daily.sessions IS 'Sessions.';
 COMMENT ON COLUMN clickstream.traffic_daily.users IS 'Distinct users of those sessions.';
 COMMENT ON COLUMN clickstream.traffic_daily.converted_sessions IS 'Sessions with a purchase.';
-COMMENT ON COLUMN clickstream.traffic_daily.revenue IS 'Revenue of the purchases of those sessions.';
+COMMENT ON COLUMN clickstream.traffic_daily.revenue IS 'Revenue of the purchases of those sessions, without trailing zeros (12.5, not 12.50: the scale of a sum would depend on the sessions that left the row).';
 
 CREATE TABLE clickstream.audience_daily (
 	day date NOT NULL,
@@ -429,7 +429,7 @@ COMMENT ON COLUMN clickstream.audience_daily.device IS 'device of the session''s
 COMMENT ON COLUMN clickstream.audience_daily.sessions IS 'Sessions.';
 COMMENT ON COLUMN clickstream.audience_daily.users IS 'Distinct users of those sessions.';
 COMMENT ON COLUMN clickstream.audience_daily.converted_sessions IS 'Sessions with a purchase.';
-COMMENT ON COLUMN clickstream.audience_daily.revenue IS 'Revenue of the purchases of those sessions.';
+COMMENT ON COLUMN clickstream.audience_daily.revenue IS 'Revenue of the purchases of those sessions, without trailing zeros (as in traffic_daily).';
 
 CREATE TABLE clickstream.pages_daily (
 	day date NOT NULL,
@@ -802,7 +802,7 @@ LANGUAGE sql STABLE
 AS $$
 	SELECT s.session_date, clickstream.label(s.utm_source, '(direct)'),
 		   clickstream.label(s.utm_medium, '(none)'), clickstream.label(s.utm_campaign, '(none)'),
-		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), sum(s.revenue)
+		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), trim_scale(sum(s.revenue))
 	FROM clickstream.sessions s
 	GROUP BY 1, 2, 3, 4
 $$;
@@ -816,7 +816,7 @@ LANGUAGE sql STABLE
 AS $$
 	SELECT s.session_date, clickstream.label(s.country, '(not set)'),
 		   clickstream.label(s.device, '(not set)'),
-		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), sum(s.revenue)
+		   count(*), count(DISTINCT s.user_id), count(*) FILTER (WHERE s.converted), trim_scale(sum(s.revenue))
 	FROM clickstream.sessions s
 	GROUP BY 1, 2, 3
 $$;
@@ -1620,10 +1620,13 @@ BEGIN
 							THEN coalesce(excluded.last_price_at, t.last_price_at) ELSE t.last_price_at END;
 
 	-- traffic and audience: what the sessions count, and the users who
-	-- gained or lost a first touch (or country and device) that day
+	-- gained or lost a first touch (or country and device) that day.  A
+	-- session leaves its row when a late event changes its first touch; the
+	-- scale of the difference would be that of the revenue removed, so the
+	-- revenue is kept without trailing zeros, as the recomputation gives it.
 	INSERT INTO clickstream.traffic_daily AS t
 	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, x.key ->> 3, sum(x.sessions), sum(x.users),
-		   sum(x.converted), sum(x.revenue)
+		   sum(x.converted), trim_scale(sum(x.revenue))
 	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.traffic_key(d.utm_source, d.utm_medium, d.utm_campaign)::jsonb AS key,
 				 d.sessions, 0 AS users, d.converted, d.revenue
 		  FROM (SELECT d.session_date, d.utm_source, d.utm_medium, d.utm_campaign, sum(d.sign) AS sessions,
@@ -1645,7 +1648,7 @@ BEGIN
 	SET sessions = t.sessions + excluded.sessions,
 		users = t.users + excluded.users,
 		converted_sessions = t.converted_sessions + excluded.converted_sessions,
-		revenue = t.revenue + excluded.revenue;
+		revenue = trim_scale(t.revenue + excluded.revenue);
 	DELETE FROM clickstream.traffic_daily t
 	WHERE (t.day, t.utm_source, t.utm_medium, t.utm_campaign) IN (
 		SELECT DISTINCT d.session_date, clickstream.label(d.utm_source, '(direct)'),
@@ -1655,7 +1658,7 @@ BEGIN
 
 	INSERT INTO clickstream.audience_daily AS t
 	SELECT (x.key ->> 0)::date, x.key ->> 1, x.key ->> 2, sum(x.sessions), sum(x.users),
-		   sum(x.converted), sum(x.revenue)
+		   sum(x.converted), trim_scale(sum(x.revenue))
 	FROM (SELECT jsonb_build_array(d.session_date) || clickstream.audience_key(d.country, d.device)::jsonb AS key,
 				 d.sessions, 0 AS users, d.converted, d.revenue
 		  FROM (SELECT d.session_date, d.country, d.device, sum(d.sign) AS sessions,
@@ -1677,7 +1680,7 @@ BEGIN
 	SET sessions = t.sessions + excluded.sessions,
 		users = t.users + excluded.users,
 		converted_sessions = t.converted_sessions + excluded.converted_sessions,
-		revenue = t.revenue + excluded.revenue;
+		revenue = trim_scale(t.revenue + excluded.revenue);
 	DELETE FROM clickstream.audience_daily t
 	WHERE (t.day, t.country, t.device) IN (
 		SELECT DISTINCT d.session_date, clickstream.label(d.country, '(not set)'),

@@ -80,6 +80,28 @@ SELECT utm_source, sessions, users FROM clickstream.traffic_daily WHERE day = '2
 SELECT country, sessions, users FROM clickstream.audience_daily WHERE day = '2026-04-08' ORDER BY 1;
 SELECT gold_bad();
 
+-- a session that leaves its traffic and audience rows takes its revenue
+-- with it, and the rows show what a recomputation shows, to the digit:
+-- una's purchase of 12.50 moves to a google / US session when a late event
+-- gives it an earlier first touch (the rows it left keep 0, not 0.00)
+SELECT feed_events(0, ARRAY[
+	ev('u1', 'una', '2026-04-09T10:00:00Z', 'page_view'),
+	ev('u2', 'una', '2026-04-09T10:01:00Z', 'purchase', 'order_id=uo1', 'price=12.50'),
+	ev('u3', 'uri', '2026-04-09T11:00:00Z', 'page_view')]);
+CALL clickstream.refresh();
+SELECT feed_events(1, ARRAY[ev('u0', 'una', '2026-04-09T09:59:00Z', 'page_view', 'utm_source=google', 'country=US')]);
+CALL clickstream.refresh();
+SELECT utm_source, sessions, revenue::text FROM clickstream.traffic_daily WHERE day = '2026-04-09' ORDER BY 1;
+SELECT country, sessions, revenue::text FROM clickstream.audience_daily WHERE day = '2026-04-09' ORDER BY 1;
+SELECT 'traffic_daily' AS mart, count(*) AS rows_not_as_recomputed FROM (
+	SELECT day, utm_source, utm_medium, utm_campaign, revenue::text FROM clickstream.traffic_daily
+	EXCEPT SELECT day, utm_source, utm_medium, utm_campaign, revenue::text FROM clickstream.recompute_traffic_daily()) d
+UNION ALL
+SELECT 'audience_daily', count(*) FROM (
+	SELECT day, country, device, revenue::text FROM clickstream.audience_daily
+	EXCEPT SELECT day, country, device, revenue::text FROM clickstream.recompute_audience_daily()) d;
+SELECT gold_bad();
+
 -- verify_gold() notices a mart that is off, and rebuild_gold() repairs it
 UPDATE clickstream.daily_metrics SET revenue = revenue + 1 WHERE day = '2026-04-06';
 DELETE FROM clickstream.user_days WHERE user_id = 'cal' AND day = '2026-04-13';
