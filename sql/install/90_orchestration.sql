@@ -119,6 +119,10 @@ BEGIN
 		failed := true;
 	END;
 	IF failed THEN
+		IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
+			RAISE EXCEPTION 'the extension clickstream was dropped while clickstream.refresh() was running'
+				USING DETAIL = msg;
+		END IF;
 		PERFORM clickstream.refresh_failed(run, msg, det, ctx);
 	END IF;
 	COMMIT;
@@ -165,6 +169,10 @@ BEGIN
 			failed := true;
 		END;
 		IF failed THEN
+			IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
+				RAISE EXCEPTION 'the extension clickstream was dropped while clickstream.refresh() was running'
+					USING DETAIL = msg;
+			END IF;
 			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
 		END IF;
 		COMMIT;
@@ -185,6 +193,10 @@ BEGIN
 			failed := true;
 		END;
 		IF failed THEN
+			IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
+				RAISE EXCEPTION 'the extension clickstream was dropped while clickstream.refresh() was running'
+					USING DETAIL = msg;
+			END IF;
 			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
 		END IF;
 		COMMIT;
