@@ -81,6 +81,14 @@ AS $$ SELECT coalesce(nullif(value, ''::text), missing) $$;
 COMMENT ON FUNCTION clickstream.label(text, text) IS
 'A dimension value for the marts: the value, or the given label when it is NULL or empty ((direct), (none), (not set)).';
 
+CREATE FUNCTION clickstream.page_key(page_url text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.md5(clickstream.label(page_url, '(not set)')) $$;
+
+COMMENT ON FUNCTION clickstream.page_key(text) IS
+'The key of a page in pages_daily and in user_days.pages: the md5 of its URL ((not set) when missing), so that a user-day''s set of pages stays small whatever the URLs'' length.';
+
 CREATE FUNCTION clickstream.order_key(order_id text, event_id text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -474,7 +482,7 @@ COMMENT ON COLUMN clickstream.user_days.user_id IS 'User.';
 COMMENT ON COLUMN clickstream.user_days.day IS 'Day with at least one event of the user.';
 COMMENT ON COLUMN clickstream.user_days.events IS 'The user''s events that day.';
 COMMENT ON COLUMN clickstream.user_days.hours IS 'Hours of the day with an event of the user (bit 0 = 00:00-00:59 ... bit 23): the set behind hourly_metrics.users.';
-COMMENT ON COLUMN clickstream.user_days.pages IS 'The pages (page_url, (not set) when missing) the user viewed that day, sorted in byte order without duplicates: the set behind pages_daily.users.';
+COMMENT ON COLUMN clickstream.user_days.pages IS 'The pages the user viewed that day, each as clickstream.page_key(page_url) (the md5 of the URL, as pages_daily is keyed: 32 bytes whatever the URL''s length), sorted in byte order without duplicates: the set behind pages_daily.users.';
 COMMENT ON COLUMN clickstream.user_days.categories IS 'The categories ((not set) for events without one) of the user''s events that day, sorted in byte order without duplicates: the set behind category_daily.users.';
 COMMENT ON COLUMN clickstream.user_days.traffic IS 'The first touches of the user''s sessions that started that day, as JSON arrays ["utm_source", "utm_medium", "utm_campaign"] of traffic_daily''s labels, sorted without duplicates: the set behind traffic_daily.users.';
 COMMENT ON COLUMN clickstream.user_days.audience IS 'The ["country", "device"] of the user''s sessions that started that day, as audience_daily labels them, sorted without duplicates: the set behind audience_daily.users.';
@@ -515,8 +523,8 @@ AS $$
 	WITH e AS (
 		SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
 			   bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours,
-			   coalesce(array_agg(DISTINCT clickstream.label(e.page_url, '(not set)') COLLATE "C"
-								  ORDER BY clickstream.label(e.page_url, '(not set)') COLLATE "C")
+			   coalesce(array_agg(DISTINCT clickstream.page_key(e.page_url) COLLATE "C"
+								  ORDER BY clickstream.page_key(e.page_url) COLLATE "C")
 						FILTER (WHERE e.event_type = 'page_view'), '{}') AS pages,
 			   array_agg(DISTINCT clickstream.label(e.category, '(not set)') COLLATE "C"
 						 ORDER BY clickstream.label(e.category, '(not set)') COLLATE "C") AS categories
@@ -1021,8 +1029,8 @@ BEGIN
 		   coalesce(o.traffic, '{}'), coalesce(o.audience, '{}')
 	FROM (SELECT e.user_id, clickstream.local_day(e.ts) AS day, count(*) AS events,
 				 bit_or(1 << clickstream.hour_of_day(e.ts)) AS hours,
-				 coalesce(array_agg(DISTINCT clickstream.label(e.page_url, '(not set)') COLLATE "C"
-									ORDER BY clickstream.label(e.page_url, '(not set)') COLLATE "C")
+				 coalesce(array_agg(DISTINCT clickstream.page_key(e.page_url) COLLATE "C"
+									ORDER BY clickstream.page_key(e.page_url) COLLATE "C")
 						  FILTER (WHERE e.event_type = 'page_view'), '{}') AS pages,
 				 array_agg(DISTINCT clickstream.label(e.category, '(not set)') COLLATE "C"
 						   ORDER BY clickstream.label(e.category, '(not set)') COLLATE "C") AS categories
@@ -1308,16 +1316,21 @@ BEGIN
 		FROM pg_temp.clickstream_user_firsts f
 		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
 		UNION ALL
-		SELECT clickstream.week_of(f.new_first),
-			   (w.week - clickstream.week_of(f.new_first)) / 7, 1
-		FROM pg_temp.clickstream_user_firsts f
-		CROSS JOIN LATERAL (
-			SELECT clickstream.week_of(u.day) AS week
-			FROM clickstream.user_days u WHERE u.user_id = f.user_id
-			UNION
-			SELECT clickstream.week_of(n.day)
-			FROM pg_temp.clickstream_new_days n WHERE n.user_id = f.user_id) w
-		WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+		-- (the weeks of the step's new days joined once: probed per user,
+		-- the unindexed new days were scanned once per moved user)
+		SELECT clickstream.week_of(m.new_first),
+			   (m.week - clickstream.week_of(m.new_first)) / 7, 1
+		FROM (SELECT f.user_id, f.new_first, w.week
+			  FROM pg_temp.clickstream_user_firsts f
+			  CROSS JOIN LATERAL (
+				  SELECT clickstream.week_of(u.day) AS week
+				  FROM clickstream.user_days u WHERE u.user_id = f.user_id) w
+			  WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)
+			  UNION
+			  SELECT f.user_id, f.new_first, clickstream.week_of(n.day)
+			  FROM pg_temp.clickstream_new_days n
+			  JOIN pg_temp.clickstream_user_firsts f USING (user_id)
+			  WHERE clickstream.week_of(f.old_first) <> clickstream.week_of(f.new_first)) m
 	) x
 	GROUP BY x.cohort_week, x.week_number
 	HAVING sum(x.users) <> 0;
@@ -1526,9 +1539,17 @@ BEGIN
 				 1 AS page_views, 0 AS entrances, 0 AS exits, 0 AS users
 		  FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'page_view'
 		  UNION ALL
-		  SELECT d.day, k.page_url, 0, 0, 0, 1
-		  FROM pg_temp.clickstream_user_day_delta d,
-			   unnest(clickstream.text_set_minus(d.pages, d.old_pages)) k(page_url)
+		  -- (a page new to a user's day is a page of the step's events that
+		  -- day: its URL from there, once the users are counted per key)
+		  SELECT p.day, p.page_url, 0, 0, 0, u.users
+		  FROM (SELECT d.day, k.page_key, count(*) AS users
+				FROM pg_temp.clickstream_user_day_delta d,
+					 unnest(clickstream.text_set_minus(d.pages, d.old_pages)) k(page_key)
+				GROUP BY 1, 2) u
+		  JOIN (SELECT clickstream.local_day(e.ts) AS day, clickstream.page_key(e.page_url) AS page_key,
+					   min(clickstream.label(e.page_url, '(not set)') COLLATE "C") AS page_url
+				FROM pg_temp.clickstream_step_events e WHERE e.event_type = 'page_view'
+				GROUP BY 1, 2) p USING (day, page_key)
 		  UNION ALL
 		  SELECT d.session_date, clickstream.label(d.landing_page, '(not set)'), 0, d.sign, 0, 0
 		  FROM pg_temp.clickstream_session_delta d

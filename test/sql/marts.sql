@@ -128,6 +128,12 @@ SELECT feed_events(0, ARRAY[ev('p1', 'pia', '2026-04-25T10:00:00Z', 'page_view',
 CALL clickstream.refresh();
 SELECT day, length(page_url), page_views, entrances, exits, users
 FROM clickstream.pages_daily WHERE length(page_url) > 3000;
+-- and the user's day keeps its key, 32 bytes, not the URL (a crawler's day
+-- of long distinct URLs would otherwise grow past what a value can hold)
+SELECT u.user_id, u.day, u.pages = ARRAY[clickstream.page_key(p.page_url)] AS keyed,
+	   octet_length(u.pages[1]) AS key_bytes
+FROM clickstream.user_days u, clickstream.pages_daily p
+WHERE u.user_id = 'pia' AND u.day = '2026-04-25' AND p.day = u.day AND length(p.page_url) > 3000;
 SELECT gold_bad();
 -- a day dropped, then created again by a late event: gold notices that the
 -- day is another table, and forgets what it had
