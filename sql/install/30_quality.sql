@@ -85,7 +85,7 @@ INSERT INTO clickstream.quality_checks (name, layer, severity, description, quer
     JOIN clickstream.ingest_positions p USING (topic, partition)
     WHERE w.durable_offset > p.next_offset$q$, true),
 ('refresh_not_failing', 'pipeline', 'error',
- 'The last clickstream.refresh() that ended did not fail: while it fails, bronze grows and silver and gold fall behind (clickstream.refresh_history.error says why).',
+ 'The last refresh run that ended did not fail: while refreshes fail, bronze grows and silver and gold fall behind (clickstream.refresh_history.error says why).',
  $q$SELECT count(*) FROM (SELECT h.status FROM clickstream.refresh_history h
     WHERE h.kind = 'refresh' AND h.status IN ('succeeded', 'failed')
     ORDER BY h.run_id DESC LIMIT 1) last
