@@ -577,33 +577,47 @@ BEGIN
 	-- The append path: a user whose new events all come after the end of
 	-- the user's last session and continue it (the first within the timeout
 	-- of its end, all within one timeout of each other and within the
-	-- longest session from its start; the midnight and campaign rules off)
-	-- has that session extended from its stored row (session_append_rows())
-	-- instead of re-reading its events: a long session that grows in every
-	-- step no longer costs its length each time.
+	-- longest session from its start; with the midnight rule, all on the
+	-- local day the session started; with the campaign rule, none carrying
+	-- a campaign other than the session's first event's) has that session
+	-- extended from its stored row (session_append_rows()) instead of
+	-- re-reading its events: a long session that grows in every step no
+	-- longer costs its length each time.
 	-- (The candidates are the ranges that start with the user's last
 	-- session, fetched where the probe above found it, last_tid: neither a
 	-- join with all of sessions nor a probe for a later session.)
-	IF NOT midnight AND NOT campaign THEN
-		INSERT INTO pg_temp.clickstream_append
-		SELECT s.*, s.ctid
-		FROM (SELECT d.user_id, d.last_tid, min(e.ts) AS first_ts, max(e.ts) AS last_ts
-			  FROM pg_temp.clickstream_step_events e
-			  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
-			  -- (the events of the user's last range: not those of a range
-			  -- split off before it)
-			  WHERE e.ts >= d.from_ts AND d.last_tid IS NOT NULL
-			  GROUP BY d.user_id, d.last_tid) t
-		JOIN clickstream.sessions s ON s.ctid = t.last_tid
-		WHERE t.first_ts > s.session_end
-			AND t.first_ts - s.session_end <= timeout
-			-- (new events within one timeout of each other have no gap
-			-- over it, and are rarely further apart in a step)
-			AND t.last_ts - t.first_ts <= timeout
-			AND t.last_ts - s.session_start <= longest;
-		GET DIAGNOSTICS sessions_extended = ROW_COUNT;
-		ANALYZE pg_temp.clickstream_append (user_id);
-	END IF;
+	INSERT INTO pg_temp.clickstream_append
+	SELECT s.*, s.ctid
+	FROM (SELECT d.user_id, d.last_tid, min(e.ts) AS first_ts, max(e.ts) AS last_ts,
+				 -- the campaigns the new events carry (as sessionize() reads
+				 -- them: an empty utm_source or utm_campaign is none), and
+				 -- the one when there is one
+				 count(DISTINCT ROW(nullif(e.utm_source, ''), nullif(e.utm_campaign, '')))
+					 FILTER (WHERE nullif(e.utm_source, '') IS NOT NULL
+							 OR nullif(e.utm_campaign, '') IS NOT NULL) AS campaigns,
+				 min(nullif(e.utm_source, '')) AS campaign_source,
+				 min(nullif(e.utm_campaign, '')) AS campaign_name
+		  FROM pg_temp.clickstream_step_events e
+		  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
+		  -- (the events of the user's last range: not those of a range
+		  -- split off before it)
+		  WHERE e.ts >= d.from_ts AND d.last_tid IS NOT NULL
+		  GROUP BY d.user_id, d.last_tid) t
+	JOIN clickstream.sessions s ON s.ctid = t.last_tid
+	WHERE t.first_ts > s.session_end
+		AND t.first_ts - s.session_end <= timeout
+		-- (new events within one timeout of each other have no gap
+		-- over it, and are rarely further apart in a step)
+		AND t.last_ts - t.first_ts <= timeout
+		AND t.last_ts - s.session_start <= longest
+		AND (NOT midnight
+			 OR (t.last_ts AT TIME ZONE tz)::date = (s.session_start AT TIME ZONE tz)::date)
+		AND (NOT campaign OR t.campaigns = 0
+			 OR (t.campaigns = 1
+				 AND t.campaign_source IS NOT DISTINCT FROM nullif(s.utm_source, '')
+				 AND t.campaign_name IS NOT DISTINCT FROM nullif(s.utm_campaign, '')));
+	GET DIAGNOSTICS sessions_extended = ROW_COUNT;
+	ANALYZE pg_temp.clickstream_append (user_id);
 
 	-- The ranges left to re-read: every dirty one but those of the sessions
 	-- extended above.  (A table of their own, analyzed: read through an
