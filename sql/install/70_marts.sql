@@ -712,7 +712,7 @@ AS $$
 	d AS (
 		SELECT ev.day, ev.events, ev.page_views, ev.users, coalesce(nu.new_users, 0) AS new_users,
 			   coalesce(se.sessions, 0) AS sessions, coalesce(se.bounced, 0) AS bounced,
-			   coalesce(se.converted, 0) AS converted, coalesce(se.seconds, 0) AS seconds,
+			   coalesce(se.converted, 0) AS converted, round(coalesce(se.seconds, 0), 6) AS seconds,
 			   coalesce(od.orders, 0) AS orders, ev.units, ev.revenue
 		FROM ev
 		LEFT JOIN nu USING (day)
@@ -1727,7 +1727,7 @@ BEGIN
 	WITH d AS (
 		SELECT d.day, sum(d.events) AS events, sum(d.page_views) AS page_views,
 			   sum(d.users) AS users, sum(d.new_users) AS new_users, sum(d.sessions) AS sessions,
-			   sum(d.bounced) AS bounced, sum(d.converted) AS converted, sum(d.seconds) AS seconds,
+			   sum(d.bounced) AS bounced, sum(d.converted) AS converted, round(sum(d.seconds), 6) AS seconds,
 			   sum(d.orders) AS orders, sum(d.units) AS units, sum(d.revenue) AS revenue
 		FROM pg_temp.clickstream_day_delta d GROUP BY d.day)
 	INSERT INTO clickstream.daily_metrics AS t (day, events, page_views, users, new_users,
@@ -1741,7 +1741,9 @@ BEGIN
 		sessions = t.sessions + excluded.sessions,
 		bounced_sessions = t.bounced_sessions + excluded.bounced_sessions,
 		converted_sessions = t.converted_sessions + excluded.converted_sessions,
-		session_seconds = t.session_seconds + excluded.session_seconds,
+		-- (microseconds, as extract() gives them: a day that lost all its
+		-- sessions keeps 0.000000, as a day without any)
+		session_seconds = round(t.session_seconds + excluded.session_seconds, 6),
 		orders = t.orders + excluded.orders,
 		units = t.units + excluded.units,
 		revenue = t.revenue + excluded.revenue;

@@ -92,9 +92,9 @@ BEGIN
 	SET touch_id = (SELECT coalesce(max(t.touch_id), 0) FROM clickstream.touched t),
 		timezone_changed = g.timezone_changed OR coalesce((g.session_rules ->> 'timezone')
 			<> current_setting('clickstream.timezone'), false)
-			-- rules of unknown origin (an update from a version that did not
-			-- record them): silver itself says whether its days were dated in
-			-- another zone
+			-- rules unknown (the update from 0.1.0 clears them, so that the
+			-- first refresh rebuilds): silver itself says whether its days
+			-- were dated in another zone
 			OR (g.session_rules IS NULL AND EXISTS (
 				SELECT 1 FROM clickstream.events e
 				WHERE e.event_date <> clickstream.local_day(e.ts))),
@@ -589,14 +589,17 @@ BEGIN
 	INSERT INTO pg_temp.clickstream_append
 	SELECT s.*, s.ctid
 	FROM (SELECT d.user_id, d.last_tid, min(e.ts) AS first_ts, max(e.ts) AS last_ts,
-				 -- the campaigns the new events carry (as sessionize() reads
-				 -- them: an empty utm_source or utm_campaign is none), and
-				 -- the one when there is one
-				 count(DISTINCT ROW(nullif(e.utm_source, ''), nullif(e.utm_campaign, '')))
-					 FILTER (WHERE nullif(e.utm_source, '') IS NOT NULL
-							 OR nullif(e.utm_campaign, '') IS NOT NULL) AS campaigns,
-				 min(nullif(e.utm_source, '')) AS campaign_source,
-				 min(nullif(e.utm_campaign, '')) AS campaign_name
+				 -- with the campaign rule, the least and greatest campaign the
+				 -- new events carry (as sessionize() reads them: an empty
+				 -- utm_source or utm_campaign is none), one text each, so
+				 -- that one campaign is min = max (min and max keep the hash
+				 -- aggregate a DISTINCT count would turn into a sort)
+				 min(jsonb_build_array(nullif(e.utm_source, ''), nullif(e.utm_campaign, ''))::text COLLATE "C")
+					 FILTER (WHERE campaign AND (nullif(e.utm_source, '') IS NOT NULL
+												 OR nullif(e.utm_campaign, '') IS NOT NULL)) AS campaign_min,
+				 max(jsonb_build_array(nullif(e.utm_source, ''), nullif(e.utm_campaign, ''))::text COLLATE "C")
+					 FILTER (WHERE campaign AND (nullif(e.utm_source, '') IS NOT NULL
+												 OR nullif(e.utm_campaign, '') IS NOT NULL)) AS campaign_max
 		  FROM pg_temp.clickstream_step_events e
 		  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
 		  -- (the events of the user's last range: not those of a range
@@ -612,10 +615,10 @@ BEGIN
 		AND t.last_ts - s.session_start <= longest
 		AND (NOT midnight
 			 OR (t.last_ts AT TIME ZONE tz)::date = (s.session_start AT TIME ZONE tz)::date)
-		AND (NOT campaign OR t.campaigns = 0
-			 OR (t.campaigns = 1
-				 AND t.campaign_source IS NOT DISTINCT FROM nullif(s.utm_source, '')
-				 AND t.campaign_name IS NOT DISTINCT FROM nullif(s.utm_campaign, '')));
+		AND (NOT campaign OR t.campaign_min IS NULL
+			 OR (t.campaign_min = t.campaign_max
+				 AND t.campaign_min = jsonb_build_array(nullif(s.utm_source, ''),
+														nullif(s.utm_campaign, ''))::text COLLATE "C"));
 	GET DIAGNOSTICS sessions_extended = ROW_COUNT;
 	ANALYZE pg_temp.clickstream_append (user_id);
 

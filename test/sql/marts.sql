@@ -101,6 +101,19 @@ SELECT 'audience_daily', count(*) FROM (
 	SELECT day, country, device, revenue::text FROM clickstream.audience_daily
 	EXCEPT SELECT day, country, device, revenue::text FROM clickstream.recompute_audience_daily()) d;
 SELECT gold_bad();
+-- the same for the seconds of a day that loses all its sessions: sam's
+-- session of 11 April merges into the one that started on 10 April through a
+-- late event between them (the day keeps 0.000000, as a day without any)
+SELECT feed_events(0, ARRAY[ev('s1', 'sam', '2026-04-10T23:50:00Z'), ev('s2', 'sam', '2026-04-11T00:25:00Z')]);
+CALL clickstream.refresh();
+SELECT feed_events(1, ARRAY[ev('s0', 'sam', '2026-04-11T00:05:00Z')]);
+CALL clickstream.refresh();
+SELECT day, sessions, session_seconds::text FROM clickstream.daily_metrics
+WHERE day IN ('2026-04-10', '2026-04-11') ORDER BY 1;
+SELECT count(*) AS rows_not_as_recomputed FROM (
+	SELECT day, session_seconds::text FROM clickstream.daily_metrics
+	EXCEPT SELECT day, session_seconds::text FROM clickstream.recompute_daily_metrics()) d;
+SELECT gold_bad();
 
 -- verify_gold() notices a mart that is off, and rebuild_gold() repairs it
 UPDATE clickstream.daily_metrics SET revenue = revenue + 1 WHERE day = '2026-04-06';
