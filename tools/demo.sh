@@ -57,8 +57,9 @@ while kill -0 "$gen_pid" 2>/dev/null; do
 	       (SELECT count(*) FROM clickstream.events),
 	       (SELECT count(*) FROM clickstream.sessions),
 	       (SELECT count(*) FROM clickstream.dead_letters),
-	       (SELECT coalesce(sum(lag), 0) FROM clickstream.status)" |
-		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%6d %12d %10d %12d %12d %10d %8d %10d\n", t, $1, $2, $3, $4, $5, $6, $7}'
+	       (SELECT CASE WHEN bool_and(lag IS NOT NULL) THEN sum(lag)::text ELSE '?' END
+	        FROM clickstream.status)" |
+		awk -F'|' -v t=$(( $(date +%s) - start )) '{printf "%6d %12d %10d %12d %12d %10d %8d %10s\n", t, $1, $2, $3, $4, $5, $6, $7}'
 done
 gen_pid=""
 produced=$(grep '^messages=' "$work/manifest" | cut -d= -f2)
