@@ -281,6 +281,21 @@ SET enable_hashagg = off;
 COMMENT ON FUNCTION clickstream.session_append_rows() IS
 'Internal (refresh_gold()''s append path): the sessions of pg_temp.clickstream_append extended by their users'' new events in pg_temp.clickstream_step_events, as clickstream.session_rows() would compute them from all their events.';
 
+-- The campaign an event carries, as sessionize() reads it with
+-- split_on_campaign (an empty utm_source or utm_campaign is none), as one
+-- comparable text; NULL when it carries none.
+CREATE FUNCTION clickstream.campaign_text(utm_source text, utm_campaign text)
+RETURNS text
+-- (STABLE as jsonb_build_array is, so that it is inlined)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+	SELECT CASE WHEN nullif(utm_source, '') IS NOT NULL OR nullif(utm_campaign, '') IS NOT NULL
+		THEN pg_catalog.jsonb_build_array(nullif(utm_source, ''), nullif(utm_campaign, ''))::text COLLATE "C" END
+$$;
+
+COMMENT ON FUNCTION clickstream.campaign_text(text, text) IS
+'Internal (clickstream.refresh_gold()): the campaign an event carries as session_split_on_campaign reads it (an empty utm_source or utm_campaign is none), as one text; NULL when it carries none.';
+
 -- Whether an event at next_ts starts a new session after activity that
 -- ended at prev_end: a gap over the timeout, or a midnight between them in
 -- tz with the midnight rule (sessionize()'s rules, in SQL, for the probes
@@ -590,17 +605,14 @@ BEGIN
 	SELECT s.*, s.ctid
 	FROM (SELECT d.user_id, d.last_tid, min(e.ts) AS first_ts, max(e.ts) AS last_ts,
 				 -- with the campaign rule, the least and greatest campaign the
-				 -- new events carry (as sessionize() reads them: an empty
-				 -- utm_source or utm_campaign is none), one text each, so
-				 -- that one campaign is min = max (min and max keep the hash
-				 -- aggregate a DISTINCT count would turn into a sort)
-				 min(jsonb_build_array(nullif(e.utm_source, ''), nullif(e.utm_campaign, ''))::text COLLATE "C")
-					 FILTER (WHERE campaign AND (nullif(e.utm_source, '') IS NOT NULL
-												 OR nullif(e.utm_campaign, '') IS NOT NULL)) AS campaign_min,
-				 max(jsonb_build_array(nullif(e.utm_source, ''), nullif(e.utm_campaign, ''))::text COLLATE "C")
-					 FILTER (WHERE campaign AND (nullif(e.utm_source, '') IS NOT NULL
-												 OR nullif(e.utm_campaign, '') IS NOT NULL)) AS campaign_max
+				 -- new events carry, one text each, so that one campaign is
+				 -- min = max (min and max keep the hash aggregate a DISTINCT
+				 -- count would turn into a sort)
+				 min(c.campaign) AS campaign_min, max(c.campaign) AS campaign_max
 		  FROM pg_temp.clickstream_step_events e
+		  CROSS JOIN LATERAL (
+			  SELECT CASE WHEN campaign THEN clickstream.campaign_text(e.utm_source, e.utm_campaign) END
+				  AS campaign) c
 		  JOIN pg_temp.clickstream_dirty d ON d.user_id = e.user_id AND d.to_ts = 'infinity'
 		  -- (the events of the user's last range: not those of a range
 		  -- split off before it)
@@ -617,8 +629,7 @@ BEGIN
 			 OR (t.last_ts AT TIME ZONE tz)::date = (s.session_start AT TIME ZONE tz)::date)
 		AND (NOT campaign OR t.campaign_min IS NULL
 			 OR (t.campaign_min = t.campaign_max
-				 AND t.campaign_min = jsonb_build_array(nullif(s.utm_source, ''),
-														nullif(s.utm_campaign, ''))::text COLLATE "C"));
+				 AND t.campaign_min = clickstream.campaign_text(s.utm_source, s.utm_campaign)));
 	GET DIAGNOSTICS sessions_extended = ROW_COUNT;
 	ANALYZE pg_temp.clickstream_append (user_id);
 
@@ -786,6 +797,7 @@ COMMENT ON FUNCTION clickstream.refresh_gold() IS
 REVOKE ALL ON FUNCTION clickstream.gold_scratch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_append_rows() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_gap(timestamptz, timestamptz, interval, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clickstream.campaign_text(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.session_after_gap(text, timestamptz, timestamptz, timestamptz, text, interval, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.silver_partition_ranges() FROM PUBLIC;
 REVOKE ALL ON FUNCTION clickstream.refresh_gold() FROM PUBLIC;
