@@ -1888,17 +1888,25 @@ WITH recent AS (
 	 FROM clickstream.bronze b
 	 CROSS JOIN LATERAL clickstream.parse_event(b.payload) p
 	 WHERE p.reason IS NULL AND p.ts >= now() - interval '5 minutes'
-	 ORDER BY p.event_id, b.kafka_timestamp, b.kafka_partition, b.kafka_offset))
-SELECT to_timestamp(floor(extract(epoch FROM r.ts) / 10) * 10) AS bucket,
-	   count(*) AS events,
-	   count(DISTINCT r.user_id) AS users,
-	   count(*) FILTER (WHERE r.event_type = 'purchase') AS purchases,
-	   coalesce(sum(r.revenue) FILTER (WHERE r.event_type = 'purchase'), 0) AS revenue
-FROM recent r
-GROUP BY 1;
+	 ORDER BY p.event_id, b.kafka_timestamp, b.kafka_partition, b.kafka_offset)),
+counted AS (
+	SELECT to_timestamp(floor(extract(epoch FROM r.ts) / 10) * 10) AS bucket,
+		   count(*) AS events,
+		   count(DISTINCT r.user_id) AS users,
+		   count(*) FILTER (WHERE r.event_type = 'purchase') AS purchases,
+		   coalesce(sum(r.revenue) FILTER (WHERE r.event_type = 'purchase'), 0) AS revenue
+	FROM recent r
+	GROUP BY 1)
+-- every bucket the window touches, with or without events, and those ahead
+-- of now of events within clickstream.max_clock_skew
+SELECT bucket, coalesce(c.events, 0) AS events, coalesce(c.users, 0) AS users,
+	   coalesce(c.purchases, 0) AS purchases, coalesce(c.revenue, 0) AS revenue
+FROM generate_series(to_timestamp(floor(extract(epoch FROM now() - interval '5 minutes') / 10) * 10),
+					 now(), interval '10 seconds') AS b(bucket)
+FULL JOIN counted c USING (bucket);
 
 COMMENT ON VIEW clickstream.live IS
-'Right now, seconds fresh: per 10-second bucket of the last 5 minutes, events, distinct users, purchases and revenue, from silver and from the bronze rows the refresh has not promoted yet (parsed on the fly). The bronze part is validated and deduplicated within bronze by event id; a redelivery of an event already promoted is counted again until the refresh drops it. A user with events on both sides is counted once. Its cost follows the events of the last 5 minutes, not history.';
+'Right now, seconds fresh: per 10-second bucket of the last 5 minutes (all 31 that the window touches, the first and the current one partial, with zeros where nothing happened; and a bucket ahead of now for events up to clickstream.max_clock_skew in the future), events, distinct users, purchases and revenue, from silver and from the bronze rows the refresh has not promoted yet (parsed on the fly). The bronze part is validated and deduplicated within bronze by event id; a redelivery of an event already promoted is counted again until the refresh drops it. A user with events on both sides is counted once. Its cost follows the events of the last 5 minutes, not history.';
 COMMENT ON COLUMN clickstream.live.bucket IS 'Start of the 10-second bucket (by event time).';
 COMMENT ON COLUMN clickstream.live.events IS 'Events in the bucket.';
 COMMENT ON COLUMN clickstream.live.users IS 'Distinct users with an event in the bucket.';

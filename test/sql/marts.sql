@@ -131,6 +131,13 @@ SELECT feed_events(0, ARRAY[ev('l2', 'lou', to_char(now() AT TIME ZONE 'UTC', 'Y
 SELECT feed_events(p, ARRAY[ev('l3', 'lou', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'purchase',
 	'order_id=lo3', 'price=5')]) FROM generate_series(1, 2) p;
 SELECT sum(events) AS events, sum(purchases) AS purchases, sum(revenue) AS revenue FROM clickstream.live;
+-- every bucket of the window, those without events at zero: 31 (the first
+-- and the current one partial), 10 seconds apart, the newest not after now
+SELECT count(*) AS buckets, count(*) FILTER (WHERE events = 0 AND users = 0 AND revenue = 0) >= 28 AS zeros,
+	   max(bucket) <= now() AND max(bucket) > now() - interval '10 seconds' AS newest,
+	   min(bucket) <= now() - interval '5 minutes' AS oldest,
+	   count(DISTINCT bucket) = count(*) AND bool_and(extract(epoch FROM bucket)::numeric % 10 = 0) AS aligned
+FROM clickstream.live;
 SELECT events_5m, users_5m, orders_1h, revenue_1h, unpromoted FROM clickstream.live_summary;
 CALL clickstream.refresh();
 
