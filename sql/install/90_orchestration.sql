@@ -130,43 +130,54 @@ BEGIN
 	WHILE more AND NOT failed LOOP
 		-- a silver step and gold brought up to date with it: one transaction
 		BEGIN
-			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-			LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
-			step := clickstream.refresh_step(run, batch, batch_bytes);
-			gold_started := pg_catalog.clock_timestamp();
-			gold := clickstream.refresh_gold();
-			steps := steps OPERATOR(pg_catalog.+) 1;
-			-- rows that came while the run went on are taken for about a
-			-- minute (a scheduled run that goes past its next start time
-			-- is followed at once by that one); the rest of a catch-up map
-			-- always.  (Counted once gold is done: counted after the silver
-			-- part, the rows of the longer part of the step went unseen, and
-			-- a step of a minute's backlog at 7 500 events/s, 40 s, found
-			-- fewer than a tenth of a step waiting and left 300 000 rows to
-			-- the next scheduled run: freshness 101 s.)
-			more := (step.more OR clickstream.refresh_more(batch))
-				AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
-				AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
-					 OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started
-						OPERATOR(pg_catalog.<) '1 minute'::interval);
-			UPDATE clickstream.refresh_history h
-			SET steps = h.steps OPERATOR(pg_catalog.+) 1,
-				rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
-				rows_promoted = h.rows_promoted OPERATOR(pg_catalog.+) step.rows_promoted,
-				rows_duplicate = h.rows_duplicate OPERATOR(pg_catalog.+) step.rows_duplicate,
-				rows_rejected = h.rows_rejected OPERATOR(pg_catalog.+) step.rows_rejected,
-				partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
-				sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
-				gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
-				marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time,
-				sessions_extended = h.sessions_extended OPERATOR(pg_catalog.+) gold.sessions_extended,
-				events_reread = h.events_reread OPERATOR(pg_catalog.+) gold.events_reread
-			WHERE h.run_id = run;
-		EXCEPTION WHEN OTHERS OR query_canceled THEN
-			-- a cancel or statement_timeout too: recorded, then re-raised
-			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
-			failed := true;
+			BEGIN
+				PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+				LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
+				step := clickstream.refresh_step(run, batch, batch_bytes);
+				gold_started := pg_catalog.clock_timestamp();
+				gold := clickstream.refresh_gold();
+				steps := steps OPERATOR(pg_catalog.+) 1;
+				-- rows that came while the run went on are taken for about a
+				-- minute (a scheduled run that goes past its next start time
+				-- is followed at once by that one); the rest of a catch-up map
+				-- always.  (Counted once gold is done: counted after the silver
+				-- part, the rows of the longer part of the step went unseen, and
+				-- a step of a minute's backlog at 7 500 events/s, 40 s, found
+				-- fewer than a tenth of a step waiting and left 300 000 rows to
+				-- the next scheduled run: freshness 101 s.)
+				more := (step.more OR clickstream.refresh_more(batch))
+					AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
+					AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
+						 OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started
+							OPERATOR(pg_catalog.<) '1 minute'::interval);
+				UPDATE clickstream.refresh_history h
+				SET steps = h.steps OPERATOR(pg_catalog.+) 1,
+					rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
+					rows_promoted = h.rows_promoted OPERATOR(pg_catalog.+) step.rows_promoted,
+					rows_duplicate = h.rows_duplicate OPERATOR(pg_catalog.+) step.rows_duplicate,
+					rows_rejected = h.rows_rejected OPERATOR(pg_catalog.+) step.rows_rejected,
+					partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
+					sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
+					gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
+					marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time,
+					sessions_extended = h.sessions_extended OPERATOR(pg_catalog.+) gold.sessions_extended,
+					events_reread = h.events_reread OPERATOR(pg_catalog.+) gold.events_reread
+				WHERE h.run_id = run;
+			EXCEPTION WHEN OTHERS OR query_canceled THEN
+				-- a cancel or statement_timeout too: recorded, then re-raised
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+					ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+				failed := true;
+			END;
+		EXCEPTION WHEN query_canceled THEN
+			-- a second cancel while the first one unwound the step (a double ^C,
+			-- a watchdog's cancel after statement_timeout): it fires in the
+			-- handler above, and the run would stay "running" without its error
+			IF NOT failed THEN
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+					ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
+				failed := true;
+			END IF;
 		END;
 		IF failed THEN
 			IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
@@ -218,16 +229,27 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	UPDATE clickstream.refresh_history
-	SET status = 'failed', finished_at = clock_timestamp(),
-		error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
-			coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
-	WHERE run_id = run;
+	-- A second cancel while the failure is written (a double ^C, a watchdog's
+	-- cancel after statement_timeout) would roll the record back and leave
+	-- the run "running" until the next one marks it interrupted, without its
+	-- error: written again, up to three times.
+	FOR attempt IN 1 .. 3 LOOP
+		BEGIN
+			UPDATE clickstream.refresh_history
+			SET status = 'failed', finished_at = clock_timestamp(),
+				error = msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '') ||
+					coalesce(E'\nCONTEXT: ' || nullif(ctx, ''), '')
+			WHERE run_id = run;
+			RETURN;
+		EXCEPTION WHEN query_canceled THEN
+			NULL;
+		END;
+	END LOOP;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) IS
-'Internal: record a run of clickstream.refresh() as failed with its error (message, detail, context).';
+'Internal: record a run of clickstream.refresh() as failed with its error (message, detail, context), even through a second cancel.';
 
 REVOKE ALL ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) FROM PUBLIC;
 
