@@ -58,6 +58,7 @@ DECLARE
 	batch bigint;
 	batch_bytes bigint;
 	today date;
+	phase text;
 	gold record;
 	gold_started timestamptz;
 	i integer;
@@ -106,63 +107,58 @@ BEGIN
 	INSERT INTO clickstream.refresh_history (kind) VALUES ('refresh') RETURNING run_id INTO run;
 	COMMIT;
 
-	-- From here on, every way out records the run.
-	BEGIN
-		PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-		LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
-		-- today's and tomorrow's partitions exist before their events arrive
-		today := (pg_catalog.now() AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))::date;
-		PERFORM clickstream.create_partitions(ARRAY[today, today OPERATOR(pg_catalog.+) 1]);
-	EXCEPTION WHEN OTHERS OR query_canceled THEN
-		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-			ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
-		failed := true;
-	END;
-	IF failed THEN
-		IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
-			RAISE EXCEPTION 'the extension clickstream was dropped while clickstream.refresh() was running'
-				USING DETAIL = msg;
-		END IF;
-		PERFORM clickstream.refresh_failed(run, msg, det, ctx);
-	END IF;
-	COMMIT;
-
-	WHILE more AND NOT failed LOOP
-		-- a silver step and gold brought up to date with it: one transaction
+	-- From here on, every way out records the run.  The run's phases, the
+	-- start (today's partitions), each step and the end (the status, the
+	-- pruning), are one transaction each, run by one guarded block.
+	phase := 'start';
+	LOOP
 		BEGIN
 			BEGIN
 				PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 				LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
-				step := clickstream.refresh_step(run, batch, batch_bytes);
-				gold_started := pg_catalog.clock_timestamp();
-				gold := clickstream.refresh_gold();
-				steps := steps OPERATOR(pg_catalog.+) 1;
-				-- rows that came while the run went on are taken for about a
-				-- minute (a scheduled run that goes past its next start time
-				-- is followed at once by that one); the rest of a catch-up map
-				-- always.  (Counted once gold is done: counted after the silver
-				-- part, the rows of the longer part of the step went unseen, and
-				-- a step of a minute's backlog at 7 500 events/s, 40 s, found
-				-- fewer than a tenth of a step waiting and left 300 000 rows to
-				-- the next scheduled run: freshness 101 s.)
-				more := (step.more OR clickstream.refresh_more(batch))
-					AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
-					AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
-						 OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started
-							OPERATOR(pg_catalog.<) '1 minute'::interval);
-				UPDATE clickstream.refresh_history h
-				SET steps = h.steps OPERATOR(pg_catalog.+) 1,
-					rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
-					rows_promoted = h.rows_promoted OPERATOR(pg_catalog.+) step.rows_promoted,
-					rows_duplicate = h.rows_duplicate OPERATOR(pg_catalog.+) step.rows_duplicate,
-					rows_rejected = h.rows_rejected OPERATOR(pg_catalog.+) step.rows_rejected,
-					partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
-					sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
-					gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
-					marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time,
-					sessions_extended = h.sessions_extended OPERATOR(pg_catalog.+) gold.sessions_extended,
-					events_reread = h.events_reread OPERATOR(pg_catalog.+) gold.events_reread
-				WHERE h.run_id = run;
+				IF phase = 'start' THEN
+					-- today's and tomorrow's partitions exist before their events arrive
+					today := (pg_catalog.now() AT TIME ZONE pg_catalog.current_setting('clickstream.timezone'))::date;
+					PERFORM clickstream.create_partitions(ARRAY[today, today OPERATOR(pg_catalog.+) 1]);
+				ELSIF phase = 'step' THEN
+					-- a silver step and gold brought up to date with it
+					step := clickstream.refresh_step(run, batch, batch_bytes);
+					gold_started := pg_catalog.clock_timestamp();
+					gold := clickstream.refresh_gold();
+					steps := steps OPERATOR(pg_catalog.+) 1;
+					-- rows that came while the run went on are taken for about a
+					-- minute (a scheduled run that goes past its next start time
+					-- is followed at once by that one); the rest of a catch-up map
+					-- always.  (Counted once gold is done: counted after the silver
+					-- part, the rows of the longer part of the step went unseen, and
+					-- a step of a minute's backlog at 7 500 events/s, 40 s, found
+					-- fewer than a tenth of a step waiting and left 300 000 rows to
+					-- the next scheduled run: freshness 101 s.)
+					more := (step.more OR clickstream.refresh_more(batch))
+						AND (max_steps IS NULL OR steps OPERATOR(pg_catalog.<) max_steps)
+						AND (pg_catalog.to_regclass('pg_temp.clickstream_map_state') IS NOT NULL
+							 OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started
+								OPERATOR(pg_catalog.<) '1 minute'::interval);
+					UPDATE clickstream.refresh_history h
+					SET steps = h.steps OPERATOR(pg_catalog.+) 1,
+						rows_read = h.rows_read OPERATOR(pg_catalog.+) step.rows_read,
+						rows_promoted = h.rows_promoted OPERATOR(pg_catalog.+) step.rows_promoted,
+						rows_duplicate = h.rows_duplicate OPERATOR(pg_catalog.+) step.rows_duplicate,
+						rows_rejected = h.rows_rejected OPERATOR(pg_catalog.+) step.rows_rejected,
+						partitions_created = h.partitions_created OPERATOR(pg_catalog.+) step.partitions_created,
+						sessions_written = h.sessions_written OPERATOR(pg_catalog.+) gold.sessions_written,
+						gold_time = h.gold_time OPERATOR(pg_catalog.+) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) gold_started),
+						marts_time = h.marts_time OPERATOR(pg_catalog.+) gold.marts_time,
+						sessions_extended = h.sessions_extended OPERATOR(pg_catalog.+) gold.sessions_extended,
+						events_reread = h.events_reread OPERATOR(pg_catalog.+) gold.events_reread
+					WHERE h.run_id = run;
+				ELSE
+					PERFORM clickstream.refresh_map_drop();	-- the catch-up map of refresh_step
+					UPDATE clickstream.refresh_history
+					SET status = 'succeeded', finished_at = pg_catalog.clock_timestamp()
+					WHERE run_id = run;
+					PERFORM clickstream.prune_history();
+				END IF;
 			EXCEPTION WHEN OTHERS OR query_canceled THEN
 				-- a cancel or statement_timeout too: recorded, then re-raised
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
@@ -170,9 +166,11 @@ BEGIN
 				failed := true;
 			END;
 		EXCEPTION WHEN query_canceled THEN
-			-- a second cancel while the first one unwound the step (a double ^C,
-			-- a watchdog's cancel after statement_timeout): it fires in the
-			-- handler above, and the run would stay "running" without its error
+			-- a second cancel while the first one (or an error) unwound the
+			-- phase (a double ^C, a watchdog's cancel after statement_timeout):
+			-- it fires in the handler above, and the run would stay "running"
+			-- without its error.  When it comes before the handler read the
+			-- first error, the cancel is what is recorded.
 			IF NOT failed THEN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
 					ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
@@ -187,32 +185,14 @@ BEGIN
 			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
 		END IF;
 		COMMIT;
+		EXIT WHEN failed OR phase = 'end';
+		phase := CASE WHEN more THEN 'step' ELSE 'end' END;
 	END LOOP;
-	PERFORM clickstream.refresh_map_drop();	-- the catch-up map of refresh_step
-
-	IF NOT failed THEN
-		BEGIN
-			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-			LOCK TABLE clickstream.refresh_history IN EXCLUSIVE MODE;
-			UPDATE clickstream.refresh_history
-			SET status = 'succeeded', finished_at = pg_catalog.clock_timestamp()
-			WHERE run_id = run;
-			PERFORM clickstream.prune_history();
-		EXCEPTION WHEN OTHERS OR query_canceled THEN
-			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-				ctx = PG_EXCEPTION_CONTEXT, code = RETURNED_SQLSTATE;
-			failed := true;
-		END;
-		IF failed THEN
-			IF pg_catalog.to_regclass('clickstream.refresh_history') IS NULL THEN
-				RAISE EXCEPTION 'the extension clickstream was dropped while clickstream.refresh() was running'
-					USING DETAIL = msg;
-			END IF;
-			PERFORM clickstream.refresh_failed(run, msg, det, ctx);
-		END IF;
-		COMMIT;
-	END IF;
 	IF failed THEN
+		-- the catch-up map of refresh_step, which can be large, is not kept
+		-- in the session until it ends
+		PERFORM clickstream.refresh_map_drop();
+		COMMIT;
 		RAISE EXCEPTION 'clickstream.refresh() run % failed: %', run, msg
 			USING ERRCODE = code,
 				  HINT = 'The failed step was rolled back and its rows stay in bronze; the next run retries them. See clickstream.refresh_history.';
@@ -232,8 +212,9 @@ BEGIN
 	-- A second cancel while the failure is written (a double ^C, a watchdog's
 	-- cancel after statement_timeout) would roll the record back and leave
 	-- the run "running" until the next one marks it interrupted, without its
-	-- error: written again, up to three times.
-	FOR attempt IN 1 .. 3 LOOP
+	-- error: written once more.  Not more: a write that waits for a lock
+	-- someone else holds on the run's row is stopped by the next cancel.
+	FOR attempt IN 1 .. 2 LOOP
 		BEGIN
 			UPDATE clickstream.refresh_history
 			SET status = 'failed', finished_at = clock_timestamp(),
@@ -242,14 +223,16 @@ BEGIN
 			WHERE run_id = run;
 			RETURN;
 		EXCEPTION WHEN query_canceled THEN
-			NULL;
+			IF attempt = 2 THEN
+				RAISE;
+			END IF;
 		END;
 	END LOOP;
 END
 $$;
 
 COMMENT ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) IS
-'Internal: record a run of clickstream.refresh() as failed with its error (message, detail, context), even through a second cancel.';
+'Internal: record a run of clickstream.refresh() as failed with its error (message, detail, context); written again after a cancel, and stopped by a second one.';
 
 REVOKE ALL ON FUNCTION clickstream.refresh_failed(bigint, text, text, text) FROM PUBLIC;
 
